@@ -1,0 +1,152 @@
+//! Command-line interface: argument types (clap) and dispatch.
+
+use crate::error::{Error, EXIT_SBOX_FAILED};
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sbox",
+    version,
+    about = "A rootless sandbox for developers",
+    long_about = "sbox runs commands in a sandbox that looks like your own machine: you are root \
+inside, the project directory is read-write, the rest of the host is seen copy-on-write, and \
+your secrets (~/.ssh, ~/.aws, tokens…) are hidden. No root, no daemon.",
+    after_help = "Exit status: the command's own; 128+N when it was killed by signal N; 125 when \
+sbox itself failed; 126 when the command could not be executed; 127 when it was not found."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in a new sandbox and exit with its status
+    #[command(
+        after_help = "Examples:\n  sbox run -- npm install\n  sbox run --net none -- make test\n  sbox run --ro-bind ~/data:/data -- python3 train.py"
+    )]
+    Run(RunArgs),
+    /// Start an interactive login shell in a new sandbox
+    Shell(ShellArgs),
+    /// Check what this host offers and how to fix what it lacks
+    Doctor(DoctorArgs),
+    /// List, show and check profiles
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+}
+
+/// Options shared by `run` and `shell`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SandboxOpts {
+    /// Profile to use: a name (see `sbox profile list`) or a path to a .toml file
+    #[arg(long, value_name = "NAME", default_value = "dev")]
+    pub profile: String,
+    /// Bind a host path read-write (DEST defaults to SRC)
+    #[arg(long = "bind", value_name = "SRC[:DEST]")]
+    pub bind: Vec<String>,
+    /// Bind a host path read-only (DEST defaults to SRC)
+    #[arg(long = "ro-bind", value_name = "SRC[:DEST]")]
+    pub ro_bind: Vec<String>,
+    /// Mount a fresh tmpfs at DEST
+    #[arg(long, value_name = "DEST")]
+    pub tmpfs: Vec<String>,
+    /// Working directory inside (default: the current directory)
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<String>,
+    /// Set an environment variable inside
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Pass an environment variable of the caller through
+    #[arg(long = "keep-env", value_name = "KEY")]
+    pub keep_env: Vec<String>,
+    /// Host name inside (default: from the profile, else "sbox")
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Network: "none" (own namespace, loopback only) or "host"
+    #[arg(long, value_name = "MODE", value_parser = ["none", "host"])]
+    pub net: Option<String>,
+    /// Root filesystem backend: "kernel" (overlayfs, copy-on-write) or "none" (host read-only)
+    #[arg(long, value_name = "BACKEND", value_parser = ["kernel", "none"])]
+    pub overlay: Option<String>,
+    /// Keep your own uid/gid inside instead of root
+    #[arg(long = "map-user")]
+    pub map_user: bool,
+    /// Print each step and which layers are in force
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub opts: SandboxOpts,
+    /// Give the command a terminal (a new pseudo-terminal relayed to yours)
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// The command and its arguments
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    pub opts: SandboxOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// List the profiles that can be used and where each comes from
+    List,
+    /// Print a profile with its includes applied
+    Show {
+        /// Profile name or path to a .toml file
+        name: String,
+    },
+    /// Check a profile file for errors
+    Check {
+        /// Path to the .toml file
+        file: String,
+    },
+}
+
+/// Parse the command line, run, and turn errors into a one-line message
+/// and an exit status.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = e.exit_code();
+            let _ = e.print();
+            return ExitCode::from(code.clamp(0, 255) as u8);
+        }
+    };
+    let result = match cli.command {
+        Command::Run(a) => crate::cmd::run::run(a.opts, a.command, a.tty),
+        Command::Shell(a) => crate::cmd::run::shell(a.opts),
+        Command::Doctor(a) => crate::cmd::doctor::run(a.json),
+        Command::Profile(p) => crate::cmd::profile::run(p),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            report(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Print an error as one line on stderr.
+pub fn report(e: &Error) {
+    let msg = e.to_string().replace('\n', " ");
+    eprintln!("sbox: error: {msg}");
+    let _ = EXIT_SBOX_FAILED;
+}

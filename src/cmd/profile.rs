@@ -1,0 +1,40 @@
+//! `sbox profile list|show|check`.
+
+use crate::cli::ProfileCommand;
+use crate::error::{Error, Result};
+use crate::profile::{self, Origin, SearchPath};
+
+pub fn run(cmd: ProfileCommand) -> Result<u8> {
+    let search = SearchPath::from_host();
+    match cmd {
+        ProfileCommand::List => {
+            for (name, origin) in profile::list(&search) {
+                let desc = profile::load(&name, &search)
+                    .ok()
+                    .and_then(|l| l.profile.description)
+                    .unwrap_or_default();
+                println!("{name:<12} {desc}  ({origin})");
+            }
+            Ok(0)
+        }
+        ProfileCommand::Show { name } => {
+            let loaded = profile::load(&name, &search)?;
+            let sources: Vec<String> = loaded.sources.iter().map(Origin::to_string).collect();
+            println!("# profile {name}, built from: {}", sources.join(", "));
+            let text = toml::to_string_pretty(&loaded.profile)
+                .map_err(|e| Error::Host(format!("cannot print the profile: {e}")))?;
+            print!("{text}");
+            Ok(0)
+        }
+        ProfileCommand::Check { file } => {
+            let path = if file.contains('/') || file.ends_with(".toml") {
+                file.clone()
+            } else {
+                format!("./{file}")
+            };
+            profile::load(&path, &search)?;
+            println!("{file}: ok");
+            Ok(0)
+        }
+    }
+}

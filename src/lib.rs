@@ -1,0 +1,16 @@
+//! sbox: a rootless sandbox for developers on Linux.
+//!
+//! Roles: the **launcher** (the process the user started) creates the
+//! sandbox and relays; **init** (PID 1 inside) assembles the root and
+//! supervises; the **payload** is the user's command.
+
+pub mod cli;
+pub mod cmd;
+pub mod error;
+pub mod idmap;
+pub mod policy;
+pub mod profile;
+pub mod rootfs;
+pub mod sandbox;
+pub mod state;
+pub mod sys;

@@ -1,0 +1,566 @@
+//! The validated, immutable plan of one sandbox. Built from the command line
+//! and a resolved profile by pure code; the launcher only sees a `Policy`.
+
+use crate::error::{Error, Result};
+use crate::profile::ProfileFile;
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+/// How the host's trees become the sandbox's root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Kernel overlayfs in the user namespace, one per top-level directory.
+    Kernel,
+    /// The host's trees bound read-only.
+    None,
+}
+
+impl Backend {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "kernel" => Ok(Backend::Kernel),
+            "none" => Ok(Backend::None),
+            "fuse" => Err(Error::Usage(
+                "overlay backend \"fuse\" is not available in this build; use \"kernel\" or \"none\""
+                    .into(),
+            )),
+            other => Err(Error::Usage(format!(
+                "unknown overlay backend {other:?} (expected kernel or none)"
+            ))),
+        }
+    }
+}
+
+/// Network posture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// Own network namespace with only `lo` up.
+    None,
+    /// The host's network.
+    Host,
+}
+
+impl NetMode {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(NetMode::None),
+            "host" => Ok(NetMode::Host),
+            other => Err(Error::Usage(format!(
+                "unknown network mode {other:?} (expected none or host)"
+            ))),
+        }
+    }
+}
+
+/// A bind mount of a host path into the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Bind {
+    pub src: PathBuf,
+    pub dest: PathBuf,
+    pub readonly: bool,
+}
+
+/// The user who started sbox.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub name: String,
+    pub home: PathBuf,
+    pub shell: Option<String>,
+}
+
+impl Caller {
+    /// The real user of this process, from the kernel and /etc/passwd.
+    pub fn from_host() -> Result<Self> {
+        let uid = nix::unistd::getuid();
+        let gid = nix::unistd::getgid();
+        let pw = nix::unistd::User::from_uid(uid).ok().flatten();
+        let name = std::env::var("USER")
+            .ok()
+            .filter(|_| pw.is_none())
+            .or_else(|| pw.as_ref().map(|p| p.name.clone()))
+            .unwrap_or_else(|| uid.to_string());
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .filter(|h| h.is_absolute())
+            .or_else(|| pw.as_ref().map(|p| p.dir.clone()))
+            .ok_or_else(|| Error::Host("cannot tell the home directory (set HOME)".into()))?;
+        let shell = pw.map(|p| p.shell.to_string_lossy().into_owned());
+        Ok(Caller {
+            uid: uid.as_raw(),
+            gid: gid.as_raw(),
+            name,
+            home,
+            shell,
+        })
+    }
+}
+
+/// What the command line adds to or overrides in the profile.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub bind: Vec<String>,
+    pub ro_bind: Vec<String>,
+    pub tmpfs: Vec<String>,
+    pub chdir: Option<String>,
+    pub env: Vec<String>,
+    pub keep_env: Vec<String>,
+    pub hostname: Option<String>,
+    pub net: Option<String>,
+    pub overlay: Option<String>,
+    pub map_user: bool,
+    pub verbose: bool,
+}
+
+/// The complete, validated plan of one sandbox.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Policy {
+    pub profile: String,
+    pub argv: Vec<String>,
+    /// Allocate a pseudo-terminal and relay it (`sbox shell`, `run -t`).
+    pub tty: bool,
+    pub caller: Caller,
+    /// The project directory (the caller's current directory).
+    pub project: PathBuf,
+    pub binds: Vec<Bind>,
+    pub tmpfs: Vec<PathBuf>,
+    /// Paths that must not exist or must be empty inside.
+    pub hidden: Vec<PathBuf>,
+    pub backend: Backend,
+    pub net: NetMode,
+    pub hostname: String,
+    pub chdir: PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub map_user: bool,
+    pub verbose: bool,
+}
+
+/// Variables always passed from the caller's environment.
+pub const DEFAULT_ENV: &[&str] = &[
+    "TERM",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "COLORTERM",
+];
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Inputs of `build` that come from the host.
+pub struct Context<'a> {
+    pub caller: Caller,
+    pub cwd: PathBuf,
+    pub host_env: &'a [(String, String)],
+    pub data_dir: PathBuf,
+}
+
+/// Expand `~`, `$HOME`, `$PWD`, `$USER`, `$XDG_*` and `$SBOX_DATA` at the
+/// start of or anywhere in a path-like string.
+pub fn expand(s: &str, ctx: &Context) -> Result<String> {
+    let home = ctx.caller.home.to_string_lossy().into_owned();
+    let mut out = if s == "~" {
+        home.clone()
+    } else if let Some(rest) = s.strip_prefix("~/") {
+        format!("{home}/{rest}")
+    } else {
+        s.to_string()
+    };
+    let mut result = String::new();
+    let mut rest = out.as_str();
+    while let Some(i) = rest.find('$') {
+        result.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, tail) = if let Some(b) = after.strip_prefix('{') {
+            let end = b
+                .find('}')
+                .ok_or_else(|| Error::Usage(format!("unterminated ${{ in {s:?}")))?;
+            (&b[..end], &b[end + 1..])
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        let value = match name {
+            "HOME" => home.clone(),
+            "PWD" => ctx.cwd.to_string_lossy().into_owned(),
+            "USER" => ctx.caller.name.clone(),
+            "SBOX_DATA" => ctx.data_dir.to_string_lossy().into_owned(),
+            n if n.starts_with("XDG_") => host_var(ctx, n)
+                .or_else(|| xdg_default(n, &home))
+                .ok_or_else(|| Error::Usage(format!("{n} is not set (in {s:?})")))?,
+            n => {
+                return Err(Error::Usage(format!(
+                    "unknown variable ${n} in {s:?} (known: ~, $HOME, $PWD, $USER, $XDG_*, $SBOX_DATA)"
+                )))
+            }
+        };
+        result.push_str(&value);
+        rest = tail;
+    }
+    result.push_str(rest);
+    out = result;
+    Ok(out)
+}
+
+fn host_var(ctx: &Context, name: &str) -> Option<String> {
+    ctx.host_env
+        .iter()
+        .find(|(k, v)| k == name && !v.is_empty())
+        .map(|(_, v)| v.clone())
+}
+
+fn xdg_default(name: &str, home: &str) -> Option<String> {
+    Some(match name {
+        "XDG_CONFIG_HOME" => format!("{home}/.config"),
+        "XDG_DATA_HOME" => format!("{home}/.local/share"),
+        "XDG_CACHE_HOME" => format!("{home}/.cache"),
+        "XDG_STATE_HOME" => format!("{home}/.local/state"),
+        _ => return None,
+    })
+}
+
+/// Make an absolute path lexically clean (no `.`, `..` or double slashes).
+pub fn clean_absolute(p: &str, what: &str) -> Result<PathBuf> {
+    if p.is_empty() {
+        return Err(Error::Usage(format!("{what}: empty path")));
+    }
+    let path = Path::new(p);
+    if !path.is_absolute() {
+        return Err(Error::Usage(format!(
+            "{what}: {p:?} is not an absolute path"
+        )));
+    }
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            Component::Prefix(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Parse `SRC[:DEST]`: SRC must exist on the host; DEST defaults to SRC.
+pub fn parse_bind(spec: &str, readonly: bool, what: &str, ctx: &Context) -> Result<Bind> {
+    let expanded = expand(spec, ctx)?;
+    let (src, dest) = match expanded.split_once(':') {
+        Some((s, d)) => (s.to_string(), Some(d.to_string())),
+        None => (expanded.clone(), None),
+    };
+    let src_clean = clean_absolute(&src, what)?;
+    let src_real = std::fs::canonicalize(&src_clean)
+        .map_err(|e| Error::path(&src_clean, format!("{what}: {}", io_reason(&e))))?;
+    let dest = match dest {
+        Some(d) => clean_absolute(&d, what)?,
+        None => src_clean,
+    };
+    if dest == Path::new("/") {
+        return Err(Error::Usage(format!(
+            "{what} {spec}: cannot bind over / (the root is the overlay)"
+        )));
+    }
+    Ok(Bind {
+        src: src_real,
+        dest,
+        readonly,
+    })
+}
+
+/// The reason of an I/O error without the "(os error N)" tail.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+        None => e.to_string(),
+    }
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 64
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && !h.starts_with('-')
+}
+
+fn valid_env_key(k: &str) -> bool {
+    !k.is_empty() && !k.contains('=') && !k.contains('\0')
+}
+
+/// Build the environment the command starts with.
+fn build_env(
+    profile: &ProfileFile,
+    ov: &Overrides,
+    ctx: &Context,
+) -> Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    let pass = |env: &mut BTreeMap<String, String>, key: &str| {
+        if let Some((k, v)) = ctx.host_env.iter().find(|(k, _)| k == key) {
+            env.insert(k.clone(), v.clone());
+        }
+    };
+    for k in DEFAULT_ENV {
+        pass(&mut env, k);
+    }
+    for (k, v) in ctx.host_env {
+        if k.starts_with("LC_") {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    for k in &profile.environment.pass {
+        if !valid_env_key(k) {
+            return Err(Error::Usage(format!("environment.pass: invalid name {k:?}")));
+        }
+        pass(&mut env, k);
+    }
+    for k in &ov.keep_env {
+        if !valid_env_key(k) {
+            return Err(Error::Usage(format!("--keep-env: invalid name {k:?}")));
+        }
+        pass(&mut env, k);
+    }
+    for k in &profile.environment.unset {
+        env.remove(k);
+    }
+    for (k, v) in &profile.environment.set {
+        if !valid_env_key(k) {
+            return Err(Error::Usage(format!("environment.set: invalid name {k:?}")));
+        }
+        env.insert(k.clone(), expand(v, ctx)?);
+    }
+    for kv in &ov.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Error::Usage(format!("--env {kv:?}: expected KEY=VALUE")))?;
+        if !valid_env_key(k) {
+            return Err(Error::Usage(format!("--env {kv:?}: invalid name")));
+        }
+        env.insert(k.to_string(), v.to_string());
+    }
+    env.entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.to_string());
+    env.entry("HOME".into())
+        .or_insert_with(|| ctx.caller.home.to_string_lossy().into_owned());
+    Ok(env)
+}
+
+/// Turn a profile and the command line into a validated policy.
+pub fn build(
+    profile_name: &str,
+    profile: &ProfileFile,
+    ov: &Overrides,
+    argv: Vec<String>,
+    tty: bool,
+    ctx: &Context,
+) -> Result<Policy> {
+    let fs = &profile.filesystem;
+    let backend = match ov.overlay.as_deref().or(fs.overlay.as_deref()) {
+        Some(s) => Backend::parse(s)?,
+        None => Backend::Kernel,
+    };
+    let net = match ov.net.as_deref().or(profile.network.mode.as_deref()) {
+        Some(s) => NetMode::parse(s)?,
+        None => NetMode::None,
+    };
+    let project = ctx.cwd.clone();
+    let mut binds = Vec::new();
+    match fs.project.as_deref().unwrap_or("rw") {
+        "rw" | "ro" if project == Path::new("/") => {
+            return Err(Error::Usage(
+                "the current directory is /: run sbox from a project directory".into(),
+            ))
+        }
+        "rw" => binds.push(Bind {
+            src: project.clone(),
+            dest: project.clone(),
+            readonly: false,
+        }),
+        "ro" => binds.push(Bind {
+            src: project.clone(),
+            dest: project.clone(),
+            readonly: true,
+        }),
+        "none" => {}
+        other => {
+            return Err(Error::Usage(format!(
+                "filesystem.project: {other:?} (expected rw, ro or none)"
+            )))
+        }
+    }
+    for b in &fs.bind {
+        binds.push(parse_bind(b, false, "filesystem.bind", ctx)?);
+    }
+    for b in &fs.ro_bind {
+        binds.push(parse_bind(b, true, "filesystem.ro_bind", ctx)?);
+    }
+    for b in &ov.bind {
+        binds.push(parse_bind(b, false, "--bind", ctx)?);
+    }
+    for b in &ov.ro_bind {
+        binds.push(parse_bind(b, true, "--ro-bind", ctx)?);
+    }
+    let mut tmpfs = Vec::new();
+    for t in fs.tmpfs.iter().chain(&ov.tmpfs) {
+        let p = clean_absolute(&expand(t, ctx)?, "--tmpfs")?;
+        if p == Path::new("/") {
+            return Err(Error::Usage("--tmpfs /: cannot replace the root".into()));
+        }
+        tmpfs.push(p);
+    }
+    let mut hidden = Vec::new();
+    for h in &fs.hidden {
+        let p = clean_absolute(&expand(h, ctx)?, "filesystem.hidden")?;
+        if project.starts_with(&p) && fs.project.as_deref() != Some("none") {
+            return Err(Error::Usage(format!(
+                "the project directory {} is inside the hidden path {}: sbox will not expose it",
+                project.display(),
+                p.display()
+            )));
+        }
+        if !hidden.contains(&p) {
+            hidden.push(p);
+        }
+    }
+    let hostname = ov
+        .hostname
+        .clone()
+        .or_else(|| profile.process.hostname.clone())
+        .unwrap_or_else(|| "sbox".into());
+    if !valid_hostname(&hostname) {
+        return Err(Error::Usage(format!(
+            "invalid hostname {hostname:?} (letters, digits, '-', '.'; at most 64)"
+        )));
+    }
+    let chdir = match &ov.chdir {
+        Some(d) => clean_absolute(&expand(d, ctx)?, "--chdir")?,
+        None => project.clone(),
+    };
+    let env = build_env(profile, ov, ctx)?;
+    if argv.is_empty() || argv[0].is_empty() {
+        return Err(Error::Usage("no command given".into()));
+    }
+    Ok(Policy {
+        profile: profile_name.to_string(),
+        argv,
+        tty,
+        caller: ctx.caller.clone(),
+        project,
+        binds,
+        tmpfs,
+        hidden,
+        backend,
+        net,
+        hostname,
+        chdir,
+        env,
+        map_user: ov.map_user,
+        verbose: ov.verbose,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(env: &[(String, String)]) -> Context<'_> {
+        Context {
+            caller: Caller {
+                uid: 1000,
+                gid: 1000,
+                name: "u".into(),
+                home: "/home/u".into(),
+                shell: None,
+            },
+            cwd: "/home/u/proj".into(),
+            host_env: env,
+            data_dir: "/home/u/.local/share/sbox".into(),
+        }
+    }
+
+    #[test]
+    fn expands_variables() {
+        let c = ctx(&[]);
+        assert_eq!(expand("~/.ssh", &c).expect("x"), "/home/u/.ssh");
+        assert_eq!(expand("$PWD/out", &c).expect("x"), "/home/u/proj/out");
+        assert_eq!(
+            expand("${XDG_CONFIG_HOME}/gh", &c).expect("x"),
+            "/home/u/.config/gh"
+        );
+        assert_eq!(
+            expand("$SBOX_DATA/x", &c).expect("x"),
+            "/home/u/.local/share/sbox/x"
+        );
+        assert!(expand("$NOPE/x", &c).is_err());
+    }
+
+    #[test]
+    fn cleans_paths() {
+        assert_eq!(clean_absolute("/a/./b/../c//d", "t").expect("x"), Path::new("/a/c/d"));
+        assert!(clean_absolute("rel", "t").is_err());
+        assert!(clean_absolute("", "t").is_err());
+    }
+
+    #[test]
+    fn env_is_an_allow_list() {
+        let host = vec![
+            ("PATH".to_string(), "/bin".to_string()),
+            ("SSH_AUTH_SOCK".to_string(), "/tmp/agent".to_string()),
+            ("AWS_SECRET_ACCESS_KEY".to_string(), "x".to_string()),
+            ("LC_ALL".to_string(), "C".to_string()),
+            ("FOO".to_string(), "1".to_string()),
+        ];
+        let c = ctx(&host);
+        let ov = Overrides {
+            keep_env: vec!["FOO".into()],
+            env: vec!["BAR=2".into()],
+            ..Default::default()
+        };
+        let env = build_env(&ProfileFile::default(), &ov, &c).expect("env");
+        assert_eq!(env.get("PATH").map(String::as_str), Some("/bin"));
+        assert_eq!(env.get("LC_ALL").map(String::as_str), Some("C"));
+        assert_eq!(env.get("FOO").map(String::as_str), Some("1"));
+        assert_eq!(env.get("BAR").map(String::as_str), Some("2"));
+        assert!(!env.contains_key("SSH_AUTH_SOCK"));
+        assert!(!env.contains_key("AWS_SECRET_ACCESS_KEY"));
+        let bad = Overrides {
+            env: vec!["NOEQUALS".into()],
+            ..Default::default()
+        };
+        assert!(build_env(&ProfileFile::default(), &bad, &c).is_err());
+    }
+
+    #[test]
+    fn binds_are_validated() {
+        let c = ctx(&[]);
+        assert!(parse_bind("/does/not/exist", false, "--bind", &c).is_err());
+        assert!(parse_bind("relative", false, "--bind", &c).is_err());
+        assert!(parse_bind("", false, "--bind", &c).is_err());
+        assert!(parse_bind("/tmp:/", false, "--bind", &c).is_err());
+        let b = parse_bind("/tmp:/mnt/x/../y", true, "--bind", &c).expect("bind");
+        assert_eq!(b.dest, Path::new("/mnt/y"));
+        assert!(b.readonly);
+    }
+
+    #[test]
+    fn project_inside_hidden_path_is_refused() {
+        let mut c = ctx(&[]);
+        c.cwd = "/home/u/.ssh/keys".into();
+        let mut p = ProfileFile::default();
+        p.filesystem.hidden.push("~/.ssh".into());
+        let e = build("t", &p, &Overrides::default(), vec!["true".into()], false, &c)
+            .expect_err("hidden");
+        assert!(e.to_string().contains("hidden path"), "{e}");
+    }
+}

@@ -1,0 +1,415 @@
+//! Carry out a mount plan inside the sandbox's mount namespace, then make
+//! the assembled tree the root.
+
+use super::plan::{EntryKind, HostView, StatePaths, Step};
+use crate::error::{Error, IoContext, NixContext, Result};
+use crate::policy::Policy;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Look at the host for what the plan needs (run by the launcher or init
+/// before any mount changes).
+pub fn probe_host(policy: &Policy) -> HostView {
+    let mut view = HostView::default();
+    if let Ok(rd) = std::fs::read_dir("/") {
+        let mut entries: Vec<_> = rd.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let kind = e.file_type().map(kind_of).unwrap_or(EntryKind::Other);
+            if kind == EntryKind::Symlink {
+                if let Ok(t) = std::fs::read_link(e.path()) {
+                    view.links.push((name.clone(), t));
+                }
+            }
+            view.top.push((name, kind));
+        }
+    }
+    for p in super::plan::paths_to_probe(policy) {
+        if let Ok(md) = std::fs::symlink_metadata(&p) {
+            view.existing.push((p, kind_of(md.file_type())));
+        }
+    }
+    if let Ok(t) = std::fs::canonicalize("/etc/resolv.conf") {
+        if t.starts_with("/run") {
+            view.resolv_target = Some(t);
+        }
+    }
+    view
+}
+
+fn kind_of(ft: std::fs::FileType) -> EntryKind {
+    if ft.is_symlink() {
+        EntryKind::Symlink
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_file() {
+        EntryKind::File
+    } else {
+        EntryKind::Other
+    }
+}
+
+/// Where a sandbox path lives while the root is assembled.
+fn under(root: &Path, dest: &Path) -> PathBuf {
+    root.join(dest.strip_prefix("/").unwrap_or(dest))
+}
+
+/// Stop mount events from propagating to the host.
+pub fn make_private() -> Result<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .ctx(|| "making / private".into())
+}
+
+/// Execute every step, logging to stderr when `verbose`.
+pub fn apply(steps: &[Step], state: &StatePaths, verbose: bool) -> Result<()> {
+    for step in steps {
+        apply_step(step, state, verbose)?;
+    }
+    Ok(())
+}
+
+fn log(verbose: bool, msg: impl FnOnce() -> String) {
+    if verbose {
+        eprintln!("sbox: [init] {}", msg());
+    }
+}
+
+fn apply_step(step: &Step, state: &StatePaths, verbose: bool) -> Result<()> {
+    let root = &state.root;
+    match step {
+        Step::RootTmpfs => mount(
+            Some("sbox"),
+            root,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        )
+        .ctx(|| format!("mounting the root tmpfs on {}", root.display())),
+        Step::Mkdir { dest, mode } => mkdir_p(&under(root, dest), *mode),
+        Step::Symlink { target, dest } => {
+            let at = under(root, dest);
+            match std::os::unix::fs::symlink(target, &at) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                r => r.ctx(|| format!("creating symlink {}", dest.display())),
+            }
+        }
+        Step::PrepareUpper { path, dir } => prepare_upper(path, *dir),
+        Step::Overlay {
+            lower,
+            upper,
+            work,
+            dest,
+        } => {
+            let at = under(root, dest);
+            mkdir_p(upper, 0o755)?;
+            mkdir_p(work, 0o700)?;
+            let opts = format!(
+                "lowerdir={},upperdir={},workdir={},userxattr",
+                lower.display(),
+                upper.display(),
+                work.display()
+            );
+            match mount(Some("sbox"), &at, Some("overlay"), MsFlags::empty(), Some(opts.as_str())) {
+                Ok(()) => {
+                    log(verbose, || format!("overlay {} (copy-on-write)", dest.display()));
+                    Ok(())
+                }
+                Err(e) => {
+                    log(verbose, || {
+                        format!("overlay {} failed ({e}); binding it read-only", dest.display())
+                    });
+                    match bind(lower, &at, true) {
+                        Ok(()) => Ok(()),
+                        Err(e2) => {
+                            log(verbose, || {
+                                format!("{} left empty: {e2}", dest.display())
+                            });
+                            Ok(())
+                        }
+                    }
+                }
+            }
+        }
+        Step::Bind {
+            src,
+            dest,
+            readonly,
+            create,
+        } => {
+            let at = under(root, dest);
+            let src_md = match std::fs::metadata(src) {
+                Ok(m) => m,
+                Err(e) if !create => {
+                    log(verbose, || format!("skipping {}: {e}", src.display()));
+                    return Ok(());
+                }
+                Err(e) => return Err(Error::io(format!("bind source {}", src.display()), e)),
+            };
+            if std::fs::symlink_metadata(&at).is_err() {
+                if !create {
+                    return Ok(());
+                }
+                make_mount_point(&at, src_md.is_dir())
+                    .map_err(|e| with_dest(e, dest, "creating the mount point"))?;
+            }
+            bind(src, &at, *readonly).map_err(|e| with_dest(e, dest, "bind mount"))?;
+            log(verbose, || {
+                format!(
+                    "bind {} -> {} ({})",
+                    src.display(),
+                    dest.display(),
+                    if *readonly { "ro" } else { "rw" }
+                )
+            });
+            Ok(())
+        }
+        Step::Tmpfs {
+            dest,
+            mode,
+            readonly,
+        } => {
+            let at = under(root, dest);
+            if std::fs::symlink_metadata(&at).is_err() {
+                make_mount_point(&at, true).map_err(|e| with_dest(e, dest, "creating the mount point"))?;
+            }
+            let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            if *readonly {
+                flags |= MsFlags::MS_RDONLY;
+            }
+            let data = format!("mode={mode:o}");
+            mount(Some("tmpfs"), &at, Some("tmpfs"), flags, Some(data.as_str()))
+                .ctx(|| format!("mounting tmpfs on {}", dest.display()))
+        }
+        Step::Proc { dest } => mount(
+            Some("proc"),
+            &under(root, dest),
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .ctx(|| "mounting a new /proc".into()),
+        Step::Sysfs { dest } => {
+            let at = under(root, dest);
+            let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            match mount(Some("sysfs"), &at, Some("sysfs"), flags, None::<&str>) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    log(verbose, || format!("new sysfs failed ({e}); /sys left empty"));
+                    Ok(())
+                }
+            }
+        }
+        Step::Devpts { dest, tty_gid } => {
+            let data = match tty_gid {
+                Some(g) => format!("newinstance,ptmxmode=0666,mode=0620,gid={g}"),
+                None => "newinstance,ptmxmode=0666,mode=0620".to_string(),
+            };
+            mount(
+                Some("devpts"),
+                &under(root, dest),
+                Some("devpts"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                Some(data.as_str()),
+            )
+            .ctx(|| "mounting /dev/pts".into())
+        }
+        Step::MaskDir { dest } => {
+            let at = under(root, dest);
+            mount(
+                Some("sbox-hidden"),
+                &at,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("mode=0000,size=4k"),
+            )
+            .ctx(|| format!("hiding {}", dest.display()))?;
+            log(verbose, || format!("hidden {}", dest.display()));
+            Ok(())
+        }
+        Step::MaskFile { dest } => {
+            let at = under(root, dest);
+            bind(&state.empty_file, &at, true).map_err(|e| with_dest(e, dest, "hiding"))?;
+            log(verbose, || format!("hidden {}", dest.display()));
+            Ok(())
+        }
+    }
+}
+
+fn with_dest(e: Error, dest: &Path, what: &str) -> Error {
+    match e {
+        Error::Sys { source, .. } => Error::path(dest, format!("{what}: {}", source.desc())),
+        Error::Io { source, .. } => {
+            Error::path(dest, format!("{what}: {}", crate::policy::io_reason(&source)))
+        }
+        other => other,
+    }
+}
+
+/// Create a directory and its parents with `mode` (umask does not apply).
+pub fn mkdir_p(p: &Path, mode: u32) -> Result<()> {
+    match std::fs::DirBuilder::new().recursive(true).mode(mode).create(p) {
+        Ok(()) => {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+            Ok(())
+        }
+        Err(e) => Err(Error::io(format!("creating {}", p.display()), e)),
+    }
+}
+
+fn make_mount_point(at: &Path, dir: bool) -> Result<()> {
+    if dir {
+        return std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(at)
+            .ctx(|| format!("creating {}", at.display()));
+    }
+    if let Some(parent) = at.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .ctx(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(at)
+        .map(drop)
+        .ctx(|| format!("creating {}", at.display()))
+}
+
+/// Create a mount point in an upper layer, keeping the lower's metadata
+/// for directories that exist there.
+fn prepare_upper(path: &Path, dir: bool) -> Result<()> {
+    make_mount_point(path, dir)
+}
+
+/// Bind `src` on `at` recursively, read-only (every mount in the subtree)
+/// when asked.
+pub fn bind(src: &Path, at: &Path, readonly: bool) -> Result<()> {
+    mount(
+        Some(src),
+        at,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("binding {}", src.display()))?;
+    if readonly {
+        remount_readonly_tree(at)?;
+    }
+    Ok(())
+}
+
+/// Remount `at` and every mount below it read-only, keeping the flags the
+/// kernel locks (nosuid, nodev, noexec, atime).
+pub fn remount_readonly_tree(at: &Path) -> Result<()> {
+    let mut points = vec![at.to_path_buf()];
+    if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+        for line in info.lines() {
+            if let Some(mp) = line.split(' ').nth(4) {
+                let mp = PathBuf::from(unescape_mountinfo(mp));
+                if mp != at && mp.starts_with(at) && !points.contains(&mp) {
+                    points.push(mp);
+                }
+            }
+        }
+    }
+    for p in points {
+        let Ok(st) = statvfs(&p) else { continue };
+        let f = st.flags();
+        let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+        for (ff, mf) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if f.contains(ff) {
+                flags |= mf;
+            }
+        }
+        if !f.intersects(FsFlags::ST_NOATIME | FsFlags::ST_RELATIME) {
+            flags |= MsFlags::MS_STRICTATIME;
+        }
+        match mount(None::<&str>, &p, None::<&str>, flags, None::<&str>) {
+            Ok(()) => {}
+            // A mount we cannot see into (EACCES) stays as the host has it.
+            Err(nix::errno::Errno::EACCES) if p != at => {}
+            Err(e) => {
+                return Err(Error::sys(
+                    format!("making {} read-only", p.display()),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            let oct = &s[i + 1..i + 4];
+            if let Ok(v) = u8::from_str_radix(oct, 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Make `new_root` the root of this mount namespace and drop the old one.
+pub fn pivot(new_root: &Path) -> Result<()> {
+    nix::unistd::chdir(new_root).ctx(|| format!("entering {}", new_root.display()))?;
+    nix::unistd::pivot_root(".", ".").ctx(|| "pivot_root".into())?;
+    umount2(".", MntFlags::MNT_DETACH).ctx(|| "detaching the old root".into())?;
+    nix::unistd::chdir("/").ctx(|| "entering /".into())
+}
+
+/// Create the empty, mode-0 file used to hide files.
+pub fn make_empty_file(p: &Path) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o000)
+        .open(p)
+        .map(drop)
+        .ctx(|| format!("creating {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/tab\\011x\\134"), "/tab\tx\\");
+    }
+}

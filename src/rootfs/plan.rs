@@ -1,0 +1,490 @@
+//! The mount plan of a sandbox's root: a pure function from the policy and
+//! a description of the host to an ordered list of steps. `apply` executes
+//! the steps inside the sandbox's mount namespace.
+
+use crate::policy::{Backend, NetMode, Policy};
+use std::path::{Path, PathBuf};
+
+/// Top-level host directories that the sandbox gets fresh instances of.
+pub const SPECIAL_TOP: &[&str] = &["proc", "sys", "dev", "tmp", "run"];
+
+/// Device nodes bound from the host into the sandbox's /dev.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// What the host looks like, as far as the plan needs to know.
+#[derive(Debug, Clone, Default)]
+pub struct HostView {
+    /// Entries of the host `/`: (name, kind).
+    pub top: Vec<(String, EntryKind)>,
+    /// Targets of the symbolic links among them.
+    pub links: Vec<(String, PathBuf)>,
+    /// Paths (absolute) that exist on the host, as the plan asks about them.
+    pub existing: Vec<(PathBuf, EntryKind)>,
+    /// The real file /etc/resolv.conf points to, when it lives under /run.
+    pub resolv_target: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+impl HostView {
+    fn kind_of(&self, p: &Path) -> Option<EntryKind> {
+        self.existing
+            .iter()
+            .find(|(q, _)| q == p)
+            .map(|(_, k)| *k)
+    }
+}
+
+/// Directories of the sandbox's private state on the host.
+#[derive(Debug, Clone)]
+pub struct StatePaths {
+    pub root: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// An empty file, mode 0, used to mask files.
+    pub empty_file: PathBuf,
+}
+
+/// One step of assembling the root. Destinations are absolute paths
+/// inside the sandbox (joined to the new root when applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The new root itself: a tmpfs on `StatePaths::root`.
+    RootTmpfs,
+    Mkdir {
+        dest: PathBuf,
+        mode: u32,
+    },
+    Symlink {
+        target: PathBuf,
+        dest: PathBuf,
+    },
+    /// Kernel overlayfs; on failure fall back to a read-only bind.
+    Overlay {
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+        dest: PathBuf,
+    },
+    /// Bind a host path; the mount point is created (dir or file) if missing.
+    Bind {
+        src: PathBuf,
+        dest: PathBuf,
+        readonly: bool,
+        /// Missing mount points may be created (false: skip when missing).
+        create: bool,
+    },
+    Tmpfs {
+        dest: PathBuf,
+        mode: u32,
+        readonly: bool,
+    },
+    Proc {
+        dest: PathBuf,
+    },
+    /// A fresh, read-only sysfs (for a sandbox with its own network).
+    Sysfs {
+        dest: PathBuf,
+    },
+    Devpts {
+        dest: PathBuf,
+        tty_gid: Option<u32>,
+    },
+    /// Hide a directory: an empty read-only tmpfs over it.
+    MaskDir {
+        dest: PathBuf,
+    },
+    /// Hide a file: an empty read-only file over it.
+    MaskFile {
+        dest: PathBuf,
+    },
+    /// Create a directory or empty file in the overlay's upper layer
+    /// before the overlay is mounted (a mount point the lower lacks).
+    PrepareUpper {
+        path: PathBuf,
+        dir: bool,
+    },
+}
+
+/// Build the ordered steps that assemble the sandbox root.
+pub fn build_plan(policy: &Policy, host: &HostView, state: &StatePaths, tty_gid: Option<u32>) -> Vec<Step> {
+    let mut steps = vec![Step::RootTmpfs];
+    let mut overlaid: Vec<String> = Vec::new();
+    let mut mounts = Vec::new();
+    for (name, kind) in &host.top {
+        if SPECIAL_TOP.contains(&name.as_str()) || name == "lost+found" {
+            continue;
+        }
+        if name.contains([',', ':', '\\']) {
+            continue; // cannot be named in overlay options
+        }
+        let dest = Path::new("/").join(name);
+        match kind {
+            EntryKind::Symlink => {
+                if let Some((_, target)) = host.links.iter().find(|(n, _)| n == name) {
+                    steps.push(Step::Symlink {
+                        target: target.clone(),
+                        dest,
+                    });
+                }
+            }
+            EntryKind::Dir => {
+                steps.push(Step::Mkdir {
+                    dest: dest.clone(),
+                    mode: 0o755,
+                });
+                match policy.backend {
+                    Backend::Kernel => {
+                        overlaid.push(name.clone());
+                        mounts.push(Step::Overlay {
+                            lower: dest.clone(),
+                            upper: state.upper.join(name),
+                            work: state.work.join(name),
+                            dest,
+                        });
+                    }
+                    Backend::None => mounts.push(Step::Bind {
+                        src: dest.clone(),
+                        dest,
+                        readonly: true,
+                        create: false,
+                    }),
+                }
+            }
+            EntryKind::File | EntryKind::Other => {}
+        }
+    }
+    // Mount points that the host lacks, under overlaid directories, are made
+    // in the upper layer before the overlays are mounted.
+    let mut targets: Vec<(PathBuf, bool)> = policy
+        .binds
+        .iter()
+        .map(|b| (b.dest.clone(), host_is_dir(host, &b.src)))
+        .collect();
+    targets.extend(policy.tmpfs.iter().map(|t| (t.clone(), true)));
+    for (dest, dir) in targets {
+        let mut comps = dest.components().skip(1);
+        let Some(top) = comps.next().and_then(|c| c.as_os_str().to_str()) else {
+            continue;
+        };
+        if !overlaid.iter().any(|o| o == top) || host.kind_of(&dest).is_some() {
+            continue;
+        }
+        let rel: PathBuf = comps.collect();
+        steps.push(Step::PrepareUpper {
+            path: state.upper.join(top).join(rel),
+            dir,
+        });
+    }
+    steps.extend(mounts);
+    for name in SPECIAL_TOP {
+        steps.push(Step::Mkdir {
+            dest: Path::new("/").join(name),
+            mode: 0o755,
+        });
+    }
+    steps.push(Step::Proc {
+        dest: "/proc".into(),
+    });
+    steps.push(match policy.net {
+        // sysfs shows the network devices of the namespace that mounts it.
+        NetMode::None => Step::Sysfs {
+            dest: "/sys".into(),
+        },
+        NetMode::Host => Step::Bind {
+            src: "/sys".into(),
+            dest: "/sys".into(),
+            readonly: true,
+            create: false,
+        },
+    });
+    steps.extend(dev_steps(tty_gid));
+    steps.push(Step::Tmpfs {
+        dest: "/tmp".into(),
+        mode: 0o1777,
+        readonly: false,
+    });
+    steps.push(Step::Tmpfs {
+        dest: "/run".into(),
+        mode: 0o755,
+        readonly: false,
+    });
+    if let Some(t) = &host.resolv_target {
+        steps.push(Step::Bind {
+            src: t.clone(),
+            dest: t.clone(),
+            readonly: true,
+            create: true,
+        });
+    }
+    for b in &policy.binds {
+        steps.push(Step::Bind {
+            src: b.src.clone(),
+            dest: b.dest.clone(),
+            readonly: b.readonly,
+            create: true,
+        });
+    }
+    for t in &policy.tmpfs {
+        steps.push(Step::Tmpfs {
+            dest: t.clone(),
+            mode: 0o755,
+            readonly: false,
+        });
+    }
+    steps.extend(mask_steps(policy, host));
+    steps
+}
+
+fn host_is_dir(host: &HostView, p: &Path) -> bool {
+    !matches!(host.kind_of(p), Some(EntryKind::File | EntryKind::Other))
+}
+
+fn dev_steps(tty_gid: Option<u32>) -> Vec<Step> {
+    let mut v = vec![Step::Tmpfs {
+        dest: "/dev".into(),
+        mode: 0o755,
+        readonly: false,
+    }];
+    for d in DEVICES {
+        v.push(Step::Bind {
+            src: Path::new("/dev").join(d),
+            dest: Path::new("/dev").join(d),
+            readonly: false,
+            create: true,
+        });
+    }
+    v.push(Step::Mkdir {
+        dest: "/dev/pts".into(),
+        mode: 0o755,
+    });
+    v.push(Step::Devpts {
+        dest: "/dev/pts".into(),
+        tty_gid,
+    });
+    v.push(Step::Mkdir {
+        dest: "/dev/shm".into(),
+        mode: 0o1777,
+    });
+    v.push(Step::Tmpfs {
+        dest: "/dev/shm".into(),
+        mode: 0o1777,
+        readonly: false,
+    });
+    for (target, link) in [
+        ("pts/ptmx", "ptmx"),
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+    ] {
+        v.push(Step::Symlink {
+            target: target.into(),
+            dest: Path::new("/dev").join(link),
+        });
+    }
+    v
+}
+
+/// Masks for every hidden path, at its own place and wherever a bind makes
+/// it visible again under another name.
+fn mask_steps(policy: &Policy, host: &HostView) -> Vec<Step> {
+    let mut v = Vec::new();
+    for h in &policy.hidden {
+        let Some(kind) = host.kind_of(h) else {
+            continue;
+        };
+        let mut places = vec![h.clone()];
+        for b in &policy.binds {
+            if let Ok(rel) = h.strip_prefix(&b.src) {
+                let alias = b.dest.join(rel);
+                if !places.contains(&alias) {
+                    places.push(alias);
+                }
+            }
+        }
+        for dest in places {
+            v.push(match kind {
+                EntryKind::Dir => Step::MaskDir { dest },
+                _ => Step::MaskFile { dest },
+            });
+        }
+    }
+    v
+}
+
+/// The host paths `build_plan` wants to know about.
+pub fn paths_to_probe(policy: &Policy) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = policy.hidden.clone();
+    for b in &policy.binds {
+        v.push(b.src.clone());
+        v.push(b.dest.clone());
+    }
+    v.extend(policy.tmpfs.iter().cloned());
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Bind, Caller};
+
+    fn policy() -> Policy {
+        Policy {
+            profile: "t".into(),
+            argv: vec!["true".into()],
+            tty: false,
+            caller: Caller {
+                uid: 1000,
+                gid: 1000,
+                name: "u".into(),
+                home: "/home/u".into(),
+                shell: None,
+            },
+            project: "/home/u/p".into(),
+            binds: vec![
+                Bind {
+                    src: "/home/u/p".into(),
+                    dest: "/home/u/p".into(),
+                    readonly: false,
+                },
+                Bind {
+                    src: "/home/u".into(),
+                    dest: "/mnt/home".into(),
+                    readonly: true,
+                },
+            ],
+            tmpfs: vec!["/opt/scratch".into()],
+            hidden: vec!["/home/u/.ssh".into(), "/home/u/.netrc".into(), "/home/u/.aws".into()],
+            backend: Backend::Kernel,
+            net: NetMode::None,
+            hostname: "sbox".into(),
+            chdir: "/home/u/p".into(),
+            env: Default::default(),
+            map_user: false,
+            verbose: false,
+        }
+    }
+
+    fn host() -> HostView {
+        HostView {
+            top: vec![
+                ("usr".into(), EntryKind::Dir),
+                ("bin".into(), EntryKind::Symlink),
+                ("home".into(), EntryKind::Dir),
+                ("mnt".into(), EntryKind::Dir),
+                ("opt".into(), EntryKind::Dir),
+                ("proc".into(), EntryKind::Dir),
+                ("lost+found".into(), EntryKind::Dir),
+                ("swapfile".into(), EntryKind::File),
+            ],
+            links: vec![("bin".into(), "usr/bin".into())],
+            existing: vec![
+                ("/home/u/p".into(), EntryKind::Dir),
+                ("/home/u".into(), EntryKind::Dir),
+                ("/home/u/.ssh".into(), EntryKind::Dir),
+                ("/home/u/.netrc".into(), EntryKind::File),
+            ],
+            resolv_target: None,
+        }
+    }
+
+    fn state() -> StatePaths {
+        StatePaths {
+            root: "/s/root".into(),
+            upper: "/s/upper".into(),
+            work: "/s/work".into(),
+            empty_file: "/s/empty".into(),
+        }
+    }
+
+    #[test]
+    fn overlays_every_top_level_dir_but_specials() {
+        let steps = build_plan(&policy(), &host(), &state(), None);
+        let overlays: Vec<_> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Overlay { dest, .. } => Some(dest.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            overlays,
+            vec![PathBuf::from("/usr"), "/home".into(), "/mnt".into(), "/opt".into()]
+        );
+        assert!(steps.contains(&Step::Proc {
+            dest: "/proc".into()
+        }));
+        assert!(steps.iter().any(|s| matches!(s, Step::Symlink { dest, .. } if dest == Path::new("/bin"))));
+    }
+
+    #[test]
+    fn missing_mount_points_are_prepared_in_upper_before_overlays() {
+        let steps = build_plan(&policy(), &host(), &state(), None);
+        let prep = steps
+            .iter()
+            .position(|s| *s == Step::PrepareUpper { path: "/s/upper/opt/scratch".into(), dir: true })
+            .expect("prepare");
+        let mnt = steps
+            .iter()
+            .position(|s| *s == Step::PrepareUpper { path: "/s/upper/mnt/home".into(), dir: true })
+            .expect("prepare mnt");
+        let first_overlay = steps
+            .iter()
+            .position(|s| matches!(s, Step::Overlay { .. }))
+            .expect("overlay");
+        assert!(prep < first_overlay && mnt < first_overlay);
+        // The project exists on the host: nothing to prepare.
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, Step::PrepareUpper { path, .. } if path.ends_with("p"))));
+    }
+
+    #[test]
+    fn masks_come_last_and_cover_bind_aliases() {
+        let steps = build_plan(&policy(), &host(), &state(), None);
+        let n = steps.len();
+        let masks: Vec<_> = steps[n - 4..].to_vec();
+        assert_eq!(
+            masks,
+            vec![
+                Step::MaskDir {
+                    dest: "/home/u/.ssh".into()
+                },
+                Step::MaskDir {
+                    dest: "/mnt/home/.ssh".into()
+                },
+                Step::MaskFile {
+                    dest: "/home/u/.netrc".into()
+                },
+                Step::MaskFile {
+                    dest: "/mnt/home/.netrc".into()
+                },
+            ]
+        );
+        // ~/.aws does not exist on the host: nothing to mask.
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, Step::MaskDir { dest } if dest.ends_with(".aws"))));
+    }
+
+    #[test]
+    fn backend_none_binds_read_only() {
+        let mut p = policy();
+        p.backend = Backend::None;
+        let steps = build_plan(&p, &host(), &state(), None);
+        assert!(!steps.iter().any(|s| matches!(s, Step::Overlay { .. })));
+        assert!(steps.contains(&Step::Bind {
+            src: "/usr".into(),
+            dest: "/usr".into(),
+            readonly: true,
+            create: false
+        }));
+    }
+}

@@ -1,0 +1,162 @@
+//! The payload: the user's command. Forked by init after the root is in
+//! place; sets up its session and terminal, drops privileges, then execs.
+
+use crate::error::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SBOX_FAILED};
+use crate::policy::Policy;
+use nix::errno::Errno;
+use std::ffi::CString;
+
+/// Capabilities root keeps inside the sandbox (docker's default set):
+/// enough for package managers (chown, setuid, mknod…), nothing that can
+/// change the mounts (no CAP_SYS_ADMIN) or reach the kernel.
+pub const KEPT_CAPS: &[u32] = &[
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    5,  // CAP_KILL
+    6,  // CAP_SETGID
+    7,  // CAP_SETUID
+    8,  // CAP_SETPCAP
+    10, // CAP_NET_BIND_SERVICE
+    13, // CAP_NET_RAW
+    18, // CAP_SYS_CHROOT
+    27, // CAP_MKNOD
+    29, // CAP_AUDIT_WRITE
+    31, // CAP_SETFCAP
+];
+
+fn fail(msg: &str) -> ! {
+    eprintln!("sbox: error: {msg}");
+    crate::sys::exit_now(EXIT_SBOX_FAILED as i32)
+}
+
+/// Become the user's command. Never returns.
+pub fn exec(policy: &Policy, pty_slave: Option<&str>) -> ! {
+    if let Err(e) = nix::unistd::setsid() {
+        fail(&format!("setsid: {}", e.desc()));
+    }
+    if let Some(path) = pty_slave {
+        attach_terminal(path);
+    }
+    if let Err(e) = nix::unistd::chdir(&policy.chdir) {
+        fail(&format!(
+            "cannot enter {} inside the sandbox: {}",
+            policy.chdir.display(),
+            e.desc()
+        ));
+    }
+    if let Err(e) = drop_privileges(policy) {
+        fail(&e);
+    }
+    let env: Vec<CString> = policy
+        .env
+        .iter()
+        .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
+        .collect();
+    let argv: Vec<CString> = match policy
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect()
+    {
+        Ok(v) => v,
+        Err(_) => fail("the command contains a NUL byte"),
+    };
+    if let Err(e) = crate::sys::close_fds_from(3) {
+        fail(&format!("closing file descriptors: {}", e.desc()));
+    }
+    let path = policy.env.get("PATH").map(String::as_str).unwrap_or("");
+    let err = exec_search(&policy.argv[0], path, &argv, &env);
+    let (code, what) = match err {
+        Errno::ENOENT | Errno::ENOTDIR => (EXIT_NOT_FOUND, "command not found"),
+        Errno::EACCES | Errno::EPERM => (EXIT_NOT_EXECUTABLE, "permission denied"),
+        Errno::ENOEXEC => (EXIT_NOT_EXECUTABLE, "exec format error"),
+        Errno::EISDIR => (EXIT_NOT_EXECUTABLE, "is a directory"),
+        _ => (EXIT_NOT_EXECUTABLE, err.desc()),
+    };
+    eprintln!("sbox: error: {}: {what}", policy.argv[0]);
+    crate::sys::exit_now(code as i32)
+}
+
+fn attach_terminal(path: &str) {
+    let fd = match nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) => fail(&format!("opening {path}: {}", e.desc())),
+    };
+    if let Err(e) = crate::sys::set_controlling_tty(fd) {
+        fail(&format!("making {path} the controlling terminal: {}", e.desc()));
+    }
+    for target in 0..3 {
+        if let Err(e) = nix::unistd::dup2(fd, target) {
+            fail(&format!("dup2: {}", e.desc()));
+        }
+    }
+    if fd > 2 {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+/// Drop every capability but `KEPT_CAPS` from the bounding set and the
+/// process, then switch to the caller's ids with --map-user.
+fn drop_privileges(policy: &Policy) -> Result<(), String> {
+    let keep: u64 = KEPT_CAPS.iter().fold(0, |m, c| m | (1u64 << c));
+    for cap in 0..=crate::sys::last_cap() {
+        if keep & (1u64 << cap) == 0 {
+            crate::sys::drop_bounding_cap(cap)
+                .map_err(|e| format!("dropping capability {cap}: {}", e.desc()))?;
+        }
+    }
+    crate::sys::set_capabilities(keep).map_err(|e| format!("capset: {}", e.desc()))?;
+    if policy.map_user {
+        let gid = nix::unistd::Gid::from_raw(policy.caller.gid);
+        let uid = nix::unistd::Uid::from_raw(policy.caller.uid);
+        let _ = nix::unistd::setgroups(&[]);
+        nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setresgid: {}", e.desc()))?;
+        nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setresuid: {}", e.desc()))?;
+    }
+    Ok(())
+}
+
+/// execve `cmd`, searching `path` when it has no slash, like execvp.
+/// Returns the most telling error when nothing could be executed.
+fn exec_search(cmd: &str, path: &str, argv: &[CString], env: &[CString]) -> Errno {
+    let try_exec = |p: &str| -> Errno {
+        match CString::new(p) {
+            Ok(c) => match nix::unistd::execve(&c, argv, env) {
+                Err(e) => e,
+                Ok(never) => match never {},
+            },
+            Err(_) => Errno::ENOENT,
+        }
+    };
+    if cmd.contains('/') {
+        return dir_aware(cmd, try_exec(cmd));
+    }
+    let mut seen = Errno::ENOENT;
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let full = format!("{dir}/{cmd}");
+        match try_exec(&full) {
+            Errno::ENOENT | Errno::ENOTDIR => {}
+            // A file that exists but cannot be executed; a directory of
+            // PATH we cannot search does not count (like a shell).
+            Errno::EACCES if std::fs::metadata(&full).is_ok() => seen = Errno::EACCES,
+            Errno::EACCES => {}
+            e => return dir_aware(&full, e),
+        }
+    }
+    seen
+}
+
+fn dir_aware(p: &str, e: Errno) -> Errno {
+    if e == Errno::EACCES && std::path::Path::new(p).is_dir() {
+        Errno::EISDIR
+    } else {
+        e
+    }
+}

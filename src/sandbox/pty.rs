@@ -1,0 +1,57 @@
+//! The caller's side of a sandbox terminal: raw mode and the byte relay
+//! between the caller's terminal and the pty master of the sandbox.
+
+use nix::sys::termios::{self, SetArg, Termios};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
+
+/// Puts the caller's terminal in raw mode; restores it when dropped.
+pub struct RawMode {
+    fd: RawFd,
+    saved: Termios,
+}
+
+impl RawMode {
+    /// Raw mode on `fd` if it is a terminal; `None` otherwise.
+    pub fn enter(fd: BorrowedFd<'_>) -> Option<Self> {
+        let saved = termios::tcgetattr(fd).ok()?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(fd, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+            saved,
+        })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is the caller's stdin, open for the life of
+        // the process.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let _ = termios::tcsetattr(fd, SetArg::TCSADRAIN, &self.saved);
+    }
+}
+
+/// Copy the window size of `from` (the caller's terminal) to `to`.
+pub fn copy_winsize(from: RawFd, to: RawFd) {
+    if let Some(ws) = crate::sys::get_winsize(from) {
+        let _ = crate::sys::set_winsize(to, &ws);
+    }
+}
+
+/// Write all of `buf` to `fd`, retrying on EINTR/EAGAIN.
+pub fn write_all(fd: impl AsFd, mut buf: &[u8]) -> nix::Result<()> {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd.as_fd(), buf) {
+            Ok(0) => return Err(nix::errno::Errno::EIO),
+            Ok(n) => buf = &buf[n..],
+            Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {
+                let mut p = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLOUT)];
+                let _ = nix::poll::poll(&mut p, nix::poll::PollTimeout::from(100u16));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! The thin unsafe layer: raw system calls that nix does not wrap, each in
+//! one function with a SAFETY note. Everything else in sbox is safe code.
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+use std::os::fd::RawFd;
+
+/// What `clone_process` returns in each process.
+pub enum Forked {
+    Parent(Pid),
+    Child,
+}
+
+/// `clone(2)` with fork semantics (no new stack, SIGCHLD on exit) and the
+/// given namespace flags. Must be called while the process has one thread.
+pub fn clone_process(flags: CloneFlags) -> nix::Result<Forked> {
+    let raw = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: with a null stack pointer clone(2) behaves like fork(2): the
+    // child gets a copy-on-write copy of the address space and continues
+    // from this point. The caller guarantees the process is single-threaded,
+    // so no lock can be held by a thread that does not exist in the child.
+    // The argument order (flags, stack, ptid, ctid/tls, tls/ctid) differs
+    // between architectures but all pointers are null here.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            raw,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(Pid::from_raw(pid as libc::pid_t))),
+    }
+}
+
+/// Ask the kernel to send `sig` to this process when its parent dies.
+pub fn set_parent_death_signal(sig: libc::c_int) -> nix::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number by value; no memory is
+    // passed to the kernel.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
+    Errno::result(r).map(drop)
+}
+
+/// Mark the process not dumpable: no core dumps, no ptrace by same-uid
+/// processes, /proc/PID entries owned by root.
+pub fn set_not_dumpable() -> nix::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes an integer by value.
+    let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) };
+    Errno::result(r).map(drop)
+}
+
+/// Set `PR_SET_NO_NEW_PRIVS`: execve can no longer grant privileges.
+pub fn set_no_new_privs() -> nix::Result<()> {
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes integers by value.
+    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) };
+    Errno::result(r).map(drop)
+}
+
+/// Close every file descriptor from `first` upwards.
+pub fn close_fds_from(first: RawFd) -> nix::Result<()> {
+    // SAFETY: close_range(2) only closes descriptors; the caller no longer
+    // uses any descriptor at or above `first`.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, u32::MAX, 0) };
+    Errno::result(r).map(drop)
+}
+
+/// Mark every file descriptor from `first` upwards close-on-exec.
+pub fn cloexec_fds_from(first: RawFd) -> nix::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            u32::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// Drop a capability from the bounding set.
+pub fn drop_bounding_cap(cap: u32) -> nix::Result<()> {
+    // SAFETY: PR_CAPBSET_DROP takes the capability number by value.
+    let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    match Errno::result(r) {
+        Ok(_) | Err(Errno::EINVAL) => Ok(()), // EINVAL: the kernel does not know it
+        Err(e) => Err(e),
+    }
+}
+
+/// Set the effective, permitted and inheritable capability sets to `keep`
+/// (a bit mask over capability numbers 0..64) and clear the ambient set.
+pub fn set_capabilities(keep: u64) -> nix::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let lo = keep as u32;
+    let hi = (keep >> 32) as u32;
+    let data = [
+        Data {
+            effective: lo,
+            permitted: lo,
+            inheritable: 0,
+        },
+        Data {
+            effective: hi,
+            permitted: hi,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: clearing the ambient set takes integers by value.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    Errno::result(r)?;
+    // SAFETY: capset(2) reads one header and two data structs (version 3
+    // layout); both live on this stack frame for the duration of the call.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
+    Errno::result(r).map(drop)
+}
+
+/// The highest capability number the running kernel knows.
+pub fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// Bring the loopback interface of the current network namespace up.
+pub fn loopback_up() -> nix::Result<()> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsRawFd;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills ifr_ifru.ifru_flags of the ifreq we own.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    Errno::result(r)?;
+    // SAFETY: reading the union member the previous ioctl filled in.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+    Errno::result(r).map(drop)
+}
+
+/// Make `fd` the controlling terminal of this (session leader) process.
+pub fn set_controlling_tty(fd: RawFd) -> nix::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal).
+    let r = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
+    Errno::result(r).map(drop)
+}
+
+/// Read the window size of the terminal on `fd`.
+pub fn get_winsize(fd: RawFd) -> Option<libc::winsize> {
+    // SAFETY: winsize is plain old data; all-zero is valid.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct we own.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
+    (r == 0).then_some(ws)
+}
+
+/// Set the window size of the terminal on `fd`.
+pub fn set_winsize(fd: RawFd, ws: &libc::winsize) -> nix::Result<()> {
+    // SAFETY: TIOCSWINSZ reads one winsize from the struct we pass.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, ws as *const libc::winsize) };
+    Errno::result(r).map(drop)
+}
+
+/// Unlock the pty slave of a master (`unlockpt`) and return its number.
+pub fn pty_unlock_and_number(master: RawFd) -> nix::Result<u32> {
+    let mut unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int we own.
+    let r = unsafe { libc::ioctl(master, libc::TIOCSPTLCK, &mut unlock) };
+    Errno::result(r)?;
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes an unsigned int we own.
+    let r = unsafe { libc::ioctl(master, libc::TIOCGPTN, &mut n) };
+    Errno::result(r)?;
+    Ok(n)
+}
+
+/// `_exit(2)`: leave at once, without running destructors or atexit
+/// handlers (for forked children that must not flush the parent's buffers).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no memory of ours.
+    unsafe { libc::_exit(code) }
+}

@@ -1,0 +1,413 @@
+//! The rootless launch: namespaces, ids, the root view, secrets, exit
+//! codes, signals and bad input, through the real binary as an
+//! unprivileged user.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+
+#[test]
+fn caller_is_root_inside_with_the_subordinate_range() {
+    let p = Project::new("ids");
+    let out = ok(run_sh(&p.dir, &[], "id -u; id -g; cat /proc/self/uid_map"));
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("0"));
+    assert_eq!(lines.next(), Some("0"));
+    let maps: Vec<Vec<u64>> = lines
+        .map(|l| l.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+        .collect();
+    let u = user();
+    assert_eq!(maps[0], vec![0, u.uid as u64, 1], "{out}");
+    let subuid = std::fs::read_to_string("/etc/subuid").expect("subuid");
+    let range = subuid
+        .lines()
+        .find(|l| l.starts_with(&format!("{}:", u.name)) || l.starts_with(&format!("{}:", u.uid)))
+        .expect("the test user has a subordinate range");
+    let start: u64 = range.split(':').nth(1).and_then(|s| s.parse().ok()).expect("start");
+    assert_eq!(maps.get(1).map(|m| (m[0], m[1])), Some((1, start)), "{out}");
+}
+
+#[test]
+fn chown_to_a_subordinate_id_works() {
+    let p = Project::new("chown");
+    let out = ok(run_sh(
+        &p.dir,
+        &[],
+        "touch /tmp/f && chown 1000:1000 /tmp/f && stat -c %u:%g /tmp/f",
+    ));
+    assert_eq!(out.trim(), "1000:1000");
+}
+
+#[test]
+fn map_user_keeps_the_callers_ids() {
+    let p = Project::new("mapuser");
+    let out = ok(run_sh(&p.dir, &["--map-user"], "id -u; id -g"));
+    let u = user();
+    assert_eq!(out, format!("{}\n{}\n", u.uid, u.gid));
+}
+
+#[test]
+fn own_pid_namespace() {
+    let p = Project::new("pid");
+    let out = ok(run_sh(&p.dir, &[], "echo $$; ls /proc | grep -c '^[0-9]'"));
+    let mut l = out.lines();
+    let pid: u32 = l.next().and_then(|s| s.parse().ok()).expect("pid");
+    assert!(pid <= 2, "pid {pid}");
+    let count: u32 = l.next().and_then(|s| s.parse().ok()).expect("count");
+    assert!(count <= 4, "{count} processes visible: host processes leak into /proc");
+}
+
+#[test]
+fn writes_outside_the_project_stay_in_the_sandbox() {
+    let p = Project::new("cow");
+    let home_probe = user().home.join("sbox-cow-probe");
+    let _ = std::fs::remove_file(&home_probe);
+    let script = format!(
+        "echo inside > {0} && cat {0} && echo project > {1}/made-inside",
+        home_probe.display(),
+        p.dir.display()
+    );
+    assert_eq!(ok(run_sh(&p.dir, &[], &script)), "inside\n");
+    assert!(!home_probe.exists(), "a write outside the project reached the host");
+    assert_eq!(
+        std::fs::read_to_string(p.dir.join("made-inside")).expect("project file"),
+        "project\n"
+    );
+    // The next sandbox starts from the host again.
+    let again = run_sh(&p.dir, &[], &format!("test -e {}", home_probe.display()));
+    assert_eq!(again.status.code(), Some(1));
+}
+
+#[test]
+fn secrets_are_hidden_also_through_a_symlink_in_the_project() {
+    let secret = canary_secret();
+    let p = Project::new("secret");
+    std::os::unix::fs::symlink(&secret, p.dir.join("key-link")).expect("symlink");
+    let direct = run_sh(&p.dir, &[], &format!("cat {}", secret.display()));
+    assert!(!direct.status.success());
+    assert!(!stdout(&direct).contains("CANARY"));
+    let via = run_sh(&p.dir, &[], "cat key-link");
+    assert!(!via.status.success());
+    assert!(!stdout(&via).contains("CANARY"));
+    let listing = ok(run_sh(
+        &p.dir,
+        &[],
+        &format!("ls -A {}; echo end", secret.parent().expect("dir").display()),
+    ));
+    assert_eq!(listing, "end\n", "~/.ssh is not empty inside");
+    // A bind of the home directory elsewhere does not bring it back.
+    let home = user().home.display().to_string();
+    let alias = run_sh(
+        &p.dir,
+        &["--ro-bind", &format!("{home}:/mnt/home")],
+        "cat /mnt/home/.ssh/id_ed25519",
+    );
+    assert!(!stdout(&alias).contains("CANARY"), "{}", stdout(&alias));
+    // The host copy is untouched.
+    assert!(std::fs::read_to_string(&secret)
+        .expect("canary")
+        .contains("CANARY"));
+}
+
+fn connect_script(port: u16) -> String {
+    format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected")
+}
+
+#[test]
+fn net_none_cannot_reach_host_loopback() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let p = Project::new("netnone");
+    let none = output(sbox(
+        &p.dir,
+        &["run", "--net", "none", "--", "bash", "-c", &connect_script(port)],
+    ));
+    assert!(!none.status.success(), "connected from --net none");
+    let links = ok(run_sh(&p.dir, &["--net", "none"], "ls /sys/class/net"));
+    assert_eq!(links.trim(), "lo");
+    let lo = ok(run_sh(&p.dir, &["--net", "none"], "cat /sys/class/net/lo/operstate /sys/class/net/lo/flags"));
+    assert!(lo.contains("0x9") || lo.contains("unknown"), "lo is not up: {lo}");
+    // Control: with the host network the same connection works.
+    let host = output(sbox(
+        &p.dir,
+        &["run", "--net", "host", "--", "bash", "-c", &connect_script(port)],
+    ));
+    assert_eq!(stdout(&host), "connected\n", "{}", stderr(&host));
+}
+
+#[test]
+fn exit_status_follows_docker() {
+    let p = Project::new("exit");
+    assert_eq!(run_sh(&p.dir, &[], "exit 7").status.code(), Some(7));
+    assert_eq!(run_sh(&p.dir, &[], "kill -KILL $$").status.code(), Some(137));
+    assert_eq!(run_sh(&p.dir, &[], "kill -TERM $$").status.code(), Some(143));
+    let nf = output(sbox(&p.dir, &["run", "--", "no-such-command-xyz"]));
+    assert_eq!(nf.status.code(), Some(127));
+    assert!(stderr(&nf).contains("sbox: error: no-such-command-xyz: command not found"));
+    let ne = output(sbox(&p.dir, &["run", "--", "/etc/hostname"]));
+    assert_eq!(ne.status.code(), Some(126));
+}
+
+#[test]
+fn pipes_pass_through() {
+    let p = Project::new("pipe");
+    let o = output_with_input(sbox(&p.dir, &["run", "--", "cat"]), b"hello through\n");
+    assert_eq!(ok(o), "hello through\n");
+}
+
+#[test]
+fn no_launcher_descriptor_leaks_into_the_command() {
+    let p = Project::new("fds");
+    let out = ok(run_sh(&p.dir, &[], "ls /proc/$$/fd | sort -n | tr '\\n' ' '"));
+    assert_eq!(out.trim(), "0 1 2");
+}
+
+#[test]
+fn environment_is_an_allow_list() {
+    let p = Project::new("env");
+    let mut c = sbox(
+        &p.dir,
+        &["run", "--env", "A=1", "--keep-env", "KEEPME", "--", "env"],
+    );
+    c.env("SSH_AUTH_SOCK", "/tmp/agent.sock")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("KEEPME", "kept")
+        .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/x");
+    let out = ok(output(c));
+    assert!(out.contains("A=1\n"), "{out}");
+    assert!(out.contains("KEEPME=kept\n"), "{out}");
+    assert!(!out.contains("SSH_AUTH_SOCK"), "{out}");
+    assert!(!out.contains("AWS_SECRET"), "{out}");
+    assert!(!out.contains("DBUS_SESSION"), "{out}");
+    assert!(out.contains("PATH="), "{out}");
+}
+
+#[test]
+fn read_only_binds_stay_read_only_after_a_remount_attempt() {
+    let p = Project::new("robind");
+    let data = Project::new("robind-data");
+    data.write("f", "data\n");
+    let spec = format!("{}:/data", data.dir.display());
+    let out = run_sh(
+        &p.dir,
+        &["--ro-bind", &spec],
+        "cat /data/f; mount -o remount,rw /data 2>/dev/null; mount -o remount,bind,rw /data 2>/dev/null; umount /data 2>/dev/null; echo x > /data/f && echo WROTE",
+    );
+    assert_eq!(stdout(&out), "data\n", "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(data.dir.join("f")).expect("f"), "data\n");
+    // A nested user namespace does not unlock it either.
+    let nested = run_sh(
+        &p.dir,
+        &["--ro-bind", &spec],
+        "unshare -Urm sh -c 'mount -o remount,bind,rw /data; umount /data; echo y > /data/f' 2>/dev/null; cat /data/f",
+    );
+    assert_eq!(stdout(&nested), "data\n");
+    assert_eq!(std::fs::read_to_string(data.dir.join("f")).expect("f"), "data\n");
+    // A read-write bind is writable and reaches the host.
+    let rw = Project::new("rwbind");
+    let spec = format!("{}:/rw", rw.dir.display());
+    ok(run_sh(&p.dir, &["--bind", &spec], "echo w > /rw/new"));
+    assert_eq!(std::fs::read_to_string(rw.dir.join("new")).expect("new"), "w\n");
+}
+
+#[test]
+fn hostname_tmpfs_chdir_and_dev() {
+    let p = Project::new("misc");
+    let out = ok(run_sh(
+        &p.dir,
+        &["--hostname", "box1", "--tmpfs", "/scratch", "--chdir", "/scratch"],
+        "hostname; pwd; touch x && ls; ls /dev | tr '\\n' ' '",
+    ));
+    let mut l = out.lines();
+    assert_eq!(l.next(), Some("box1"));
+    assert_eq!(l.next(), Some("/scratch"));
+    assert_eq!(l.next(), Some("x"));
+    let dev: Vec<&str> = l.next().unwrap_or("").split_whitespace().collect();
+    for d in ["null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm"] {
+        assert!(dev.contains(&d), "/dev lacks {d}: {dev:?}");
+    }
+    assert!(!dev.contains(&"sda") && !dev.contains(&"vda") && !dev.contains(&"kmsg"), "{dev:?}");
+}
+
+#[test]
+fn private_tmp() {
+    let marker = format!("/tmp/sbox-host-marker-{}", std::process::id());
+    std::fs::write(&marker, "host").expect("marker");
+    let p = Project::new("tmp");
+    let out = run_sh(&p.dir, &[], &format!("test -e {marker} && echo visible; echo in > /tmp/inside-only"));
+    assert_eq!(stdout(&out), "");
+    assert!(!std::path::Path::new("/tmp/inside-only").exists());
+    let _ = std::fs::remove_file(marker);
+}
+
+#[test]
+fn term_to_the_launcher_ends_the_sandbox() {
+    let p = Project::new("term");
+    let tag = format!("1000{}.5", std::process::id());
+    let mut child = spawn(sbox(&p.dir, &["run", "--", "sleep", &tag]));
+    assert!(
+        wait_for(20, || pids_with_cmdline(&format!("sleep {tag}")).iter().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+        })),
+        "the command did not start"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let st = child.wait().expect("wait");
+    assert_eq!(st.code(), Some(143));
+    assert!(pids_with_cmdline(&format!("sleep {tag}")).is_empty(), "processes left behind");
+}
+
+#[test]
+fn kill_of_the_launcher_takes_the_sandbox_down() {
+    let p = Project::new("kill");
+    let tag = format!("2000{}.5", std::process::id());
+    let mut child = spawn(sbox(&p.dir, &["run", "--", "sleep", &tag]));
+    assert!(wait_for(20, || pids_with_cmdline(&format!("sleep {tag}")).len() >= 2));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let _ = child.wait();
+    assert!(
+        wait_for(10, || pids_with_cmdline(&format!("sleep {tag}")).is_empty()),
+        "sandbox outlived its launcher"
+    );
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_leaves_nothing() {
+    let p = Project::new("bad");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["run", "--bogus-flag", "--", "true"], 2, "--bogus-flag"),
+        (&["run"], 2, "required"),
+        (&["run", "--bind", "/does/not/exist", "--", "true"], 125, "/does/not/exist"),
+        (&["run", "--bind", "relative/path", "--", "true"], 125, "not an absolute path"),
+        (&["run", "--bind", "", "--", "true"], 125, "empty path"),
+        (&["run", "--tmpfs", "rel", "--", "true"], 125, "not an absolute path"),
+        (&["run", "--profile", "no-such-profile", "--", "true"], 125, "no-such-profile"),
+        (&["run", "--env", "NOVALUE", "--", "true"], 125, "KEY=VALUE"),
+        (&["run", "--hostname", "bad host", "--", "true"], 125, "invalid hostname"),
+        (&["run", "--net", "bogus", "--", "true"], 2, "bogus"),
+    ];
+    for (args, code, needle) in cases {
+        let o = output(sbox(&p.dir, args));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(*code), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        if *code == 125 {
+            assert_eq!(err.lines().count(), 1, "{args:?}: not one line: {err}");
+            assert!(err.starts_with("sbox: error: "), "{err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(stale_state().is_empty(), "state left behind: {:?}", stale_state());
+}
+
+#[test]
+fn state_is_removed_after_a_run() {
+    let p = Project::new("state");
+    ok(run_sh(&p.dir, &[], "echo x > /tmp/y; touch ~/z; chown 1234 ~/z"));
+    assert!(stale_state().is_empty(), "state left behind: {:?}", stale_state());
+}
+
+#[test]
+fn help_is_complete() {
+    let p = Project::new("help");
+    let h = ok(output(sbox(&p.dir, &["--help"])));
+    for s in ["run", "shell", "doctor", "profile"] {
+        assert!(h.contains(s), "{h}");
+    }
+    let r = ok(output(sbox(&p.dir, &["run", "--help"])));
+    for s in [
+        "--profile", "--bind", "--ro-bind", "--tmpfs", "--chdir", "--env", "--keep-env",
+        "--hostname", "--net", "--map-user", "--verbose",
+    ] {
+        assert!(r.contains(s), "run --help lacks {s}");
+    }
+}
+
+#[test]
+fn verbose_names_the_layers() {
+    let p = Project::new("verbose");
+    let o = run_sh(&p.dir, &["--verbose"], "true");
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    for s in ["layers in force", "user namespace", "newuidmap", "pivot"] {
+        assert!(e.contains(s), "--verbose lacks {s}: {e}");
+    }
+}
+
+/// A pty for `sbox shell`: (master, slave) with a window size set.
+fn open_terminal(rows: u16, cols: u16) -> (std::fs::File, std::os::fd::OwnedFd) {
+    let ws = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
+    (std::fs::File::from(pty.master), pty.slave)
+}
+
+fn read_until(master: &mut std::fs::File, needle: &str, secs: u64) -> String {
+    use std::os::fd::AsRawFd;
+    let mut acc = String::new();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < end && !acc.contains(needle) {
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(master.as_raw_fd()) };
+        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+        if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)).unwrap_or(0) == 0 {
+            continue;
+        }
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => acc.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    acc
+}
+
+#[test]
+fn shell_gets_a_terminal_with_size_job_control_and_ctrl_c() {
+    let p = Project::new("shell");
+    let (mut master, slave) = open_terminal(33, 101);
+    let mut cmd = sbox(&p.dir, &["shell"]);
+    cmd.env("SHELL", "/bin/bash");
+    let s0 = slave.try_clone().expect("dup");
+    let s1 = slave.try_clone().expect("dup");
+    cmd.stdin(s0).stdout(s1).stderr(slave);
+    // A new session so the pty is the launcher's controlling terminal.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn shell");
+    master
+        .write_all(b"tty; stty size; echo $((6*7))-ok\n")
+        .expect("write");
+    let out = read_until(&mut master, "42-ok\r\n", 20);
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(out.contains("33 101"), "{out}");
+    // Ctrl-C interrupts the foreground job, not the shell.
+    master.write_all(b"sleep 30\n").expect("write");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    master.write_all(b"\x03").expect("ctrl-c");
+    master.write_all(b"echo after-$((1+1))\n").expect("write");
+    let out = read_until(&mut master, "after-2", 20);
+    assert!(out.contains("after-2"), "{out}");
+    master.write_all(b"exit 3\n").expect("exit");
+    let st = child.wait().expect("wait");
+    assert_eq!(st.code(), Some(3));
+    let _ = Command::new("true").status();
+}
