@@ -75,6 +75,9 @@ pub struct SandboxOpts {
     /// Print each step and which layers are in force
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// Report what the confinement layers denied (on stderr, and a summary at exit)
+    #[arg(long = "log-denials")]
+    pub log_denials: bool,
 }
 
 #[derive(Debug, Args)]

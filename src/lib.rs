@@ -6,6 +6,8 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod confine;
+pub mod doctor;
 pub mod error;
 pub mod idmap;
 pub mod policy;
@@ -14,3 +16,4 @@ pub mod rootfs;
 pub mod sandbox;
 pub mod state;
 pub mod sys;
+pub mod trust;

@@ -113,6 +113,7 @@ pub struct Overrides {
     pub overlay: Option<String>,
     pub map_user: bool,
     pub verbose: bool,
+    pub log_denials: bool,
 }
 
 /// The complete, validated plan of one sandbox.
@@ -126,6 +127,8 @@ pub struct Policy {
     /// The project directory (the caller's current directory).
     pub project: PathBuf,
     pub binds: Vec<Bind>,
+    /// The profile's output directory (created on the host if missing).
+    pub output: Option<PathBuf>,
     pub tmpfs: Vec<PathBuf>,
     /// Paths that must not exist or must be empty inside.
     pub hidden: Vec<PathBuf>,
@@ -136,6 +139,9 @@ pub struct Policy {
     pub env: BTreeMap<String, String>,
     pub map_user: bool,
     pub verbose: bool,
+    /// Landlock, seccomp and rlimits, checked against this kernel.
+    #[serde(skip)]
+    pub confinement: crate::confine::plan::Confinement,
 }
 
 /// Variables always passed from the caller's environment.
@@ -160,6 +166,8 @@ pub struct Context<'a> {
     pub cwd: PathBuf,
     pub host_env: &'a [(String, String)],
     pub data_dir: PathBuf,
+    /// The kernel's Landlock ABI (None: unavailable).
+    pub landlock_abi: Option<u8>,
 }
 
 /// Expand `~`, `$HOME`, `$PWD`, `$USER`, `$XDG_*` and `$SBOX_DATA` at the
@@ -411,6 +419,24 @@ pub fn build(
     for b in &ov.ro_bind {
         binds.push(parse_bind(b, true, "--ro-bind", ctx)?);
     }
+    let output = match &fs.output {
+        Some(o) => {
+            let out = clean_absolute(&expand(o, ctx)?, "filesystem.output")?;
+            if !out.starts_with(&project) || out == project {
+                return Err(Error::Usage(format!(
+                    "filesystem.output {}: must be a directory inside the project",
+                    out.display()
+                )));
+            }
+            binds.push(Bind {
+                src: out.clone(),
+                dest: out.clone(),
+                readonly: false,
+            });
+            Some(out)
+        }
+        None => None,
+    };
     let mut tmpfs = Vec::new();
     for t in fs.tmpfs.iter().chain(&ov.tmpfs) {
         let p = clean_absolute(&expand(t, ctx)?, "--tmpfs")?;
@@ -451,6 +477,9 @@ pub fn build(
     if argv.is_empty() || argv[0].is_empty() {
         return Err(Error::Usage("no command given".into()));
     }
+    let expand_path = |s: &str| clean_absolute(&expand(s, ctx)?, "landlock");
+    let confinement =
+        crate::confine::plan::build(profile, &expand_path, ov.log_denials, ctx.landlock_abi)?;
     Ok(Policy {
         profile: profile_name.to_string(),
         argv,
@@ -458,6 +487,7 @@ pub fn build(
         caller: ctx.caller.clone(),
         project,
         binds,
+        output,
         tmpfs,
         hidden,
         backend,
@@ -467,6 +497,7 @@ pub fn build(
         env,
         map_user: ov.map_user,
         verbose: ov.verbose,
+        confinement,
     })
 }
 
@@ -486,6 +517,7 @@ mod tests {
             cwd: "/home/u/proj".into(),
             host_env: env,
             data_dir: "/home/u/.local/share/sbox".into(),
+            landlock_abi: Some(6),
         }
     }
 

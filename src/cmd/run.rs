@@ -18,6 +18,7 @@ fn overrides(o: &SandboxOpts) -> Overrides {
         overlay: o.overlay.clone(),
         map_user: o.map_user,
         verbose: o.verbose,
+        log_denials: o.log_denials,
     }
 }
 
@@ -42,6 +43,7 @@ pub fn make_policy(opts: &SandboxOpts, argv: Vec<String>, tty: bool) -> Result<P
         caller,
         cwd,
         host_env: &host_env,
+        landlock_abi: crate::confine::landlock::probe_abi(),
     };
     let argv = if argv.is_empty() {
         vec![login_shell(&loaded.profile, &ctx)]

@@ -1,6 +1,6 @@
 //! Finding profiles by name and following their `include` lists.
 
-use super::schema::ProfileFile;
+use super::schema::{ProfileFile, Provenance};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 pub const BUILTIN: &[(&str, &str)] = &[
     ("base", include_str!("../../profiles/base.toml")),
     ("dev", include_str!("../../profiles/dev.toml")),
+    ("build", include_str!("../../profiles/build.toml")),
+    ("strict", include_str!("../../profiles/strict.toml")),
+    ("net", include_str!("../../profiles/net.toml")),
 ];
 
 /// Where a profile's text came from.
@@ -141,17 +144,21 @@ pub struct Loaded {
     pub name: String,
     pub profile: ProfileFile,
     pub sources: Vec<Origin>,
+    /// Where each value came from.
+    pub provenance: Provenance,
 }
 
 /// Load `name` and everything it includes (depth first, cycles are errors).
 pub fn load(name: &str, search: &SearchPath) -> Result<Loaded> {
     let mut stack = Vec::new();
     let mut sources = Vec::new();
-    let profile = load_rec(name, search, &mut stack, &mut sources)?;
+    let mut provenance = Provenance::new();
+    let profile = load_rec(name, search, &mut stack, &mut sources, &mut provenance)?;
     Ok(Loaded {
         name: name.to_string(),
         profile,
         sources,
+        provenance,
     })
 }
 
@@ -160,6 +167,7 @@ fn load_rec(
     search: &SearchPath,
     stack: &mut Vec<String>,
     sources: &mut Vec<Origin>,
+    prov: &mut Provenance,
 ) -> Result<ProfileFile> {
     if stack.iter().any(|n| n == name) {
         stack.push(name.to_string());
@@ -182,14 +190,22 @@ fn load_rec(
         (e, _) => e,
     })?;
     let mut file = parse(&text, &origin)?;
+    if let Some(bad) = file.bad_replace() {
+        return Err(Error::Profile {
+            name: origin.to_string(),
+            msg: format!("replace: {bad:?} is not a list of a profile"),
+        });
+    }
     stack.push(name.to_string());
     let mut merged = ProfileFile::default();
     for inc in std::mem::take(&mut file.include) {
-        let sub = load_rec(&inc, search, stack, sources)?;
-        merged.merge(sub);
+        let sub = load_rec(&inc, search, stack, sources, prov)?;
+        // The included profile's values keep the origins recorded below.
+        let mut scratch = Provenance::new();
+        merged.merge(sub, "", &mut scratch);
     }
     stack.pop();
-    merged.merge(file);
+    merged.merge(file, &origin.to_string(), prov);
     sources.push(origin);
     Ok(merged)
 }

@@ -360,6 +360,7 @@ mod tests {
                     readonly: true,
                 },
             ],
+            output: None,
             tmpfs: vec!["/opt/scratch".into()],
             hidden: vec!["/home/u/.ssh".into(), "/home/u/.netrc".into(), "/home/u/.aws".into()],
             backend: Backend::Kernel,
@@ -369,6 +370,7 @@ mod tests {
             env: Default::default(),
             map_user: false,
             verbose: false,
+            confinement: Default::default(),
         }
     }
 

@@ -58,6 +58,10 @@ pub fn run(policy: &Policy) -> Result<u8> {
         policy.map_user,
     );
     log(policy, || ids.describe());
+    if let Some(out) = &policy.output {
+        std::fs::create_dir_all(out)
+            .map_err(|e| Error::io(format!("creating the output directory {}", out.display()), e))?;
+    }
     let base = state::runtime_base(policy.caller.uid)?;
     state::clean_stale(&base);
     let host = probe_host(policy);
@@ -170,7 +174,9 @@ fn describe_layers(policy: &Policy, ids: &IdPlan) {
     eprintln!("sbox:   processes: pid, ipc, uts, cgroup namespaces; new session");
     eprintln!("sbox:   network: {net}");
     eprintln!("sbox:   capabilities: docker's default set (no CAP_SYS_ADMIN: mounts are fixed)");
-    eprintln!("sbox:   landlock: not applied; seccomp: not applied");
+    for line in policy.confinement.describe() {
+        eprintln!("sbox:   {line}");
+    }
 }
 
 /// Relay signals (and the terminal, when there is one) until init exits.

@@ -49,6 +49,9 @@ pub fn exec(policy: &Policy, pty_slave: Option<&str>) -> ! {
     if let Err(e) = drop_privileges(policy) {
         fail(&e);
     }
+    if let Err(e) = confine(policy) {
+        fail(&e);
+    }
     let env: Vec<CString> = policy
         .env
         .iter()
@@ -118,6 +121,37 @@ fn drop_privileges(policy: &Policy) -> Result<(), String> {
         let _ = nix::unistd::setgroups(&[]);
         nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setresgid: {}", e.desc()))?;
         nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setresuid: {}", e.desc()))?;
+    }
+    Ok(())
+}
+
+/// rlimits, then Landlock, then no_new_privs, then seccomp — last, so
+/// nothing sbox itself needs is filtered.
+fn confine(policy: &Policy) -> Result<(), String> {
+    let c = &policy.confinement;
+    for (r, v) in &c.rlimits {
+        nix::sys::resource::setrlimit(r.resource(), *v, *v)
+            .map_err(|e| format!("setrlimit {r:?}: {}", e.desc()))?;
+    }
+    if let Some(l) = &c.landlock {
+        let report = crate::confine::landlock::apply_landlock_plan(&l.plan, l.spec.best_effort)
+            .map_err(|e| format!("Landlock: {e}"))?;
+        if policy.verbose {
+            eprintln!(
+                "sbox: [payload] landlock ABI {}: {}",
+                report.abi,
+                if report.enforced.is_empty() {
+                    "nothing enforced".to_string()
+                } else {
+                    report.enforced.join("; ")
+                }
+            );
+        }
+    }
+    crate::sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {}", e.desc()))?;
+    if let Some(s) = &c.seccomp {
+        crate::confine::seccomp::install_filter_with_log(&s.program, s.spec.log_denials)
+            .map_err(|e| format!("seccomp: {e}"))?;
     }
     Ok(())
 }

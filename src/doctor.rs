@@ -1,0 +1,1117 @@
+//! `sbox doctor`: what this host offers, and how to fix what it lacks.
+//!
+//! Every check looks at the real host. The namespace checks fork a child that
+//! tries the real thing: the child runs only raw syscalls on buffers prepared
+//! before the fork (no allocation, no locks) and leaves with `_exit`; the
+//! parent waits with a timeout and removes its temporary directories.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{ErrorKind, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::confine::landlock::probe_abi;
+
+/// Outcome of one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Missing,
+    Warn,
+}
+
+/// One line of `sbox doctor`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+/// The user sbox runs for (the caller).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserInfo {
+    pub uid: u32,
+    pub gid: u32,
+    pub name: String,
+}
+
+impl UserInfo {
+    /// The real user and group of this process; the name from the password
+    /// database, or the uid as a string when it has no entry.
+    pub fn current() -> UserInfo {
+        let uid = nix::unistd::getuid();
+        let name = match nix::unistd::User::from_uid(uid) {
+            Ok(Some(user)) => user.name,
+            _ => uid.as_raw().to_string(),
+        };
+        UserInfo {
+            uid: uid.as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            name,
+        }
+    }
+}
+
+/// Name of the check without which sbox cannot run at all.
+pub const CHECK_USER_NAMESPACES: &str = "user namespaces";
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs every check, in a fixed order.
+pub fn run_checks(user: &UserInfo) -> Vec<Check> {
+    vec![
+        check_user_namespaces(),
+        check_id_mapper("newuidmap"),
+        check_id_mapper("newgidmap"),
+        check_subids("subuid range", "/etc/subuid", user),
+        check_subids("subgid range", "/etc/subgid", user),
+        check_dev_fuse(),
+        check_fuse_in_userns(),
+        check_overlay_in_userns(),
+        check_landlock(),
+        check_seccomp(),
+        check_cgroup_v2(),
+        check_network_helper("pasta", "passt"),
+        check_network_helper("slirp4netns", "slirp4netns"),
+        check_container(),
+    ]
+}
+
+/// False when sbox cannot run at all (no user namespaces).
+pub fn can_run(checks: &[Check]) -> bool {
+    checks
+        .iter()
+        .filter(|c| c.name == CHECK_USER_NAMESPACES)
+        .all(|c| c.status != Status::Missing)
+}
+
+/// One line per check: `OK       name  detail`, with ` — fix: …` when there is one.
+pub fn render_text(checks: &[Check]) -> String {
+    let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for c in checks {
+        let label = match c.status {
+            Status::Ok => "OK",
+            Status::Missing => "MISSING",
+            Status::Warn => "WARN",
+        };
+        out.push_str(&format!("{label:<8} {:<width$}  {}", c.name, c.detail));
+        if let Some(fix) = &c.fix {
+            out.push_str(&format!(" — fix: {fix}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A JSON array of `{name, status, detail, fix}` objects (status: ok/missing/warn).
+pub fn render_json(checks: &[Check]) -> String {
+    serde_json::to_string_pretty(checks).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+fn check(name: &'static str, status: Status, detail: String, fix: Option<String>) -> Check {
+    Check {
+        name,
+        status,
+        detail,
+        fix,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Forked probes
+
+/// One step of a probe, prepared in the parent so the child does not allocate.
+enum Step {
+    Unshare(libc::c_int),
+    /// Write `data` to `path`; with `optional`, a missing file is not an error.
+    WriteFile {
+        path: CString,
+        data: Vec<u8>,
+        optional: bool,
+    },
+    /// `mount --make-rprivate /`.
+    MakeRootPrivate,
+    Mount {
+        source: CString,
+        target: CString,
+        fstype: CString,
+        flags: libc::c_ulong,
+        data: CString,
+    },
+    /// Open /dev/fuse and mount a FUSE file system on `target` with that fd.
+    MountFuse {
+        target: CString,
+    },
+}
+
+impl Step {
+    fn describe(&self) -> String {
+        match self {
+            Step::Unshare(flags) => format!("unshare({})", unshare_flag_names(*flags)),
+            Step::WriteFile { path, .. } => format!("write {}", path.to_string_lossy()),
+            Step::MakeRootPrivate => "make / private".into(),
+            Step::Mount { fstype, .. } => format!("mount {}", fstype.to_string_lossy()),
+            Step::MountFuse { .. } => "open /dev/fuse and mount fuse".into(),
+        }
+    }
+}
+
+fn unshare_flag_names(flags: libc::c_int) -> &'static str {
+    if flags & libc::CLONE_NEWNS != 0 {
+        "CLONE_NEWUSER|CLONE_NEWNS"
+    } else {
+        "CLONE_NEWUSER"
+    }
+}
+
+/// How a forked probe ended.
+#[derive(Debug, PartialEq, Eq)]
+enum ProbeOutcome {
+    Passed,
+    Failed {
+        step: String,
+        errno: i32,
+    },
+    /// fork/pipe failed, the child crashed or timed out.
+    Broken(String),
+}
+
+impl ProbeOutcome {
+    fn summary(&self) -> String {
+        match self {
+            ProbeOutcome::Passed => "works".into(),
+            ProbeOutcome::Failed { step, errno } => {
+                format!(
+                    "{step} failed: {}",
+                    nix::errno::Errno::from_raw(*errno).desc()
+                )
+            }
+            ProbeOutcome::Broken(why) => format!("probe failed: {why}"),
+        }
+    }
+
+    fn errno(&self) -> Option<i32> {
+        match self {
+            ProbeOutcome::Failed { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// Steps that enter a new user namespace (with a mount namespace when
+/// `with_mount_ns`) and map the caller to root with a single-id map.
+fn enter_userns_steps(with_mount_ns: bool) -> Vec<Step> {
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    let mut flags = libc::CLONE_NEWUSER;
+    if with_mount_ns {
+        flags |= libc::CLONE_NEWNS;
+    }
+    let write = |path: &str, data: String, optional: bool| Step::WriteFile {
+        path: cstring(path),
+        data: data.into_bytes(),
+        optional,
+    };
+    let mut steps = vec![
+        Step::Unshare(flags),
+        write("/proc/self/setgroups", "deny".into(), true),
+        write("/proc/self/uid_map", format!("0 {uid} 1"), false),
+        write("/proc/self/gid_map", format!("0 {gid} 1"), false),
+    ];
+    if with_mount_ns {
+        steps.push(Step::MakeRootPrivate);
+    }
+    steps
+}
+
+fn cstring(s: &str) -> CString {
+    CString::new(s.replace('\0', "")).unwrap_or_default()
+}
+
+fn path_cstring(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes().to_vec()).unwrap_or_default()
+}
+
+/// Forks, runs `steps` in the child, and reports the first failing step.
+fn probe(steps: &[Step]) -> ProbeOutcome {
+    let (read_end, write_end) = match nix::unistd::pipe() {
+        Ok(p) => p,
+        Err(e) => return ProbeOutcome::Broken(format!("pipe: {e}")),
+    };
+    // SAFETY: the child only runs `child_main`, which makes raw syscalls on
+    // memory prepared before the fork and ends with `_exit`; it neither
+    // allocates nor takes locks, so forking a multi-threaded parent is fine.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => ProbeOutcome::Broken(format!("fork: {e}")),
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(read_end);
+            child_main(steps, write_end.as_raw_fd())
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(write_end);
+            let reported = read_probe_report(read_end, child);
+            let status = nix::sys::wait::waitpid(child, None);
+            probe_outcome(steps, reported, status)
+        }
+    }
+}
+
+/// Combines what the child wrote with how it ended.
+fn probe_outcome(
+    steps: &[Step],
+    reported: Result<Option<(usize, i32)>, String>,
+    status: nix::Result<nix::sys::wait::WaitStatus>,
+) -> ProbeOutcome {
+    use nix::sys::wait::WaitStatus;
+    match (reported, status) {
+        (Err(why), _) => ProbeOutcome::Broken(why),
+        (Ok(Some((index, errno))), _) => ProbeOutcome::Failed {
+            step: steps
+                .get(index)
+                .map(Step::describe)
+                .unwrap_or_else(|| format!("step {index}")),
+            errno,
+        },
+        (Ok(None), Ok(WaitStatus::Exited(_, 0))) => ProbeOutcome::Passed,
+        (Ok(None), other) => ProbeOutcome::Broken(format!("child ended with {other:?}")),
+    }
+}
+
+/// The child: runs the steps; on failure writes (step index, errno) to `fd`.
+fn child_main(steps: &[Step], fd: libc::c_int) -> ! {
+    let code = match steps.iter().position(|s| run_step(s).is_err()) {
+        None => 0,
+        Some(index) => {
+            let errno = last_errno();
+            let msg = [index as i32, errno];
+            // SAFETY: writes 8 bytes from a live stack array to our pipe end.
+            unsafe { libc::write(fd, msg.as_ptr().cast(), std::mem::size_of_val(&msg)) };
+            1
+        }
+    };
+    // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+fn last_errno() -> i32 {
+    // SAFETY: __errno_location returns the calling thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Runs one step with raw syscalls only (async-signal-safe).
+fn run_step(step: &Step) -> Result<(), ()> {
+    let ok = |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(()) };
+    match step {
+        // SAFETY: unshare takes only flags.
+        Step::Unshare(flags) => ok(unsafe { libc::unshare(*flags) }),
+        Step::WriteFile {
+            path,
+            data,
+            optional,
+        } => write_file_raw(path, data, *optional),
+        Step::MakeRootPrivate => {
+            let flags = libc::MS_REC | libc::MS_PRIVATE;
+            // SAFETY: static NUL-terminated target, NULL source/type/data are allowed for propagation changes.
+            ok(unsafe {
+                libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    flags,
+                    std::ptr::null(),
+                )
+            })
+        }
+        Step::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => {
+            // SAFETY: all strings are NUL-terminated and live for the call.
+            ok(unsafe {
+                libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    fstype.as_ptr(),
+                    *flags,
+                    data.as_ptr().cast(),
+                )
+            })
+        }
+        Step::MountFuse { target } => mount_fuse_raw(target),
+    }
+}
+
+fn write_file_raw(path: &CString, data: &[u8], optional: bool) -> Result<(), ()> {
+    // SAFETY: path is NUL-terminated.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return if optional && last_errno() == libc::ENOENT {
+            Ok(())
+        } else {
+            Err(())
+        };
+    }
+    // SAFETY: data is a live buffer of data.len() bytes; fd is ours.
+    let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+    let saved = last_errno();
+    // SAFETY: closing the fd we opened above.
+    unsafe { libc::close(fd) };
+    if n == data.len() as isize {
+        Ok(())
+    } else {
+        // SAFETY: restores errno for the caller's report.
+        unsafe { *libc::__errno_location() = saved };
+        Err(())
+    }
+}
+
+/// Opens /dev/fuse (inside the user namespace: FUSE requires it) and mounts a
+/// FUSE file system with it. No server answers; the mount is never accessed and
+/// dies with the child's namespaces after its fd is closed.
+fn mount_fuse_raw(target: &CString) -> Result<(), ()> {
+    // SAFETY: static NUL-terminated path.
+    let fd = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(());
+    }
+    let mut buf = [0u8; 96];
+    let data = fuse_mount_data(&mut buf, fd);
+    let flags = libc::MS_NOSUID | libc::MS_NODEV;
+    // SAFETY: all strings are NUL-terminated and live for the call.
+    let rc = unsafe {
+        libc::mount(
+            c"sbox-doctor".as_ptr(),
+            target.as_ptr(),
+            c"fuse".as_ptr(),
+            flags,
+            data.cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+/// Writes "fd=N,rootmode=40000,user_id=0,group_id=0\0" into `buf` without allocating.
+fn fuse_mount_data(buf: &mut [u8; 96], fd: libc::c_int) -> *const u8 {
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        for b in bytes {
+            if len < buf.len() - 1 {
+                buf[len] = *b;
+                len += 1;
+            }
+        }
+    };
+    put(b"fd=");
+    let mut digits = [0u8; 10];
+    let mut n = fd.unsigned_abs();
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    put(&digits[i..]);
+    put(b",rootmode=40000,user_id=0,group_id=0");
+    buf[len] = 0;
+    buf.as_ptr()
+}
+
+/// Reads the child's report: `None` when it wrote nothing (success or crash).
+fn read_probe_report(
+    read_end: OwnedFd,
+    child: nix::unistd::Pid,
+) -> Result<Option<(usize, i32)>, String> {
+    let timeout =
+        nix::poll::PollTimeout::try_from(PROBE_TIMEOUT).unwrap_or(nix::poll::PollTimeout::MAX);
+    let mut fds = [nix::poll::PollFd::new(
+        read_end.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    match nix::poll::poll(&mut fds, timeout) {
+        Ok(0) => {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            return Err("timed out".into());
+        }
+        Err(e) => return Err(format!("poll: {e}")),
+        Ok(_) => {}
+    }
+    let mut bytes = Vec::new();
+    fs::File::from(read_end)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("read: {e}"))?;
+    if bytes.len() < 8 {
+        return Ok(None);
+    }
+    let word = |i: usize| i32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    Ok(Some((
+        usize::try_from(word(0)).unwrap_or(usize::MAX),
+        word(4),
+    )))
+}
+
+/// A temporary directory tree, removed (even with mode-000 subdirectories) on drop.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(tag: &str, subdirs: &[&str]) -> std::io::Result<ScratchDir> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let base =
+            std::env::temp_dir().join(format!("sbox-doctor-{tag}-{}-{n}", std::process::id()));
+        fs::create_dir(&base)?;
+        let dir = ScratchDir(base);
+        for sub in subdirs {
+            fs::create_dir(dir.0.join(sub))?;
+        }
+        Ok(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if fs::remove_dir_all(&self.0).is_err() {
+            make_tree_writable(&self.0);
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// overlayfs leaves `work/work` with mode 000; give our dirs back their modes.
+fn make_tree_writable(dir: &Path) {
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                make_tree_writable(&entry.path());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Checks
+
+fn read_trimmed(path: &str) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+fn check_user_namespaces() -> Check {
+    let outcome = probe(&[Step::Unshare(libc::CLONE_NEWUSER)]);
+    let clone_sysctl = read_trimmed("/proc/sys/kernel/unprivileged_userns_clone");
+    let max = read_trimmed("/proc/sys/user/max_user_namespaces");
+    let apparmor = read_trimmed("/proc/sys/kernel/apparmor_restrict_unprivileged_userns");
+    let first = match &outcome {
+        ProbeOutcome::Passed => "unshare(CLONE_NEWUSER) works".to_string(),
+        other => other.summary(),
+    };
+    let mut facts = vec![first];
+    for (name, value) in [
+        ("kernel.unprivileged_userns_clone", &clone_sysctl),
+        ("user.max_user_namespaces", &max),
+        ("kernel.apparmor_restrict_unprivileged_userns", &apparmor),
+    ] {
+        if let Some(v) = value {
+            facts.push(format!("{name}={v}"));
+        }
+    }
+    let detail = facts.join("; ");
+    let fix = userns_fix(&clone_sysctl, &max, &apparmor);
+    match outcome {
+        ProbeOutcome::Passed if apparmor.as_deref() == Some("1") => check(
+            CHECK_USER_NAMESPACES,
+            Status::Warn,
+            format!("{detail} (AppArmor strips capabilities in new user namespaces)"),
+            fix,
+        ),
+        ProbeOutcome::Passed => check(CHECK_USER_NAMESPACES, Status::Ok, detail, None),
+        _ => check(
+            CHECK_USER_NAMESPACES,
+            Status::Missing,
+            detail,
+            fix.or_else(container_userns_fix).or_else(|| {
+                Some("allow unprivileged user namespaces: check the sysctls above and any seccomp or LSM policy sbox inherits".into())
+            }),
+        ),
+    }
+}
+
+fn userns_fix(
+    clone: &Option<String>,
+    max: &Option<String>,
+    apparmor: &Option<String>,
+) -> Option<String> {
+    if clone.as_deref() == Some("0") {
+        return Some(
+            "sysctl -w kernel.unprivileged_userns_clone=1 (persist in /etc/sysctl.d/)".into(),
+        );
+    }
+    if max.as_deref() == Some("0") {
+        return Some("sysctl -w user.max_user_namespaces=28633 (persist in /etc/sysctl.d/)".into());
+    }
+    if apparmor.as_deref() == Some("1") {
+        return Some("install an AppArmor profile for sbox allowing `userns,` or sysctl -w kernel.apparmor_restrict_unprivileged_userns=0".into());
+    }
+    None
+}
+
+fn container_userns_fix() -> Option<String> {
+    container_markers().first().map(|_| {
+        "inside a container: run it with a seccomp profile that allows unshare/clone (e.g. docker --security-opt seccomp=unconfined) or use a rootless podman container".to_string()
+    })
+}
+
+/// Directories searched for helper programs: $PATH, then the usual system dirs.
+fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for d in ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
+        let d = PathBuf::from(d);
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    dirs
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    search_dirs().into_iter().map(|d| d.join(name)).find(|p| {
+        p.metadata()
+            .map(|m| m.is_file() && m.mode() & 0o111 != 0)
+            .unwrap_or(false)
+    })
+}
+
+/// Size of the `security.capability` xattr, if the file has one.
+fn file_capabilities_len(path: &Path) -> Option<usize> {
+    let cpath = path_cstring(path);
+    // SAFETY: NULL buffer with size 0 asks only for the value's length.
+    let n = unsafe {
+        libc::getxattr(
+            cpath.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    usize::try_from(n).ok().filter(|n| *n > 0)
+}
+
+fn check_id_mapper(name: &'static str) -> Check {
+    let Some(path) = find_program(name) else {
+        return check(
+            name,
+            Status::Missing,
+            "not installed; only a single-id map (your uid as root) is possible".into(),
+            Some("apt install uidmap (Debian/Ubuntu) or dnf install shadow-utils".into()),
+        );
+    };
+    let meta = match path.metadata() {
+        Ok(m) => m,
+        Err(e) => return check(name, Status::Warn, format!("{}: {e}", path.display()), None),
+    };
+    let setuid_root = meta.mode() & 0o4000 != 0 && meta.uid() == 0;
+    if setuid_root {
+        return check(
+            name,
+            Status::Ok,
+            format!("{} is setuid root", path.display()),
+            None,
+        );
+    }
+    if file_capabilities_len(&path).is_some() {
+        let detail = format!("{} has file capabilities", path.display());
+        return check(name, Status::Ok, detail, None);
+    }
+    check(
+        name,
+        Status::Warn,
+        format!(
+            "{} is neither setuid root nor has file capabilities",
+            path.display()
+        ),
+        Some(format!(
+            "chmod u+s {0} (or setcap cap_setuid,cap_setgid+ep {0})",
+            path.display()
+        )),
+    )
+}
+
+/// The (start, count) ranges of `content` (/etc/subuid format) that belong
+/// to the user, matched by name or by numeric uid.
+pub fn parse_subid_ranges(content: &str, user: &UserInfo) -> Vec<(u64, u64)> {
+    let uid = user.uid.to_string();
+    content
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut fields = l.split(':');
+            let (owner, start, count) = (fields.next()?, fields.next()?, fields.next()?);
+            if owner != user.name && owner != uid {
+                return None;
+            }
+            Some((start.trim().parse().ok()?, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Size needed to map the ids of common distribution packages.
+const FULL_SUBID_RANGE: u64 = 65536;
+
+fn check_subids(name: &'static str, file: &str, user: &UserInfo) -> Check {
+    let fix = Some(format!(
+        "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {}",
+        user.name
+    ));
+    let content = match fs::read_to_string(file) {
+        Ok(c) => c,
+        Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
+        Err(e) => return check(name, Status::Warn, format!("cannot read {file}: {e}"), None),
+    };
+    let ranges = parse_subid_ranges(&content, user);
+    let Some(&(start, count)) = ranges.iter().max_by_key(|(_, count)| *count) else {
+        return check(
+            name,
+            Status::Missing,
+            format!(
+                "no entry for {} in {file}; falling back to a single-id map",
+                user.name
+            ),
+            fix,
+        );
+    };
+    let detail = format!("{} has {count} ids from {start} in {file}", user.name);
+    if count >= FULL_SUBID_RANGE {
+        check(name, Status::Ok, detail, None)
+    } else {
+        check(
+            name,
+            Status::Warn,
+            format!("{detail}; fewer than {FULL_SUBID_RANGE}, some packages will fail to unpack"),
+            fix,
+        )
+    }
+}
+
+fn check_dev_fuse() -> Check {
+    const NAME: &str = "/dev/fuse";
+    match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        Ok(_) => check(NAME, Status::Ok, "openable read-write".into(), None),
+        Err(e) if e.kind() == ErrorKind::NotFound => check(
+            NAME,
+            Status::Missing,
+            "no /dev/fuse: the FUSE overlay is unavailable".into(),
+            Some("modprobe fuse (and add fuse to /etc/modules)".into()),
+        ),
+        Err(e) => {
+            let mode = fs::metadata("/dev/fuse")
+                .map(|m| format!(" (mode {:o})", m.mode() & 0o7777))
+                .unwrap_or_default();
+            check(
+                NAME,
+                Status::Missing,
+                format!("cannot open read-write: {e}{mode}"),
+                Some("chmod 0666 /dev/fuse (persist with a udev rule: KERNEL==\"fuse\", MODE=\"0666\")".into()),
+            )
+        }
+    }
+}
+
+fn check_fuse_in_userns() -> Check {
+    const NAME: &str = "fuse in user namespace";
+    let dir = match ScratchDir::new("fuse", &[]) {
+        Ok(d) => d,
+        Err(e) => {
+            return check(
+                NAME,
+                Status::Warn,
+                format!("cannot create a temp dir: {e}"),
+                None,
+            )
+        }
+    };
+    let mut steps = enter_userns_steps(true);
+    steps.push(Step::MountFuse {
+        target: path_cstring(&dir.0),
+    });
+    let outcome = probe(&steps);
+    let status = if outcome == ProbeOutcome::Passed {
+        Status::Ok
+    } else {
+        Status::Missing
+    };
+    let fix = match (&outcome, outcome.errno()) {
+        (ProbeOutcome::Passed, _) => None,
+        (ProbeOutcome::Failed { step, .. }, _) if is_userns_step(step) => Some(USERNS_FIRST.into()),
+        (_, Some(libc::EACCES | libc::ENOENT | libc::EPERM)) => {
+            Some("make /dev/fuse usable first (see /dev/fuse)".into())
+        }
+        _ => Some("a kernel ≥ 4.18 with FUSE in user namespaces is needed".into()),
+    };
+    let detail = match &outcome {
+        ProbeOutcome::Passed => "mounting a FUSE fd in a user namespace works".to_string(),
+        other => other.summary(),
+    };
+    check(NAME, status, detail, fix)
+}
+
+const USERNS_FIRST: &str = "enable user namespaces first (see user namespaces)";
+
+/// Whether a failed probe step is part of entering the user namespace.
+fn is_userns_step(step: &str) -> bool {
+    step.starts_with("unshare") || step.starts_with("write /proc/self/")
+}
+
+fn check_overlay_in_userns() -> Check {
+    const NAME: &str = "overlayfs in user namespace";
+    let dir = match ScratchDir::new("ovl", &["lower", "upper", "work", "merged"]) {
+        Ok(d) => d,
+        Err(e) => {
+            return check(
+                NAME,
+                Status::Warn,
+                format!("cannot create a temp dir: {e}"),
+                None,
+            )
+        }
+    };
+    let _ = fs::write(dir.0.join("lower/file"), b"x");
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        dir.0.join("lower").display(),
+        dir.0.join("upper").display(),
+        dir.0.join("work").display()
+    );
+    let mut steps = enter_userns_steps(true);
+    steps.push(Step::Mount {
+        source: cstring("overlay"),
+        target: path_cstring(&dir.0.join("merged")),
+        fstype: cstring("overlay"),
+        flags: 0,
+        data: cstring(&opts),
+    });
+    let outcome = probe(&steps);
+    let where_ = std::env::temp_dir().display().to_string();
+    match outcome {
+        ProbeOutcome::Passed => check(
+            NAME,
+            Status::Ok,
+            format!("mount -t overlay -o userxattr works (upper on {where_})"),
+            None,
+        ),
+        other => {
+            let fix = match &other {
+                ProbeOutcome::Failed { step, .. } if is_userns_step(step) => USERNS_FIRST,
+                _ => "kernel ≥ 5.11 for overlayfs in user namespaces (a tmpfs upper needs ≥ 6.6 for user xattrs)",
+            };
+            check(
+                NAME,
+                Status::Warn,
+                format!(
+                    "{} (upper on {where_}); sbox uses its FUSE overlay instead",
+                    other.summary()
+                ),
+                Some(fix.into()),
+            )
+        }
+    }
+}
+
+/// Features each Landlock ABI adds, for the warning on old kernels.
+const LANDLOCK_FEATURES: &[(u8, &str)] = &[
+    (2, "refer (cross-directory rename/link)"),
+    (3, "truncate"),
+    (4, "TCP port rules"),
+    (5, "device ioctl rules"),
+    (6, "abstract-unix and signal scoping"),
+];
+
+fn check_landlock() -> Check {
+    const NAME: &str = "landlock";
+    let Some(abi) = probe_abi() else {
+        return check(
+            NAME,
+            Status::Missing,
+            "not available (not built in or not enabled at boot)".into(),
+            Some("boot with lsm=landlock,<current list from /sys/kernel/security/lsm> (kernel ≥ 5.13, CONFIG_SECURITY_LANDLOCK=y)".into()),
+        );
+    };
+    let missing: Vec<&str> = LANDLOCK_FEATURES
+        .iter()
+        .filter(|(needed, _)| abi < *needed)
+        .map(|(_, what)| *what)
+        .collect();
+    if missing.is_empty() {
+        check(NAME, Status::Ok, format!("ABI {abi}"), None)
+    } else {
+        check(
+            NAME,
+            Status::Warn,
+            format!("ABI {abi}; missing: {}", missing.join(", ")),
+            Some("a kernel ≥ 6.12 gives ABI 6".into()),
+        )
+    }
+}
+
+fn proc_status_field(field: &str) -> Option<String> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .strip_prefix(':')
+            .map(|v| v.trim().to_string())
+    })
+}
+
+fn check_seccomp() -> Check {
+    const NAME: &str = "seccomp";
+    const SECCOMP_GET_ACTION_AVAIL: libc::c_uint = 2;
+    let action: u32 = libc::SECCOMP_RET_ERRNO;
+    // SAFETY: the kernel reads one u32 from `action`, which lives on our stack.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_GET_ACTION_AVAIL,
+            0,
+            &action as *const u32,
+        )
+    };
+    let mode = proc_status_field("Seccomp").unwrap_or_else(|| "?".into());
+    let filters = proc_status_field("Seccomp_filters").unwrap_or_else(|| "?".into());
+    let this = format!("this process: mode {mode}, {filters} filter(s)");
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return check(
+            NAME,
+            Status::Missing,
+            format!("filter mode unavailable: {e}; {this}"),
+            Some("a kernel with CONFIG_SECCOMP_FILTER=y".into()),
+        );
+    }
+    let nested = if mode == "2" {
+        " (already filtered by a parent: sbox's filter stacks on top)"
+    } else {
+        ""
+    };
+    check(
+        NAME,
+        Status::Ok,
+        format!("filter mode available; {this}{nested}"),
+        None,
+    )
+}
+
+fn is_cgroup2(path: &str) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// The unified-hierarchy path of this process ("0::/path" in /proc/self/cgroup).
+fn own_cgroup_path() -> Option<String> {
+    let content = fs::read_to_string("/proc/self/cgroup").ok()?;
+    content
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+}
+
+fn check_cgroup_v2() -> Check {
+    const NAME: &str = "cgroup v2 delegation";
+    let fallback = "limits fall back to rlimits";
+    if !is_cgroup2("/sys/fs/cgroup") {
+        let kind = if is_cgroup2("/sys/fs/cgroup/unified") {
+            "hybrid (v1 controllers, v2 only for tracking)"
+        } else {
+            "v1"
+        };
+        return check(
+            NAME,
+            Status::Warn,
+            format!("/sys/fs/cgroup is cgroup {kind}; {fallback}"),
+            Some("boot with systemd.unified_cgroup_hierarchy=1".into()),
+        );
+    }
+    let Some(rel) = own_cgroup_path() else {
+        return check(
+            NAME,
+            Status::Warn,
+            format!("no cgroup v2 entry in /proc/self/cgroup; {fallback}"),
+            None,
+        );
+    };
+    let dir = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+    let controllers = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+    let writable = |p: &Path| nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok();
+    let delegated = writable(&dir)
+        && writable(&dir.join("cgroup.subtree_control"))
+        && writable(&dir.join("cgroup.procs"));
+    let detail = format!("{} (controllers: {})", dir.display(), controllers.trim());
+    if delegated && has("memory") && has("pids") {
+        check(NAME, Status::Ok, format!("{detail} is delegated"), None)
+    } else {
+        check(
+            NAME,
+            Status::Warn,
+            format!("{detail} is not delegated with memory and pids; {fallback}"),
+            Some(
+                "run sbox in a delegated scope: systemd-run --user --scope -p Delegate=yes sbox …"
+                    .into(),
+            ),
+        )
+    }
+}
+
+fn check_network_helper(name: &'static str, package: &str) -> Check {
+    match find_program(name) {
+        Some(p) => check(name, Status::Ok, format!("found at {}", p.display()), None),
+        None => check(
+            name,
+            Status::Warn,
+            "not installed; --net user unavailable through it".into(),
+            Some(format!("apt install {package}")),
+        ),
+    }
+}
+
+/// Signs that this process runs inside a container.
+fn container_markers() -> Vec<String> {
+    let mut found = Vec::new();
+    for (path, what) in [("/.dockerenv", "docker"), ("/run/.containerenv", "podman")] {
+        if Path::new(path).exists() {
+            found.push(format!("{what} ({path})"));
+        }
+    }
+    if let Ok(cg) = fs::read_to_string("/proc/1/cgroup") {
+        for hint in ["docker", "kubepods", "libpod", "lxc", "containerd"] {
+            if cg.contains(hint) {
+                found.push(format!("{hint} in /proc/1/cgroup"));
+            }
+        }
+    }
+    if let Some(v) = read_trimmed("/run/systemd/container") {
+        found.push(format!("systemd says {v}"));
+    }
+    found
+}
+
+fn check_container() -> Check {
+    const NAME: &str = "container";
+    let markers = container_markers();
+    if markers.is_empty() {
+        check(NAME, Status::Ok, "not nested in a container".into(), None)
+    } else {
+        check(
+            NAME,
+            Status::Ok,
+            format!("nested in a container: {}", markers.join(", ")),
+            None,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> UserInfo {
+        UserInfo {
+            uid: 1000,
+            gid: 1000,
+            name: "alice".into(),
+        }
+    }
+
+    #[test]
+    fn subid_ranges_by_name_or_uid() {
+        let content =
+            "# comment\nbob:100000:65536\nalice:165536:65536\n1000:300000:1000\nbad line\n";
+        assert_eq!(
+            parse_subid_ranges(content, &alice()),
+            vec![(165536, 65536), (300000, 1000)]
+        );
+        assert!(parse_subid_ranges("bob:1:2\n", &alice()).is_empty());
+    }
+
+    #[test]
+    fn fuse_data_is_formatted_without_allocating() {
+        let mut buf = [0u8; 96];
+        let p = fuse_mount_data(&mut buf, 17);
+        assert_eq!(p, buf.as_ptr());
+        let s = std::ffi::CStr::from_bytes_until_nul(&buf).unwrap();
+        assert_eq!(
+            s.to_str().unwrap(),
+            "fd=17,rootmode=40000,user_id=0,group_id=0"
+        );
+        fuse_mount_data(&mut buf, 0);
+        let s = std::ffi::CStr::from_bytes_until_nul(&buf).unwrap();
+        assert!(s.to_str().unwrap().starts_with("fd=0,"));
+    }
+
+    fn sample() -> Vec<Check> {
+        vec![
+            check(CHECK_USER_NAMESPACES, Status::Ok, "works".into(), None),
+            check(
+                "/dev/fuse",
+                Status::Missing,
+                "denied".into(),
+                Some("chmod 0666 /dev/fuse".into()),
+            ),
+        ]
+    }
+
+    #[test]
+    fn text_has_one_line_per_check() {
+        let text = render_text(&sample());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("OK       user namespaces  works"));
+        assert!(lines[1].starts_with("MISSING  /dev/fuse"));
+        assert!(lines[1].ends_with("denied — fix: chmod 0666 /dev/fuse"));
+    }
+
+    #[test]
+    fn json_has_stable_keys() {
+        let v: serde_json::Value = serde_json::from_str(&render_json(&sample())).unwrap();
+        assert_eq!(v[0]["name"], "user namespaces");
+        assert_eq!(v[0]["status"], "ok");
+        assert!(v[0]["fix"].is_null());
+        assert_eq!(v[1]["status"], "missing");
+        assert_eq!(v[1]["fix"], "chmod 0666 /dev/fuse");
+    }
+
+    #[test]
+    fn can_run_needs_user_namespaces() {
+        let mut checks = sample();
+        assert!(can_run(&checks));
+        checks[0].status = Status::Missing;
+        assert!(!can_run(&checks));
+        checks[0].status = Status::Warn;
+        assert!(can_run(&checks));
+    }
+}

@@ -1,0 +1,227 @@
+//! Trusting a project's own `.sbox.toml`.
+//!
+//! A repository may ship a profile, but an untrusted repository must not
+//! be able to widen its own access. sbox uses the file only after
+//! `sbox trust`, which pins its content hash (a changed file must be trusted
+//! again). Even then the file may only narrow what the default profile
+//! allows, unless the user confirmed each widening when trusting it.
+
+use crate::error::{Error, Result};
+use crate::profile::ProfileFile;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// The name of a project's own profile file.
+pub const PROJECT_FILE: &str = ".sbox.toml";
+
+/// The profile a project file is compared with.
+pub const REFERENCE_PROFILE: &str = "dev";
+
+/// What the trust store remembers of one project file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    pub path: PathBuf,
+    pub sha256: String,
+    /// The widenings the user confirmed (empty: the file may only narrow).
+    pub confirmed: Vec<String>,
+}
+
+/// Hex SHA-256 of some bytes.
+pub fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Where the record of `file` is kept: one JSON file per project file path.
+pub fn record_path(data_dir: &Path, file: &Path) -> PathBuf {
+    let key = digest(file.as_os_str().as_encoded_bytes());
+    data_dir.join("trust").join(format!("{}.json", &key[..32]))
+}
+
+pub fn read_record(data_dir: &Path, file: &Path) -> Option<Record> {
+    let text = std::fs::read_to_string(record_path(data_dir, file)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+pub fn write_record(data_dir: &Path, rec: &Record) -> Result<()> {
+    let p = record_path(data_dir, &rec.path);
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    let text = serde_json::to_string_pretty(rec).map_err(|e| Error::Host(e.to_string()))?;
+    let tmp = p.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, &p).map_err(|e| Error::io(format!("writing {}", p.display()), e))
+}
+
+pub fn remove_record(data_dir: &Path, file: &Path) -> bool {
+    std::fs::remove_file(record_path(data_dir, file)).is_ok()
+}
+
+fn net_rank(mode: Option<&str>) -> u8 {
+    match mode {
+        Some("none") => 0,
+        Some("user") => 1,
+        _ => 2,
+    }
+}
+
+/// Everything `effective` grants that `reference` does not, in words.
+/// Paths inside the project do not count: the project is the user's own.
+pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Path) -> Vec<String> {
+    let mut w = Vec::new();
+    let in_project = |spec: &str| {
+        let src = spec.split(':').next().unwrap_or(spec);
+        let src = src.replace("$PWD", &project.to_string_lossy());
+        Path::new(&src).starts_with(project)
+    };
+    let (rf, ef) = (&reference.filesystem, &effective.filesystem);
+    for b in &ef.bind {
+        if !rf.bind.contains(b) && !in_project(b) {
+            w.push(format!("binds {b} read-write"));
+        }
+    }
+    for b in &ef.ro_bind {
+        if !rf.ro_bind.contains(b) && !rf.bind.contains(b) && !in_project(b) {
+            w.push(format!("binds {b} read-only"));
+        }
+    }
+    for h in &rf.hidden {
+        if !ef.hidden.contains(h) {
+            w.push(format!("un-hides {h}"));
+        }
+    }
+    let rank = |p: Option<&str>| match p {
+        Some("none") => 0,
+        Some("ro") => 1,
+        _ => 2,
+    };
+    if rank(ef.project.as_deref()) > rank(rf.project.as_deref()) {
+        w.push("makes the project writable".into());
+    }
+    if net_rank(effective.network.mode.as_deref()) > net_rank(reference.network.mode.as_deref()) {
+        w.push(format!(
+            "network {:?} (default profile: {:?})",
+            effective.network.mode.as_deref().unwrap_or("host"),
+            reference.network.mode.as_deref().unwrap_or("host")
+        ));
+    }
+    for (what, r, e) in [
+        (
+            "connect",
+            &reference.network.allowed_connect_ports,
+            &effective.network.allowed_connect_ports,
+        ),
+        (
+            "bind",
+            &reference.network.allowed_bind_ports,
+            &effective.network.allowed_bind_ports,
+        ),
+    ] {
+        match (r, e) {
+            (Some(_), None) => w.push(format!("lifts the TCP {what} port restriction")),
+            (Some(r), Some(e)) => {
+                for p in e.iter().filter(|p| !r.contains(p)) {
+                    w.push(format!("allows TCP {what} to port {p}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    let re = &reference.environment;
+    for v in &effective.environment.pass {
+        if !re.pass.contains(v) {
+            w.push(format!("passes ${v} from your environment"));
+        }
+    }
+    let (rl, el) = (&reference.landlock, &effective.landlock);
+    if rl.enabled != Some(false) && el.enabled == Some(false) {
+        w.push("turns Landlock off".into());
+    }
+    if rl.best_effort != Some(true) && el.best_effort == Some(true) {
+        w.push("makes Landlock best-effort".into());
+    }
+    for p in &el.write {
+        if !rl.write.contains(p) && !in_project(p) {
+            w.push(format!("Landlock write access to {p}"));
+        }
+    }
+    for p in el.read.iter().chain(&el.execute) {
+        if !rl.read.contains(p) && !rl.execute.contains(p) && !in_project(p) {
+            w.push(format!("Landlock read access to {p}"));
+        }
+    }
+    for (what, r, e) in [
+        ("signal", rl.scope_signals, el.scope_signals),
+        ("abstract-socket", rl.scope_abstract_unix, el.scope_abstract_unix),
+    ] {
+        if r != Some(false) && e == Some(false) {
+            w.push(format!("lifts Landlock {what} scoping"));
+        }
+    }
+    let (rs, es) = (&reference.seccomp, &effective.seccomp);
+    if rs.enabled != Some(false) && es.enabled == Some(false) {
+        w.push("turns the seccomp filter off".into());
+    }
+    for s in &es.allow {
+        if !rs.allow.contains(s) {
+            w.push(format!("allows the system call {s}"));
+        }
+    }
+    for (what, r, e) in [
+        ("ptrace", rs.allow_ptrace, es.allow_ptrace),
+        ("new user namespaces", rs.allow_userns, es.allow_userns),
+    ] {
+        if r != Some(true) && e == Some(true) {
+            w.push(format!("allows {what}"));
+        }
+    }
+    if rs.io_uring.as_deref() != Some("allow") && es.io_uring.as_deref() == Some("allow") {
+        w.push("allows io_uring".into());
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> ProfileFile {
+        toml::from_str(t).expect("toml")
+    }
+
+    #[test]
+    fn narrowing_is_not_widening() {
+        let r = parse("[filesystem]\nhidden=[\"~/.ssh\"]\n[network]\nmode=\"host\"");
+        let e = parse(
+            "[filesystem]\nhidden=[\"~/.ssh\",\"~/.x\"]\nproject=\"ro\"\n[network]\nmode=\"none\"\n[seccomp]\ndeny=[\"chmod\"]",
+        );
+        assert!(widenings(&r, &e, Path::new("/p")).is_empty());
+    }
+
+    #[test]
+    fn widenings_are_named() {
+        let r = parse("[filesystem]\nhidden=[\"~/.ssh\"]\n[network]\nmode=\"none\"");
+        let e = parse(
+            "[filesystem]\nro_bind=[\"~/.ssh\"]\nbind=[\"/p/out\"]\n[network]\nmode=\"host\"\n[seccomp]\nallow=[\"ptrace\"]\n[environment]\npass=[\"SSH_AUTH_SOCK\"]",
+        );
+        let w = widenings(&r, &e, Path::new("/p"));
+        assert!(w.iter().any(|x| x.contains("binds ~/.ssh read-only")), "{w:?}");
+        assert!(w.iter().any(|x| x.contains("un-hides ~/.ssh")), "{w:?}");
+        assert!(w.iter().any(|x| x.contains("network")), "{w:?}");
+        assert!(w.iter().any(|x| x.contains("ptrace")), "{w:?}");
+        assert!(w.iter().any(|x| x.contains("SSH_AUTH_SOCK")), "{w:?}");
+        assert!(!w.iter().any(|x| x.contains("/p/out")), "{w:?}");
+    }
+
+    #[test]
+    fn record_paths_differ_per_file() {
+        let d = Path::new("/d");
+        assert_ne!(
+            record_path(d, Path::new("/a/.sbox.toml")),
+            record_path(d, Path::new("/b/.sbox.toml"))
+        );
+    }
+}
