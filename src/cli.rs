@@ -34,14 +34,33 @@ pub enum Command {
     /// List, show and check profiles
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// Trust the project's .sbox.toml (pinned by its content hash)
+    Trust(TrustArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Print what the file grants and how it differs from the default profile; change nothing
+    #[arg(long)]
+    pub show: bool,
+    /// Confirm the extra access the file asks for without a prompt
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Forget the trust given to the file
+    #[arg(long, conflicts_with_all = ["show", "yes"])]
+    pub revoke: bool,
+    /// The project directory (default: the current directory)
+    #[arg(value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// Options shared by `run` and `shell`.
 #[derive(Debug, Args, Clone, Default)]
 pub struct SandboxOpts {
     /// Profile to use: a name (see `sbox profile list`) or a path to a .toml file
-    #[arg(long, value_name = "NAME", default_value = "dev")]
-    pub profile: String,
+    /// (default: the project's trusted .sbox.toml, else "dev")
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
     /// Bind a host path read-write (DEST defaults to SRC)
     #[arg(long = "bind", value_name = "SRC[:DEST]")]
     pub bind: Vec<String>,
@@ -137,6 +156,7 @@ pub fn run() -> ExitCode {
         Command::Shell(a) => crate::cmd::run::shell(a.opts),
         Command::Doctor(a) => crate::cmd::doctor::run(a.json),
         Command::Profile(p) => crate::cmd::profile::run(p),
+        Command::Trust(a) => crate::cmd::trust::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -205,11 +205,9 @@ pub fn expand(s: &str, ctx: &Context) -> Result<String> {
             n if n.starts_with("XDG_") => host_var(ctx, n)
                 .or_else(|| xdg_default(n, &home))
                 .ok_or_else(|| Error::Usage(format!("{n} is not set (in {s:?})")))?,
-            n => {
-                return Err(Error::Usage(format!(
-                    "unknown variable ${n} in {s:?} (known: ~, $HOME, $PWD, $USER, $XDG_*, $SBOX_DATA)"
-                )))
-            }
+            n => return Err(Error::Usage(format!(
+                "unknown variable ${n} in {s:?} (known: ~, $HOME, $PWD, $USER, $XDG_*, $SBOX_DATA)"
+            ))),
         };
         result.push_str(&value);
         rest = tail;
@@ -329,7 +327,9 @@ fn build_env(
     }
     for k in &profile.environment.pass {
         if !valid_env_key(k) {
-            return Err(Error::Usage(format!("environment.pass: invalid name {k:?}")));
+            return Err(Error::Usage(format!(
+                "environment.pass: invalid name {k:?}"
+            )));
         }
         pass(&mut env, k);
     }
@@ -539,7 +539,10 @@ mod tests {
 
     #[test]
     fn cleans_paths() {
-        assert_eq!(clean_absolute("/a/./b/../c//d", "t").expect("x"), Path::new("/a/c/d"));
+        assert_eq!(
+            clean_absolute("/a/./b/../c//d", "t").expect("x"),
+            Path::new("/a/c/d")
+        );
         assert!(clean_absolute("rel", "t").is_err());
         assert!(clean_absolute("", "t").is_err());
     }
@@ -591,8 +594,15 @@ mod tests {
         c.cwd = "/home/u/.ssh/keys".into();
         let mut p = ProfileFile::default();
         p.filesystem.hidden.push("~/.ssh".into());
-        let e = build("t", &p, &Overrides::default(), vec!["true".into()], false, &c)
-            .expect_err("hidden");
+        let e = build(
+            "t",
+            &p,
+            &Overrides::default(),
+            vec!["true".into()],
+            false,
+            &c,
+        )
+        .expect_err("hidden");
         assert!(e.to_string().contains("hidden path"), "{e}");
     }
 }

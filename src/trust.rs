@@ -48,7 +48,8 @@ pub fn read_record(data_dir: &Path, file: &Path) -> Option<Record> {
 pub fn write_record(data_dir: &Path, rec: &Record) -> Result<()> {
     let p = record_path(data_dir, &rec.path);
     if let Some(dir) = p.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     }
     let text = serde_json::to_string_pretty(rec).map_err(|e| Error::Host(e.to_string()))?;
     let tmp = p.with_extension("tmp");
@@ -155,7 +156,11 @@ pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Pat
     }
     for (what, r, e) in [
         ("signal", rl.scope_signals, el.scope_signals),
-        ("abstract-socket", rl.scope_abstract_unix, el.scope_abstract_unix),
+        (
+            "abstract-socket",
+            rl.scope_abstract_unix,
+            el.scope_abstract_unix,
+        ),
     ] {
         if r != Some(false) && e == Some(false) {
             w.push(format!("lifts Landlock {what} scoping"));
@@ -208,7 +213,10 @@ mod tests {
             "[filesystem]\nro_bind=[\"~/.ssh\"]\nbind=[\"/p/out\"]\n[network]\nmode=\"host\"\n[seccomp]\nallow=[\"ptrace\"]\n[environment]\npass=[\"SSH_AUTH_SOCK\"]",
         );
         let w = widenings(&r, &e, Path::new("/p"));
-        assert!(w.iter().any(|x| x.contains("binds ~/.ssh read-only")), "{w:?}");
+        assert!(
+            w.iter().any(|x| x.contains("binds ~/.ssh read-only")),
+            "{w:?}"
+        );
         assert!(w.iter().any(|x| x.contains("un-hides ~/.ssh")), "{w:?}");
         assert!(w.iter().any(|x| x.contains("network")), "{w:?}");
         assert!(w.iter().any(|x| x.contains("ptrace")), "{w:?}");

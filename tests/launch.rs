@@ -16,7 +16,11 @@ fn caller_is_root_inside_with_the_subordinate_range() {
     assert_eq!(lines.next(), Some("0"));
     assert_eq!(lines.next(), Some("0"));
     let maps: Vec<Vec<u64>> = lines
-        .map(|l| l.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
         .collect();
     let u = user();
     assert_eq!(maps[0], vec![0, u.uid as u64, 1], "{out}");
@@ -25,7 +29,11 @@ fn caller_is_root_inside_with_the_subordinate_range() {
         .lines()
         .find(|l| l.starts_with(&format!("{}:", u.name)) || l.starts_with(&format!("{}:", u.uid)))
         .expect("the test user has a subordinate range");
-    let start: u64 = range.split(':').nth(1).and_then(|s| s.parse().ok()).expect("start");
+    let start: u64 = range
+        .split(':')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("start");
     assert_eq!(maps.get(1).map(|m| (m[0], m[1])), Some((1, start)), "{out}");
 }
 
@@ -56,7 +64,10 @@ fn own_pid_namespace() {
     let pid: u32 = l.next().and_then(|s| s.parse().ok()).expect("pid");
     assert!(pid <= 2, "pid {pid}");
     let count: u32 = l.next().and_then(|s| s.parse().ok()).expect("count");
-    assert!(count <= 4, "{count} processes visible: host processes leak into /proc");
+    assert!(
+        count <= 4,
+        "{count} processes visible: host processes leak into /proc"
+    );
 }
 
 #[test]
@@ -70,7 +81,10 @@ fn writes_outside_the_project_stay_in_the_sandbox() {
         p.dir.display()
     );
     assert_eq!(ok(run_sh(&p.dir, &[], &script)), "inside\n");
-    assert!(!home_probe.exists(), "a write outside the project reached the host");
+    assert!(
+        !home_probe.exists(),
+        "a write outside the project reached the host"
+    );
     assert_eq!(
         std::fs::read_to_string(p.dir.join("made-inside")).expect("project file"),
         "project\n"
@@ -94,7 +108,10 @@ fn secrets_are_hidden_also_through_a_symlink_in_the_project() {
     let listing = ok(run_sh(
         &p.dir,
         &[],
-        &format!("ls -A {}; echo end", secret.parent().expect("dir").display()),
+        &format!(
+            "ls -A {}; echo end",
+            secret.parent().expect("dir").display()
+        ),
     ));
     assert_eq!(listing, "end\n", "~/.ssh is not empty inside");
     // A bind of the home directory elsewhere does not bring it back.
@@ -122,17 +139,40 @@ fn net_none_cannot_reach_host_loopback() {
     let p = Project::new("netnone");
     let none = output(sbox(
         &p.dir,
-        &["run", "--net", "none", "--", "bash", "-c", &connect_script(port)],
+        &[
+            "run",
+            "--net",
+            "none",
+            "--",
+            "bash",
+            "-c",
+            &connect_script(port),
+        ],
     ));
     assert!(!none.status.success(), "connected from --net none");
     let links = ok(run_sh(&p.dir, &["--net", "none"], "ls /sys/class/net"));
     assert_eq!(links.trim(), "lo");
-    let lo = ok(run_sh(&p.dir, &["--net", "none"], "cat /sys/class/net/lo/operstate /sys/class/net/lo/flags"));
-    assert!(lo.contains("0x9") || lo.contains("unknown"), "lo is not up: {lo}");
+    let lo = ok(run_sh(
+        &p.dir,
+        &["--net", "none"],
+        "cat /sys/class/net/lo/operstate /sys/class/net/lo/flags",
+    ));
+    assert!(
+        lo.contains("0x9") || lo.contains("unknown"),
+        "lo is not up: {lo}"
+    );
     // Control: with the host network the same connection works.
     let host = output(sbox(
         &p.dir,
-        &["run", "--net", "host", "--", "bash", "-c", &connect_script(port)],
+        &[
+            "run",
+            "--net",
+            "host",
+            "--",
+            "bash",
+            "-c",
+            &connect_script(port),
+        ],
     ));
     assert_eq!(stdout(&host), "connected\n", "{}", stderr(&host));
 }
@@ -141,8 +181,14 @@ fn net_none_cannot_reach_host_loopback() {
 fn exit_status_follows_docker() {
     let p = Project::new("exit");
     assert_eq!(run_sh(&p.dir, &[], "exit 7").status.code(), Some(7));
-    assert_eq!(run_sh(&p.dir, &[], "kill -KILL $$").status.code(), Some(137));
-    assert_eq!(run_sh(&p.dir, &[], "kill -TERM $$").status.code(), Some(143));
+    assert_eq!(
+        run_sh(&p.dir, &[], "kill -KILL $$").status.code(),
+        Some(137)
+    );
+    assert_eq!(
+        run_sh(&p.dir, &[], "kill -TERM $$").status.code(),
+        Some(143)
+    );
     let nf = output(sbox(&p.dir, &["run", "--", "no-such-command-xyz"]));
     assert_eq!(nf.status.code(), Some(127));
     assert!(stderr(&nf).contains("sbox: error: no-such-command-xyz: command not found"));
@@ -160,7 +206,11 @@ fn pipes_pass_through() {
 #[test]
 fn no_launcher_descriptor_leaks_into_the_command() {
     let p = Project::new("fds");
-    let out = ok(run_sh(&p.dir, &[], "ls /proc/$$/fd | sort -n | tr '\\n' ' '"));
+    let out = ok(run_sh(
+        &p.dir,
+        &[],
+        "ls /proc/$$/fd | sort -n | tr '\\n' ' '",
+    ));
     assert_eq!(out.trim(), "0 1 2");
 }
 
@@ -196,7 +246,10 @@ fn read_only_binds_stay_read_only_after_a_remount_attempt() {
         "cat /data/f; mount -o remount,rw /data 2>/dev/null; mount -o remount,bind,rw /data 2>/dev/null; umount /data 2>/dev/null; echo x > /data/f && echo WROTE",
     );
     assert_eq!(stdout(&out), "data\n", "{}", stderr(&out));
-    assert_eq!(std::fs::read_to_string(data.dir.join("f")).expect("f"), "data\n");
+    assert_eq!(
+        std::fs::read_to_string(data.dir.join("f")).expect("f"),
+        "data\n"
+    );
     // A nested user namespace does not unlock it either.
     let nested = run_sh(
         &p.dir,
@@ -204,12 +257,18 @@ fn read_only_binds_stay_read_only_after_a_remount_attempt() {
         "unshare -Urm sh -c 'mount -o remount,bind,rw /data; umount /data; echo y > /data/f' 2>/dev/null; cat /data/f",
     );
     assert_eq!(stdout(&nested), "data\n");
-    assert_eq!(std::fs::read_to_string(data.dir.join("f")).expect("f"), "data\n");
+    assert_eq!(
+        std::fs::read_to_string(data.dir.join("f")).expect("f"),
+        "data\n"
+    );
     // A read-write bind is writable and reaches the host.
     let rw = Project::new("rwbind");
     let spec = format!("{}:/rw", rw.dir.display());
     ok(run_sh(&p.dir, &["--bind", &spec], "echo w > /rw/new"));
-    assert_eq!(std::fs::read_to_string(rw.dir.join("new")).expect("new"), "w\n");
+    assert_eq!(
+        std::fs::read_to_string(rw.dir.join("new")).expect("new"),
+        "w\n"
+    );
 }
 
 #[test]
@@ -217,7 +276,14 @@ fn hostname_tmpfs_chdir_and_dev() {
     let p = Project::new("misc");
     let out = ok(run_sh(
         &p.dir,
-        &["--hostname", "box1", "--tmpfs", "/scratch", "--chdir", "/scratch"],
+        &[
+            "--hostname",
+            "box1",
+            "--tmpfs",
+            "/scratch",
+            "--chdir",
+            "/scratch",
+        ],
         "hostname; pwd; touch x && ls; ls /dev | tr '\\n' ' '",
     ));
     let mut l = out.lines();
@@ -225,10 +291,15 @@ fn hostname_tmpfs_chdir_and_dev() {
     assert_eq!(l.next(), Some("/scratch"));
     assert_eq!(l.next(), Some("x"));
     let dev: Vec<&str> = l.next().unwrap_or("").split_whitespace().collect();
-    for d in ["null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm"] {
+    for d in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm",
+    ] {
         assert!(dev.contains(&d), "/dev lacks {d}: {dev:?}");
     }
-    assert!(!dev.contains(&"sda") && !dev.contains(&"vda") && !dev.contains(&"kmsg"), "{dev:?}");
+    assert!(
+        !dev.contains(&"sda") && !dev.contains(&"vda") && !dev.contains(&"kmsg"),
+        "{dev:?}"
+    );
 }
 
 #[test]
@@ -236,7 +307,11 @@ fn private_tmp() {
     let marker = format!("/tmp/sbox-host-marker-{}", std::process::id());
     std::fs::write(&marker, "host").expect("marker");
     let p = Project::new("tmp");
-    let out = run_sh(&p.dir, &[], &format!("test -e {marker} && echo visible; echo in > /tmp/inside-only"));
+    let out = run_sh(
+        &p.dir,
+        &[],
+        &format!("test -e {marker} && echo visible; echo in > /tmp/inside-only"),
+    );
     assert_eq!(stdout(&out), "");
     assert!(!std::path::Path::new("/tmp/inside-only").exists());
     let _ = std::fs::remove_file(marker);
@@ -248,9 +323,12 @@ fn term_to_the_launcher_ends_the_sandbox() {
     let tag = format!("1000{}.5", std::process::id());
     let mut child = spawn(sbox(&p.dir, &["run", "--", "sleep", &tag]));
     assert!(
-        wait_for(20, || pids_with_cmdline(&format!("sleep {tag}")).iter().any(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
-        })),
+        wait_for(20, || pids_with_cmdline(&format!("sleep {tag}"))
+            .iter()
+            .any(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "sleep")
+            })),
         "the command did not start"
     );
     nix::sys::signal::kill(
@@ -260,7 +338,10 @@ fn term_to_the_launcher_ends_the_sandbox() {
     .expect("kill");
     let st = child.wait().expect("wait");
     assert_eq!(st.code(), Some(143));
-    assert!(pids_with_cmdline(&format!("sleep {tag}")).is_empty(), "processes left behind");
+    assert!(
+        pids_with_cmdline(&format!("sleep {tag}")).is_empty(),
+        "processes left behind"
+    );
 }
 
 #[test]
@@ -268,7 +349,9 @@ fn kill_of_the_launcher_takes_the_sandbox_down() {
     let p = Project::new("kill");
     let tag = format!("2000{}.5", std::process::id());
     let mut child = spawn(sbox(&p.dir, &["run", "--", "sleep", &tag]));
-    assert!(wait_for(20, || pids_with_cmdline(&format!("sleep {tag}")).len() >= 2));
+    assert!(wait_for(20, || pids_with_cmdline(&format!("sleep {tag}"))
+        .len()
+        >= 2));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -287,13 +370,33 @@ fn bad_input_is_one_clear_line_and_leaves_nothing() {
     let cases: &[(&[&str], i32, &str)] = &[
         (&["run", "--bogus-flag", "--", "true"], 2, "--bogus-flag"),
         (&["run"], 2, "required"),
-        (&["run", "--bind", "/does/not/exist", "--", "true"], 125, "/does/not/exist"),
-        (&["run", "--bind", "relative/path", "--", "true"], 125, "not an absolute path"),
+        (
+            &["run", "--bind", "/does/not/exist", "--", "true"],
+            125,
+            "/does/not/exist",
+        ),
+        (
+            &["run", "--bind", "relative/path", "--", "true"],
+            125,
+            "not an absolute path",
+        ),
         (&["run", "--bind", "", "--", "true"], 125, "empty path"),
-        (&["run", "--tmpfs", "rel", "--", "true"], 125, "not an absolute path"),
-        (&["run", "--profile", "no-such-profile", "--", "true"], 125, "no-such-profile"),
+        (
+            &["run", "--tmpfs", "rel", "--", "true"],
+            125,
+            "not an absolute path",
+        ),
+        (
+            &["run", "--profile", "no-such-profile", "--", "true"],
+            125,
+            "no-such-profile",
+        ),
         (&["run", "--env", "NOVALUE", "--", "true"], 125, "KEY=VALUE"),
-        (&["run", "--hostname", "bad host", "--", "true"], 125, "invalid hostname"),
+        (
+            &["run", "--hostname", "bad host", "--", "true"],
+            125,
+            "invalid hostname",
+        ),
         (&["run", "--net", "bogus", "--", "true"], 2, "bogus"),
     ];
     for (args, code, needle) in cases {
@@ -307,14 +410,26 @@ fn bad_input_is_one_clear_line_and_leaves_nothing() {
         }
         assert!(!err.contains("panicked"), "{err}");
     }
-    assert!(stale_state().is_empty(), "state left behind: {:?}", stale_state());
+    assert!(
+        stale_state().is_empty(),
+        "state left behind: {:?}",
+        stale_state()
+    );
 }
 
 #[test]
 fn state_is_removed_after_a_run() {
     let p = Project::new("state");
-    ok(run_sh(&p.dir, &[], "echo x > /tmp/y; touch ~/z; chown 1234 ~/z"));
-    assert!(stale_state().is_empty(), "state left behind: {:?}", stale_state());
+    ok(run_sh(
+        &p.dir,
+        &[],
+        "echo x > /tmp/y; touch ~/z; chown 1234 ~/z",
+    ));
+    assert!(
+        stale_state().is_empty(),
+        "state left behind: {:?}",
+        stale_state()
+    );
 }
 
 #[test]
@@ -326,8 +441,17 @@ fn help_is_complete() {
     }
     let r = ok(output(sbox(&p.dir, &["run", "--help"])));
     for s in [
-        "--profile", "--bind", "--ro-bind", "--tmpfs", "--chdir", "--env", "--keep-env",
-        "--hostname", "--net", "--map-user", "--verbose",
+        "--profile",
+        "--bind",
+        "--ro-bind",
+        "--tmpfs",
+        "--chdir",
+        "--env",
+        "--keep-env",
+        "--hostname",
+        "--net",
+        "--map-user",
+        "--verbose",
     ] {
         assert!(r.contains(s), "run --help lacks {s}");
     }

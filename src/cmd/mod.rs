@@ -3,3 +3,4 @@
 pub mod doctor;
 pub mod profile;
 pub mod run;
+pub mod trust;

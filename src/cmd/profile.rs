@@ -24,6 +24,10 @@ pub fn run(cmd: ProfileCommand) -> Result<u8> {
             let text = toml::to_string_pretty(&loaded.profile)
                 .map_err(|e| Error::Host(format!("cannot print the profile: {e}")))?;
             print!("{text}");
+            println!("\n# where each value comes from:");
+            for (key, origin) in &loaded.provenance {
+                println!("#   {key}: {origin}");
+            }
             Ok(0)
         }
         ProfileCommand::Check { file } => {

@@ -37,9 +37,17 @@ pub fn make_policy(opts: &SandboxOpts, argv: Vec<String>, tty: bool) -> Result<P
     let host_env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    let loaded = profile::load(&opts.profile, &SearchPath::from_host())?;
+    let data = data_dir(&caller);
+    let search = SearchPath::from_host();
+    let loaded = match &opts.profile {
+        Some(name) => profile::load(name, &search)?,
+        None => match crate::cmd::trust::project_profile(&cwd, &data, &search)? {
+            Some(l) => l,
+            None => profile::load(crate::trust::REFERENCE_PROFILE, &search)?,
+        },
+    };
     let ctx = Context {
-        data_dir: data_dir(&caller),
+        data_dir: data,
         caller,
         cwd,
         host_env: &host_env,
@@ -50,7 +58,14 @@ pub fn make_policy(opts: &SandboxOpts, argv: Vec<String>, tty: bool) -> Result<P
     } else {
         argv
     };
-    policy::build(&loaded.name, &loaded.profile, &overrides(opts), argv, tty, &ctx)
+    policy::build(
+        &loaded.name,
+        &loaded.profile,
+        &overrides(opts),
+        argv,
+        tty,
+        &ctx,
+    )
 }
 
 fn login_shell(p: &crate::profile::ProfileFile, ctx: &Context) -> String {

@@ -155,8 +155,7 @@ pub fn build(
             Some(LandlockRules { spec, plan })
         }
         None => {
-            if p.network.allowed_connect_ports.is_some() || p.network.allowed_bind_ports.is_some()
-            {
+            if p.network.allowed_connect_ports.is_some() || p.network.allowed_bind_ports.is_some() {
                 return Err(Error::Usage(
                     "network.allowed_*_ports need Landlock, which the profile turns off".into(),
                 ));
@@ -167,7 +166,9 @@ pub fn build(
     let seccomp = match build_seccomp_spec(p, log_denials)? {
         Some(spec) => {
             let arch = native_arch().ok_or_else(|| {
-                Error::Confine("seccomp: sbox has no system call table for this architecture".into())
+                Error::Confine(
+                    "seccomp: sbox has no system call table for this architecture".into(),
+                )
             })?;
             let program = build_filter(&spec, arch).map_err(err)?;
             Some(SeccompRules { spec, program })
@@ -228,8 +229,16 @@ impl Confinement {
             Some(s) => v.push(format!(
                 "seccomp: deny-list filter, {} instructions{}{}",
                 s.program.len(),
-                if s.spec.allow_ptrace { ", ptrace allowed" } else { "" },
-                if s.spec.allow_userns { ", nested user namespaces allowed" } else { "" }
+                if s.spec.allow_ptrace {
+                    ", ptrace allowed"
+                } else {
+                    ""
+                },
+                if s.spec.allow_userns {
+                    ", nested user namespaces allowed"
+                } else {
+                    ""
+                }
             )),
             None => v.push("seccomp: off (profile)".into()),
         }

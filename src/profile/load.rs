@@ -104,8 +104,11 @@ pub fn find(name: &str, search: &SearchPath) -> Result<(String, Origin)> {
         .ok_or_else(|| Error::Profile {
             name: name.to_string(),
             msg: format!("not found (try `sbox profile list`; searched {})", {
-                let mut v: Vec<String> =
-                    search.dirs.iter().map(|d| d.display().to_string()).collect();
+                let mut v: Vec<String> = search
+                    .dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect();
                 v.push("the built-in profiles".into());
                 v.join(", ")
             }),
@@ -115,10 +118,7 @@ pub fn find(name: &str, search: &SearchPath) -> Result<(String, Origin)> {
 /// Parse one profile's text, naming the file, line and key on error.
 pub fn parse(text: &str, origin: &Origin) -> Result<ProfileFile> {
     toml::from_str(text).map_err(|e| {
-        let (line, col) = e
-            .span()
-            .map(|s| line_col(text, s.start))
-            .unwrap_or((0, 0));
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
         let msg = e.message().replace('\n', " ");
         Error::Profile {
             name: origin.to_string(),
@@ -134,7 +134,10 @@ pub fn parse(text: &str, origin: &Origin) -> Result<ProfileFile> {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
     (line, col)
 }
 

@@ -164,7 +164,8 @@ impl Merger<'_> {
         if self.replace.iter().any(|r| r == key) {
             dst.clear();
             self.prov.retain(|k, _| !k.starts_with(&format!("{key}[")));
-            self.prov.insert(key.to_string(), format!("{} (replaced)", self.origin));
+            self.prov
+                .insert(key.to_string(), format!("{} (replaced)", self.origin));
         }
         for s in src {
             if !dst.contains(&s) {
@@ -246,7 +247,11 @@ impl ProfileFile {
         m.list("landlock.read", &mut a.read, l.read);
         m.list("landlock.execute", &mut a.execute, l.execute);
         m.list("landlock.write", &mut a.write, l.write);
-        m.scalar("landlock.scope_signals", &mut a.scope_signals, l.scope_signals);
+        m.scalar(
+            "landlock.scope_signals",
+            &mut a.scope_signals,
+            l.scope_signals,
+        );
         m.scalar(
             "landlock.scope_abstract_unix",
             &mut a.scope_abstract_unix,

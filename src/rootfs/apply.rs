@@ -120,21 +120,30 @@ fn apply_step(step: &Step, state: &StatePaths, verbose: bool) -> Result<()> {
                 upper.display(),
                 work.display()
             );
-            match mount(Some("sbox"), &at, Some("overlay"), MsFlags::empty(), Some(opts.as_str())) {
+            match mount(
+                Some("sbox"),
+                &at,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(opts.as_str()),
+            ) {
                 Ok(()) => {
-                    log(verbose, || format!("overlay {} (copy-on-write)", dest.display()));
+                    log(verbose, || {
+                        format!("overlay {} (copy-on-write)", dest.display())
+                    });
                     Ok(())
                 }
                 Err(e) => {
                     log(verbose, || {
-                        format!("overlay {} failed ({e}); binding it read-only", dest.display())
+                        format!(
+                            "overlay {} failed ({e}); binding it read-only",
+                            dest.display()
+                        )
                     });
                     match bind(lower, &at, true) {
                         Ok(()) => Ok(()),
                         Err(e2) => {
-                            log(verbose, || {
-                                format!("{} left empty: {e2}", dest.display())
-                            });
+                            log(verbose, || format!("{} left empty: {e2}", dest.display()));
                             Ok(())
                         }
                     }
@@ -181,15 +190,22 @@ fn apply_step(step: &Step, state: &StatePaths, verbose: bool) -> Result<()> {
         } => {
             let at = under(root, dest);
             if std::fs::symlink_metadata(&at).is_err() {
-                make_mount_point(&at, true).map_err(|e| with_dest(e, dest, "creating the mount point"))?;
+                make_mount_point(&at, true)
+                    .map_err(|e| with_dest(e, dest, "creating the mount point"))?;
             }
             let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
             if *readonly {
                 flags |= MsFlags::MS_RDONLY;
             }
             let data = format!("mode={mode:o}");
-            mount(Some("tmpfs"), &at, Some("tmpfs"), flags, Some(data.as_str()))
-                .ctx(|| format!("mounting tmpfs on {}", dest.display()))
+            mount(
+                Some("tmpfs"),
+                &at,
+                Some("tmpfs"),
+                flags,
+                Some(data.as_str()),
+            )
+            .ctx(|| format!("mounting tmpfs on {}", dest.display()))
         }
         Step::Proc { dest } => mount(
             Some("proc"),
@@ -201,11 +217,14 @@ fn apply_step(step: &Step, state: &StatePaths, verbose: bool) -> Result<()> {
         .ctx(|| "mounting a new /proc".into()),
         Step::Sysfs { dest } => {
             let at = under(root, dest);
-            let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            let flags =
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
             match mount(Some("sysfs"), &at, Some("sysfs"), flags, None::<&str>) {
                 Ok(()) => Ok(()),
                 Err(e) => {
-                    log(verbose, || format!("new sysfs failed ({e}); /sys left empty"));
+                    log(verbose, || {
+                        format!("new sysfs failed ({e}); /sys left empty")
+                    });
                     Ok(())
                 }
             }
@@ -249,16 +268,21 @@ fn apply_step(step: &Step, state: &StatePaths, verbose: bool) -> Result<()> {
 fn with_dest(e: Error, dest: &Path, what: &str) -> Error {
     match e {
         Error::Sys { source, .. } => Error::path(dest, format!("{what}: {}", source.desc())),
-        Error::Io { source, .. } => {
-            Error::path(dest, format!("{what}: {}", crate::policy::io_reason(&source)))
-        }
+        Error::Io { source, .. } => Error::path(
+            dest,
+            format!("{what}: {}", crate::policy::io_reason(&source)),
+        ),
         other => other,
     }
 }
 
 /// Create a directory and its parents with `mode` (umask does not apply).
 pub fn mkdir_p(p: &Path, mode: u32) -> Result<()> {
-    match std::fs::DirBuilder::new().recursive(true).mode(mode).create(p) {
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(p)
+    {
         Ok(()) => {
             let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
             Ok(())
@@ -352,12 +376,7 @@ pub fn remount_readonly_tree(at: &Path) -> Result<()> {
             Ok(()) => {}
             // A mount we cannot see into (EACCES) stays as the host has it.
             Err(nix::errno::Errno::EACCES) if p != at => {}
-            Err(e) => {
-                return Err(Error::sys(
-                    format!("making {} read-only", p.display()),
-                    e,
-                ))
-            }
+            Err(e) => return Err(Error::sys(format!("making {} read-only", p.display()), e)),
         }
     }
     Ok(())

@@ -34,10 +34,7 @@ pub enum EntryKind {
 
 impl HostView {
     fn kind_of(&self, p: &Path) -> Option<EntryKind> {
-        self.existing
-            .iter()
-            .find(|(q, _)| q == p)
-            .map(|(_, k)| *k)
+        self.existing.iter().find(|(q, _)| q == p).map(|(_, k)| *k)
     }
 }
 
@@ -113,7 +110,12 @@ pub enum Step {
 }
 
 /// Build the ordered steps that assemble the sandbox root.
-pub fn build_plan(policy: &Policy, host: &HostView, state: &StatePaths, tty_gid: Option<u32>) -> Vec<Step> {
+pub fn build_plan(
+    policy: &Policy,
+    host: &HostView,
+    state: &StatePaths,
+    tty_gid: Option<u32>,
+) -> Vec<Step> {
     let mut steps = vec![Step::RootTmpfs];
     let mut overlaid: Vec<String> = Vec::new();
     let mut mounts = Vec::new();
@@ -362,7 +364,11 @@ mod tests {
             ],
             output: None,
             tmpfs: vec!["/opt/scratch".into()],
-            hidden: vec!["/home/u/.ssh".into(), "/home/u/.netrc".into(), "/home/u/.aws".into()],
+            hidden: vec![
+                "/home/u/.ssh".into(),
+                "/home/u/.netrc".into(),
+                "/home/u/.aws".into(),
+            ],
             backend: Backend::Kernel,
             net: NetMode::None,
             hostname: "sbox".into(),
@@ -418,12 +424,19 @@ mod tests {
             .collect();
         assert_eq!(
             overlays,
-            vec![PathBuf::from("/usr"), "/home".into(), "/mnt".into(), "/opt".into()]
+            vec![
+                PathBuf::from("/usr"),
+                "/home".into(),
+                "/mnt".into(),
+                "/opt".into()
+            ]
         );
         assert!(steps.contains(&Step::Proc {
             dest: "/proc".into()
         }));
-        assert!(steps.iter().any(|s| matches!(s, Step::Symlink { dest, .. } if dest == Path::new("/bin"))));
+        assert!(steps
+            .iter()
+            .any(|s| matches!(s, Step::Symlink { dest, .. } if dest == Path::new("/bin"))));
     }
 
     #[test]
@@ -431,11 +444,21 @@ mod tests {
         let steps = build_plan(&policy(), &host(), &state(), None);
         let prep = steps
             .iter()
-            .position(|s| *s == Step::PrepareUpper { path: "/s/upper/opt/scratch".into(), dir: true })
+            .position(|s| {
+                *s == Step::PrepareUpper {
+                    path: "/s/upper/opt/scratch".into(),
+                    dir: true,
+                }
+            })
             .expect("prepare");
         let mnt = steps
             .iter()
-            .position(|s| *s == Step::PrepareUpper { path: "/s/upper/mnt/home".into(), dir: true })
+            .position(|s| {
+                *s == Step::PrepareUpper {
+                    path: "/s/upper/mnt/home".into(),
+                    dir: true,
+                }
+            })
             .expect("prepare mnt");
         let first_overlay = steps
             .iter()

@@ -43,16 +43,23 @@ impl Channel {
 
     /// Send one message, with `fd` attached when given.
     pub fn send(&self, msg: &Msg, fd: Option<RawFd>) -> Result<()> {
-        let bytes = serde_json::to_vec(msg).map_err(|e| crate::error::Error::Host(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(msg).map_err(|e| crate::error::Error::Host(e.to_string()))?;
         let iov = [IoSlice::new(&bytes)];
         let fds = fd.map(|f| [f]);
         let cmsgs: Vec<ControlMessage> = fds
             .as_ref()
             .map(|f| vec![ControlMessage::ScmRights(f)])
             .unwrap_or_default();
-        sendmsg::<()>(self.0.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None)
-            .ctx(|| "sending on the launcher/init channel".into())
-            .map(drop)
+        sendmsg::<()>(
+            self.0.as_raw_fd(),
+            &iov,
+            &cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .ctx(|| "sending on the launcher/init channel".into())
+        .map(drop)
     }
 
     /// Receive one message; `None` when the other end has closed.

@@ -65,9 +65,7 @@ fn run(args: &InitArgs) -> Result<u8> {
     log(policy, || "root assembled; pivoted".into());
 
     let pty = if policy.tty { Some(open_pty()?) } else { None };
-    let payload = match sys::clone_process(nix::sched::CloneFlags::empty())
-        .ctx(|| "fork".into())?
-    {
+    let payload = match sys::clone_process(nix::sched::CloneFlags::empty()).ctx(|| "fork".into())? {
         Forked::Child => {
             let _ = args.payload_mask.thread_set_mask();
             let slave = pty.as_ref().map(|(_, path)| path.as_str());
@@ -76,8 +74,12 @@ fn run(args: &InitArgs) -> Result<u8> {
         Forked::Parent(pid) => pid,
     };
     let master = pty.as_ref().map(|(m, _)| m.as_raw_fd());
-    args.channel
-        .send(&Msg::Ready { pty: master.is_some() }, master)?;
+    args.channel.send(
+        &Msg::Ready {
+            pty: master.is_some(),
+        },
+        master,
+    )?;
     drop(pty);
     log(policy, || format!("command started as pid {payload}"));
     supervise(payload, &args.signals)

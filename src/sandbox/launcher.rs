@@ -59,16 +59,24 @@ pub fn run(policy: &Policy) -> Result<u8> {
     );
     log(policy, || ids.describe());
     if let Some(out) = &policy.output {
-        std::fs::create_dir_all(out)
-            .map_err(|e| Error::io(format!("creating the output directory {}", out.display()), e))?;
+        std::fs::create_dir_all(out).map_err(|e| {
+            Error::io(
+                format!("creating the output directory {}", out.display()),
+                e,
+            )
+        })?;
     }
     let base = state::runtime_base(policy.caller.uid)?;
     state::clean_stale(&base);
     let host = probe_host(policy);
     let mut state_dir = StateDir::create(&base)?;
     log(policy, || format!("state in {}", state_dir.dir.display()));
-    let tty_gid = (ids.helpers && ids.gid.iter().any(|e| e.inside <= 5 && 5 < e.inside + e.count))
-        .then_some(5);
+    let tty_gid = (ids.helpers
+        && ids
+            .gid
+            .iter()
+            .any(|e| e.inside <= 5 && 5 < e.inside + e.count))
+    .then_some(5);
     let steps = build_plan(policy, &host, &state_dir.paths, tty_gid);
     describe_layers(policy, &ids);
 
@@ -146,7 +154,10 @@ fn clone_error(e: nix::errno::Errno) -> Error {
         nix::errno::Errno::EINVAL => " — the kernel lacks a namespace type sbox needs",
         _ => "",
     };
-    Error::Host(format!("cannot create the sandbox's namespaces: {}{hint}", e.desc()))
+    Error::Host(format!(
+        "cannot create the sandbox's namespaces: {}{hint}",
+        e.desc()
+    ))
 }
 
 fn describe_layers(policy: &Policy, ids: &IdPlan) {
@@ -170,7 +181,10 @@ fn describe_layers(policy: &Policy, ids: &IdPlan) {
             "single-id map"
         }
     );
-    eprintln!("sbox:   view: mount namespace, root = {backend}, {} hidden paths", policy.hidden.len());
+    eprintln!(
+        "sbox:   view: mount namespace, root = {backend}, {} hidden paths",
+        policy.hidden.len()
+    );
     eprintln!("sbox:   processes: pid, ipc, uts, cgroup namespaces; new session");
     eprintln!("sbox:   network: {net}");
     eprintln!("sbox:   capabilities: docker's default set (no CAP_SYS_ADMIN: mounts are fixed)");

@@ -92,7 +92,10 @@ fn attach_terminal(path: &str) {
         Err(e) => fail(&format!("opening {path}: {}", e.desc())),
     };
     if let Err(e) = crate::sys::set_controlling_tty(fd) {
-        fail(&format!("making {path} the controlling terminal: {}", e.desc()));
+        fail(&format!(
+            "making {path} the controlling terminal: {}",
+            e.desc()
+        ));
     }
     for target in 0..3 {
         if let Err(e) = nix::unistd::dup2(fd, target) {

@@ -47,7 +47,10 @@ pub fn write_all(fd: impl AsFd, mut buf: &[u8]) -> nix::Result<()> {
             Ok(0) => return Err(nix::errno::Errno::EIO),
             Ok(n) => buf = &buf[n..],
             Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {
-                let mut p = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLOUT)];
+                let mut p = [nix::poll::PollFd::new(
+                    fd.as_fd(),
+                    nix::poll::PollFlags::POLLOUT,
+                )];
                 let _ = nix::poll::poll(&mut p, nix::poll::PollTimeout::from(100u16));
             }
             Err(e) => return Err(e),

@@ -151,7 +151,10 @@ pub fn as_user(program: &Path, args: &[&str]) -> Command {
         .env("HOME", &u.home)
         .env("USER", &u.name)
         .env("LOGNAME", &u.name)
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("LANG", "C.UTF-8")
         .env("TERM", "xterm")
         .env("SHELL", "/bin/sh");
