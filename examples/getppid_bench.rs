@@ -7,11 +7,11 @@
 
 use std::time::{Duration, Instant};
 
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult};
 use sbox::confine::seccomp::{
     build_filter, default_deny_list, filter_len, install_filter, native_arch, SeccompSpec,
 };
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult};
 use seccompiler::BpfProgram;
 
 const CALLS: u32 = 1_000_000;

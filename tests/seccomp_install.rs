@@ -3,11 +3,11 @@
 mod forkchild;
 
 use forkchild::{errno_if_failed, run_in_child};
+use nix::sys::signal::Signal;
 use sbox::confine::seccomp::{
     build_filter, filter_len, install_filter, install_filter_with_log, native_arch, Action,
     SeccompSpec,
 };
-use nix::sys::signal::Signal;
 
 const EPERM: i64 = libc::EPERM as i64;
 const ENOSYS: i64 = libc::ENOSYS as i64;
