@@ -205,9 +205,11 @@ pub fn expand(s: &str, ctx: &Context) -> Result<String> {
             n if n.starts_with("XDG_") => host_var(ctx, n)
                 .or_else(|| xdg_default(n, &home))
                 .ok_or_else(|| Error::Usage(format!("{n} is not set (in {s:?})")))?,
-            n => return Err(Error::Usage(format!(
+            n => {
+                return Err(Error::Usage(format!(
                 "unknown variable ${n} in {s:?} (known: ~, $HOME, $PWD, $USER, $XDG_*, $SBOX_DATA)"
-            ))),
+            )))
+            }
         };
         result.push_str(&value);
         rest = tail;

@@ -434,3 +434,41 @@ fn project_profiles_need_trust_and_cannot_widen_silently() {
         .contains("CANARY"));
     let _ = std::io::stdout().flush();
 }
+
+#[test]
+fn log_denials_names_each_denied_call_and_sums_up() {
+    let p = Project::new("logdenials");
+    let script = p.write("probe.py", PROBE);
+    let s = script.to_string_lossy().into_owned();
+    let o = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--profile",
+            "build",
+            "--log-denials",
+            "--",
+            "python3",
+            &s,
+            "keyctl",
+            "bpf",
+            "keyctl",
+        ],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "keyctl=EPERM\nbpf=EPERM\nkeyctl=EPERM\n");
+    let e = stderr(&o);
+    assert!(e.contains("sbox: denied: keyctl by python3"), "{e}");
+    assert!(e.contains("sbox: denied: bpf by python3"), "{e}");
+    assert!(
+        e.contains("sbox: 3 calls denied by seccomp: bpf ×1, keyctl ×2"),
+        "{e}"
+    );
+    // Without the flag: the same EPERM, nothing said.
+    let quiet = output(sbox(
+        &p.dir,
+        &["run", "--profile", "build", "--", "python3", &s, "keyctl"],
+    ));
+    assert_eq!(stdout(&quiet), "keyctl=EPERM\n");
+    assert!(!stderr(&quiet).contains("denied"), "{}", stderr(&quiet));
+}

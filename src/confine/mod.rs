@@ -6,6 +6,7 @@
 //! `execve`: Landlock first, then `PR_SET_NO_NEW_PRIVS`, then seccomp last.
 
 pub mod landlock;
+pub mod notify;
 pub mod plan;
 pub mod seccomp;
 mod syscall_table;

@@ -27,6 +27,8 @@ pub struct LandlockRules {
 pub struct SeccompRules {
     pub spec: SeccompSpec,
     pub program: seccompiler::BpfProgram,
+    /// EPERM denials go to a user-notification listener (--log-denials).
+    pub notify: bool,
 }
 
 /// The resource limits a profile may set.
@@ -170,8 +172,15 @@ pub fn build(
                     "seccomp: sbox has no system call table for this architecture".into(),
                 )
             })?;
-            let program = build_filter(&spec, arch).map_err(err)?;
-            Some(SeccompRules { spec, program })
+            let mut program = build_filter(&spec, arch).map_err(err)?;
+            if log_denials {
+                program = super::notify::build_notifying(&program, spec.default_errno);
+            }
+            Some(SeccompRules {
+                spec,
+                program,
+                notify: log_denials,
+            })
         }
         None => None,
     };

@@ -306,6 +306,15 @@ fn table_for(arch: TargetArch) -> Result<&'static [(&'static str, u32)], Confine
     }
 }
 
+/// The name of system call `nr` on `arch`.
+pub fn syscall_name_of(arch: TargetArch, nr: u32) -> Option<&'static str> {
+    table_for(arch)
+        .ok()?
+        .iter()
+        .find(|(_, n)| *n == nr)
+        .map(|(name, _)| *name)
+}
+
 fn lookup(table: &[(&str, u32)], name: &str) -> Option<u32> {
     table.iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr)
 }

@@ -18,6 +18,9 @@ pub enum Msg {
     /// init → launcher: the root is assembled and the command started; a
     /// pty master is attached when the sandbox has a terminal.
     Ready { pty: bool },
+    /// payload → init: the seccomp notification listener is attached
+    /// (--log-denials).
+    SeccompListener,
 }
 
 /// One end of the channel.

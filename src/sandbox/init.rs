@@ -3,14 +3,17 @@
 //! and exits with the payload's status.
 
 use super::channel::{Channel, Msg};
+use crate::confine::notify::{answer_one, Tally};
 use crate::error::{status_code, Error, NixContext, Result, EXIT_SBOX_FAILED};
 use crate::policy::{NetMode, Policy};
 use crate::rootfs::plan::{StatePaths, Step};
 use crate::sys::{self, Forked};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// What init needs, prepared by the launcher before the clone.
 pub struct InitArgs<'a> {
@@ -65,13 +68,33 @@ fn run(args: &InitArgs) -> Result<u8> {
     log(policy, || "root assembled; pivoted".into());
 
     let pty = if policy.tty { Some(open_pty()?) } else { None };
+    let wants_listener = policy
+        .confinement
+        .seccomp
+        .as_ref()
+        .is_some_and(|s| s.notify);
+    let denials = if wants_listener {
+        Some(Channel::pair()?)
+    } else {
+        None
+    };
     let payload = match sys::clone_process(nix::sched::CloneFlags::empty()).ctx(|| "fork".into())? {
         Forked::Child => {
             let _ = args.payload_mask.thread_set_mask();
             let slave = pty.as_ref().map(|(_, path)| path.as_str());
-            super::payload::exec(policy, slave)
+            super::payload::exec(policy, slave, denials.as_ref().map(|(_, theirs)| theirs))
         }
         Forked::Parent(pid) => pid,
+    };
+    let listener = match denials {
+        Some((ours, theirs)) => {
+            drop(theirs);
+            match ours.recv()? {
+                Some((Msg::SeccompListener, fd)) => fd,
+                _ => None,
+            }
+        }
+        None => None,
     };
     let master = pty.as_ref().map(|(m, _)| m.as_raw_fd());
     args.channel.send(
@@ -82,7 +105,7 @@ fn run(args: &InitArgs) -> Result<u8> {
     )?;
     drop(pty);
     log(policy, || format!("command started as pid {payload}"));
-    supervise(payload, &args.signals)
+    supervise(payload, &args.signals, listener)
 }
 
 /// Open a pty pair in the sandbox's own devpts; returns the master and the
@@ -101,14 +124,43 @@ fn open_pty() -> Result<(std::os::fd::OwnedFd, String)> {
     Ok((master, format!("/dev/pts/{n}")))
 }
 
-/// Wait for the payload, forwarding signals and reaping orphans; when it
-/// ends, kill whatever is left and return its status.
-fn supervise(payload: Pid, signals: &SigSet) -> Result<u8> {
+/// Wait for the payload, forwarding signals, reaping orphans and answering
+/// seccomp notifications; when it ends, kill whatever is left and return
+/// its status.
+fn supervise(payload: Pid, signals: &SigSet, listener: Option<OwnedFd>) -> Result<u8> {
+    let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .ctx(|| "signalfd".into())?;
+    let mut tally = Tally::default();
+    let mut listener = listener;
     loop {
-        let sig = signals.wait().map_err(|e| Error::sys("sigwait", e))?;
-        if sig != Signal::SIGCHLD {
-            let _ = kill(payload, sig);
-            continue;
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if let Some(l) = &listener {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::sys("poll", e)),
+        }
+        let listener_ready = fds.get(1).and_then(|f| f.revents());
+        drop(fds);
+        if let (Some(l), Some(r)) = (&listener, listener_ready) {
+            if r.contains(PollFlags::POLLIN) {
+                if let Ok(Some(d)) = answer_one(l, libc::EPERM) {
+                    eprintln!("sbox: denied: {} by {} (pid {})", d.syscall, d.comm, d.pid);
+                    tally.add(&d);
+                }
+            } else if !r.is_empty() {
+                // Every process with the filter is gone.
+                listener = None;
+            }
+        }
+        while let Ok(Some(info)) = sfd.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            if sig != Signal::SIGCHLD {
+                let _ = kill(payload, sig);
+            }
         }
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -118,6 +170,9 @@ fn supervise(payload: Pid, signals: &SigSet) -> Result<u8> {
                     // Everything else in the pid namespace goes with it.
                     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
                     while waitpid(None, None).is_ok() {}
+                    if let Some(s) = tally.summary() {
+                        eprintln!("sbox: {s}");
+                    }
                     return Ok(code);
                 }
                 Ok(_) => {}

@@ -1,10 +1,12 @@
 //! The payload: the user's command. Forked by init after the root is in
 //! place; sets up its session and terminal, drops privileges, then execs.
 
+use super::channel::{Channel, Msg};
 use crate::error::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SBOX_FAILED};
 use crate::policy::Policy;
 use nix::errno::Errno;
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 
 /// Capabilities root keeps inside the sandbox (docker's default set):
 /// enough for package managers (chown, setuid, mknod…), nothing that can
@@ -32,7 +34,7 @@ fn fail(msg: &str) -> ! {
 }
 
 /// Become the user's command. Never returns.
-pub fn exec(policy: &Policy, pty_slave: Option<&str>) -> ! {
+pub fn exec(policy: &Policy, pty_slave: Option<&str>, denials: Option<&Channel>) -> ! {
     if let Err(e) = nix::unistd::setsid() {
         fail(&format!("setsid: {}", e.desc()));
     }
@@ -49,7 +51,7 @@ pub fn exec(policy: &Policy, pty_slave: Option<&str>) -> ! {
     if let Err(e) = drop_privileges(policy) {
         fail(&e);
     }
-    if let Err(e) = confine(policy) {
+    if let Err(e) = confine(policy, denials) {
         fail(&e);
     }
     let env: Vec<CString> = policy
@@ -130,7 +132,7 @@ fn drop_privileges(policy: &Policy) -> Result<(), String> {
 
 /// rlimits, then Landlock, then no_new_privs, then seccomp — last, so
 /// nothing sbox itself needs is filtered.
-fn confine(policy: &Policy) -> Result<(), String> {
+fn confine(policy: &Policy, denials: Option<&Channel>) -> Result<(), String> {
     let c = &policy.confinement;
     for (r, v) in &c.rlimits {
         nix::sys::resource::setrlimit(r.resource(), *v, *v)
@@ -152,9 +154,18 @@ fn confine(policy: &Policy) -> Result<(), String> {
         }
     }
     crate::sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {}", e.desc()))?;
-    if let Some(s) = &c.seccomp {
-        crate::confine::seccomp::install_filter_with_log(&s.program, s.spec.log_denials)
-            .map_err(|e| format!("seccomp: {e}"))?;
+    match (&c.seccomp, denials) {
+        (Some(s), Some(chan)) if s.notify => {
+            let listener = crate::confine::notify::install_with_listener(&s.program)
+                .map_err(|e| format!("seccomp: {e}"))?;
+            chan.send(&Msg::SeccompListener, Some(listener.as_raw_fd()))
+                .map_err(|e| format!("seccomp: {e}"))?;
+        }
+        (Some(s), _) => {
+            crate::confine::seccomp::install_filter_with_log(&s.program, s.spec.log_denials)
+                .map_err(|e| format!("seccomp: {e}"))?;
+        }
+        (None, _) => {}
     }
     Ok(())
 }
