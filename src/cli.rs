@@ -82,9 +82,19 @@ pub struct SandboxOpts {
     /// Host name inside (default: from the profile, else "sbox")
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
-    /// Network: "none" (own namespace, loopback only) or "host"
-    #[arg(long, value_name = "MODE", value_parser = ["none", "host"])]
+    /// Network: "none" (own namespace, loopback only), "host", or "user" (own namespace with a user-mode stack: outbound yes, host loopback no)
+    #[arg(long, value_name = "MODE", value_parser = ["none", "host", "user"])]
     pub net: Option<String>,
+    /// Publish a sandbox port on the host (--net user), like docker run -p; IP defaults to 127.0.0.1
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[IP:]HOSTPORT:PORT[/tcp|udp]"
+    )]
+    pub publish: Vec<String>,
+    /// With --net user: reach the host's loopback services as host.sbox.internal
+    #[arg(long = "allow-host-loopback")]
+    pub allow_host_loopback: bool,
     /// Root filesystem backend: "kernel" (overlayfs, copy-on-write) or "none" (host read-only)
     #[arg(long, value_name = "BACKEND", value_parser = ["kernel", "none"])]
     pub overlay: Option<String>,

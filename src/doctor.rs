@@ -81,6 +81,7 @@ pub fn run_checks(user: &UserInfo) -> Vec<Check> {
         check_seccomp(),
         check_cgroup_v2(),
         check_network_helper("pasta", "passt"),
+        check_dev_tun(),
         check_network_helper("slirp4netns", "slirp4netns"),
         check_container(),
     ]
@@ -738,6 +739,29 @@ fn check_dev_fuse() -> Check {
                 Status::Missing,
                 format!("cannot open read-write: {e}{mode}"),
                 Some("chmod 0666 /dev/fuse (persist with a udev rule: KERNEL==\"fuse\", MODE=\"0666\")".into()),
+            )
+        }
+    }
+}
+
+/// pasta and slirp4netns create their interface through /dev/net/tun.
+fn check_dev_tun() -> Check {
+    const NAME: &str = "/dev/net/tun";
+    match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        Ok(_) => check(NAME, Status::Ok, "openable read-write".into(), None),
+        Err(e) => {
+            let mode = fs::metadata("/dev/net/tun")
+                .map(|m| format!(" (mode {:o})", m.mode() & 0o7777))
+                .unwrap_or_default();
+            check(
+                NAME,
+                Status::Warn,
+                format!("cannot open read-write: {e}{mode}; --net user unavailable"),
+                Some("chmod 0666 /dev/net/tun (distributions ship it so; persist with a udev rule: KERNEL==\"tun\", MODE=\"0666\")".into()),
             )
         }
     }

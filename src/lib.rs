@@ -10,6 +10,7 @@ pub mod confine;
 pub mod doctor;
 pub mod error;
 pub mod idmap;
+pub mod net;
 pub mod policy;
 pub mod profile;
 pub mod rootfs;

@@ -40,6 +40,9 @@ pub enum NetMode {
     None,
     /// The host's network.
     Host,
+    /// Own network namespace with a user-mode stack (pasta): outbound
+    /// yes, the host's loopback no (unless allowed), published ports.
+    User,
 }
 
 impl NetMode {
@@ -47,8 +50,9 @@ impl NetMode {
         match s {
             "none" => Ok(NetMode::None),
             "host" => Ok(NetMode::Host),
+            "user" => Ok(NetMode::User),
             other => Err(Error::Usage(format!(
-                "unknown network mode {other:?} (expected none or host)"
+                "unknown network mode {other:?} (expected none, host or user)"
             ))),
         }
     }
@@ -114,6 +118,8 @@ pub struct Overrides {
     pub map_user: bool,
     pub verbose: bool,
     pub log_denials: bool,
+    pub publish: Vec<String>,
+    pub allow_host_loopback: bool,
 }
 
 /// The complete, validated plan of one sandbox.
@@ -134,6 +140,10 @@ pub struct Policy {
     pub hidden: Vec<PathBuf>,
     pub backend: Backend,
     pub net: NetMode,
+    /// Ports published on the host (--net user).
+    pub publish: Vec<crate::net::Publish>,
+    /// The host's loopback is reachable as host.sbox.internal (--net user).
+    pub allow_host_loopback: bool,
     pub hostname: String,
     pub chdir: PathBuf,
     pub env: BTreeMap<String, String>,
@@ -384,6 +394,22 @@ pub fn build(
         Some(s) => NetMode::parse(s)?,
         None => NetMode::None,
     };
+    let mut publish = Vec::new();
+    for p in profile.network.publish.iter().chain(&ov.publish) {
+        publish.push(crate::net::parse_publish(p)?);
+    }
+    let allow_host_loopback =
+        ov.allow_host_loopback || profile.network.allow_host_loopback.unwrap_or(false);
+    if net != NetMode::User && !publish.is_empty() {
+        return Err(Error::Usage(
+            "--publish needs --net user (with --net host the ports are the host's already)".into(),
+        ));
+    }
+    if net != NetMode::User && allow_host_loopback {
+        return Err(Error::Usage(
+            "--allow-host-loopback needs --net user".into(),
+        ));
+    }
     let project = ctx.cwd.clone();
     let mut binds = Vec::new();
     match fs.project.as_deref().unwrap_or("rw") {
@@ -494,6 +520,8 @@ pub fn build(
         hidden,
         backend,
         net,
+        publish,
+        allow_host_loopback,
         hostname,
         chdir,
         env,

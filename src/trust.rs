@@ -132,6 +132,16 @@ pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Pat
         }
     }
     let re = &reference.environment;
+    for p in &effective.network.publish {
+        if !reference.network.publish.contains(p) {
+            w.push(format!("publishes port {p} on the host"));
+        }
+    }
+    if effective.network.allow_host_loopback == Some(true)
+        && reference.network.allow_host_loopback != Some(true)
+    {
+        w.push("reaches the host's loopback services".into());
+    }
     for v in &effective.environment.pass {
         if !re.pass.contains(v) {
             w.push(format!("passes ${v} from your environment"));

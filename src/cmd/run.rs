@@ -19,6 +19,8 @@ fn overrides(o: &SandboxOpts) -> Overrides {
         map_user: o.map_user,
         verbose: o.verbose,
         log_denials: o.log_denials,
+        publish: o.publish.clone(),
+        allow_host_loopback: o.allow_host_loopback,
     }
 }
 

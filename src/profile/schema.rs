@@ -79,6 +79,11 @@ pub struct NetworkSection {
     pub allowed_connect_ports: Option<Vec<u16>>,
     /// When set, TCP binds only to these ports (Landlock, ABI 4).
     pub allowed_bind_ports: Option<Vec<u16>>,
+    /// Ports published on the host with mode "user": "[IP:]HOSTPORT:PORT[/tcp|udp]".
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// With mode "user": the host's loopback is reachable as host.sbox.internal.
+    pub allow_host_loopback: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -195,6 +200,7 @@ pub const LISTS: &[&str] = &[
     "filesystem.tmpfs",
     "filesystem.hidden",
     "environment.pass",
+    "network.publish",
     "environment.set",
     "environment.unset",
     "landlock.read",
@@ -230,6 +236,12 @@ impl ProfileFile {
         m.list("environment.unset", &mut e.unset, l.unset);
         let (n, l) = (&mut self.network, later.network);
         m.scalar("network.mode", &mut n.mode, l.mode);
+        m.list("network.publish", &mut n.publish, l.publish);
+        m.scalar(
+            "network.allow_host_loopback",
+            &mut n.allow_host_loopback,
+            l.allow_host_loopback,
+        );
         m.scalar(
             "network.allowed_connect_ports",
             &mut n.allowed_connect_ports,

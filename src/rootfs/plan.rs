@@ -196,7 +196,7 @@ pub fn build_plan(
     });
     steps.push(match policy.net {
         // sysfs shows the network devices of the namespace that mounts it.
-        NetMode::None => Step::Sysfs {
+        NetMode::None | NetMode::User => Step::Sysfs {
             dest: "/sys".into(),
         },
         NetMode::Host => Step::Bind {
@@ -371,6 +371,8 @@ mod tests {
             ],
             backend: Backend::Kernel,
             net: NetMode::None,
+            publish: vec![],
+            allow_host_loopback: false,
             hostname: "sbox".into(),
             chdir: "/home/u/p".into(),
             env: Default::default(),

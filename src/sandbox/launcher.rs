@@ -6,8 +6,12 @@ use super::init::{self, InitArgs};
 use super::pty;
 use crate::error::{status_code, Error, NixContext, Result};
 use crate::idmap::IdPlan;
+use crate::net::NetHelper;
 use crate::policy::{NetMode, Policy};
-use crate::rootfs::{apply::probe_host, plan::build_plan};
+use crate::rootfs::{
+    apply::probe_host,
+    plan::{build_plan, Step},
+};
 use crate::state::{self, StateDir};
 use crate::sys::{self, Forked};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -43,7 +47,7 @@ pub fn clone_flags(policy: &Policy) -> CloneFlags {
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWCGROUP;
-    if policy.net == NetMode::None {
+    if policy.net != NetMode::Host {
         f |= CloneFlags::CLONE_NEWNET;
     }
     f
@@ -77,7 +81,11 @@ pub fn run(policy: &Policy) -> Result<u8> {
             .iter()
             .any(|e| e.inside <= 5 && 5 < e.inside + e.count))
     .then_some(5);
-    let steps = build_plan(policy, &host, &state_dir.paths, tty_gid);
+    let mut steps = build_plan(policy, &host, &state_dir.paths, tty_gid);
+    let user_net = match policy.net {
+        NetMode::User => Some(prepare_user_net(policy, &state_dir.dir, &mut steps)?),
+        _ => None,
+    };
     describe_layers(policy, &ids);
 
     let (ours, theirs) = Channel::pair()?;
@@ -119,6 +127,18 @@ pub fn run(policy: &Policy) -> Result<u8> {
         let _ = waitpid(child, None);
         return Err(e);
     }
+    // The user-mode stack configures the namespace before init goes on.
+    let _net_helper = match &user_net {
+        Some(u) => match NetHelper::start(&u.program, &u.args_for(policy, child), &u.pid_file) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     ours.send(&Msg::MapsWritten, None)?;
 
     let status = match ours.recv()? {
@@ -132,6 +152,76 @@ pub fn run(policy: &Policy) -> Result<u8> {
     }
     drop(state_dir);
     Ok(status_code(status))
+}
+
+/// What the launcher prepared for a --net user sandbox.
+struct UserNet {
+    program: std::path::PathBuf,
+    pid_file: std::path::PathBuf,
+    dns_forward: bool,
+}
+
+impl UserNet {
+    fn args_for(&self, policy: &Policy, pid: Pid) -> Vec<String> {
+        crate::net::build_pasta_args(
+            pid.as_raw(),
+            &policy.publish,
+            policy.allow_host_loopback,
+            self.dns_forward,
+            &self.pid_file,
+        )
+    }
+}
+
+/// Find pasta, check the published ports, write the sandbox's resolv.conf
+/// and hosts, and add their binds to the plan.
+fn prepare_user_net(
+    policy: &Policy,
+    dir: &std::path::Path,
+    steps: &mut Vec<Step>,
+) -> Result<UserNet> {
+    let program = crate::net::find_program("pasta").ok_or_else(|| {
+        Error::Host(
+            "--net user needs pasta: install the package passt (Debian/Ubuntu: apt install passt)"
+                .into(),
+        )
+    })?;
+    for p in &policy.publish {
+        crate::net::check_free(p)?;
+    }
+    let files = crate::net::build_user_net_files(
+        &std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+        &crate::net::host_nameservers(),
+        crate::net::default_gateway(),
+        &policy.hostname,
+        policy.allow_host_loopback,
+    );
+    let write = |name: &str, text: &str| -> Result<std::path::PathBuf> {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
+        Ok(p)
+    };
+    let hosts = write("hosts", &files.hosts)?;
+    steps.push(Step::Bind {
+        src: hosts,
+        dest: "/etc/hosts".into(),
+        readonly: true,
+        create: true,
+    });
+    if let Some(text) = &files.resolv_conf {
+        let resolv = write("resolv.conf", text)?;
+        steps.push(Step::Bind {
+            src: resolv,
+            dest: "/etc/resolv.conf".into(),
+            readonly: true,
+            create: true,
+        });
+    }
+    Ok(UserNet {
+        program,
+        pid_file: dir.join("pasta.pid"),
+        dns_forward: files.dns_forward,
+    })
 }
 
 /// Restores the signal mask when dropped.
@@ -168,10 +258,18 @@ fn describe_layers(policy: &Policy, ids: &IdPlan) {
         crate::policy::Backend::Kernel => "kernel overlayfs (copy-on-write, ephemeral)",
         crate::policy::Backend::None => "host trees read-only",
     };
-    let net = match policy.net {
-        NetMode::None => "own namespace, loopback only",
-        NetMode::Host => "host network",
-    };
+    let net =
+        match (policy.net, policy.allow_host_loopback) {
+            (NetMode::None, _) => "own namespace, loopback only".to_string(),
+            (NetMode::Host, _) => "host network".to_string(),
+            (NetMode::User, loopback) => {
+                format!(
+            "own namespace, user-mode stack (pasta); host loopback {}; {} published port(s)",
+            if loopback { "reachable as host.sbox.internal" } else { "unreachable" },
+            policy.publish.len()
+        )
+            }
+        };
     eprintln!("sbox: layers in force:");
     eprintln!(
         "sbox:   identity: user namespace, {}",

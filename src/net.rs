@@ -1,0 +1,377 @@
+//! Networking of a sandbox: publishing ports (`-p`) and the user-mode
+//! network stack (`pasta`, from the passt package) for `--net user`.
+
+use crate::error::{Error, Result};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The name the host's loopback has inside with --allow-host-loopback.
+pub const HOST_ALIAS: &str = "host.sbox.internal";
+/// The address inside that pasta forwards DNS queries from, when the
+/// host's resolver is on its loopback (systemd-resolved's 127.0.0.53…).
+pub const DNS_FORWARD: &str = "169.254.1.1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+/// `-p [IP:]HOSTPORT:SANDBOXPORT[/tcp|udp]`
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Publish {
+    pub host_ip: IpAddr,
+    pub host_port: u16,
+    pub sandbox_port: u16,
+    pub proto: Proto,
+}
+
+fn port(s: &str, spec: &str) -> Result<u16> {
+    match s.parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        _ => Err(Error::Usage(format!(
+            "--publish {spec}: {s:?} is not a port (1-65535)"
+        ))),
+    }
+}
+
+/// Parse a `--publish` value. The host address defaults to 127.0.0.1: a
+/// port opened for a dev server should not be reachable from the network
+/// unless asked for.
+pub fn parse_publish(spec: &str) -> Result<Publish> {
+    let (body, proto) = match spec.rsplit_once('/') {
+        Some((b, "tcp")) => (b, Proto::Tcp),
+        Some((b, "udp")) => (b, Proto::Udp),
+        Some((_, other)) => {
+            return Err(Error::Usage(format!(
+                "--publish {spec}: unknown protocol {other:?} (tcp or udp)"
+            )))
+        }
+        None => (spec, Proto::Tcp),
+    };
+    let (addr, ports) = if let Some(rest) = body.strip_prefix('[') {
+        let (ip, after) = rest
+            .split_once("]:")
+            .ok_or_else(|| Error::Usage(format!("--publish {spec}: bad [IPv6]:PORT form")))?;
+        (Some(ip), after)
+    } else {
+        match body.matches(':').count() {
+            1 => (None, body),
+            2 => {
+                let (ip, rest) = body.split_once(':').unwrap_or(("", body));
+                (Some(ip), rest)
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--publish {spec}: expected [IP:]HOSTPORT:SANDBOXPORT[/tcp|udp]"
+                )))
+            }
+        }
+    };
+    let (h, s) = ports.split_once(':').ok_or_else(|| {
+        Error::Usage(format!(
+            "--publish {spec}: expected [IP:]HOSTPORT:SANDBOXPORT[/tcp|udp]"
+        ))
+    })?;
+    let host_ip = match addr {
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some(a) => a
+            .parse()
+            .map_err(|_| Error::Usage(format!("--publish {spec}: {a:?} is not an IP address")))?,
+    };
+    Ok(Publish {
+        host_ip,
+        host_port: port(h, spec)?,
+        sandbox_port: port(s, spec)?,
+        proto,
+    })
+}
+
+/// Refuse early when a published host port is taken.
+pub fn check_free(p: &Publish) -> Result<()> {
+    let addr = std::net::SocketAddr::new(p.host_ip, p.host_port);
+    let r = match p.proto {
+        Proto::Tcp => std::net::TcpListener::bind(addr).map(drop),
+        Proto::Udp => std::net::UdpSocket::bind(addr).map(drop),
+    };
+    r.map_err(|e| {
+        Error::Usage(format!(
+            "--publish: cannot use {addr}/{} on the host: {}",
+            p.proto,
+            crate::policy::io_reason(&e)
+        ))
+    })
+}
+
+/// Where a helper program is, searching the usual directories.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/bin", "/usr/sbin", "/bin", "/usr/local/bin"])
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file());
+    found
+}
+
+/// The host's nameservers from /etc/resolv.conf.
+pub fn host_nameservers() -> Vec<IpAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect()
+}
+
+/// The host's IPv4 default gateway, from /proc/net/route.
+pub fn default_gateway() -> Option<Ipv4Addr> {
+    let text = std::fs::read_to_string("/proc/net/route").ok()?;
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() > 2 && f[1] == "00000000" {
+            let g = u32::from_str_radix(f[2], 16).ok()?;
+            Some(Ipv4Addr::from(g.to_be()))
+        } else {
+            None
+        }
+    })
+}
+
+/// What the sandbox's /etc/resolv.conf and /etc/hosts say with --net user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserNetFiles {
+    /// None: keep the host's resolv.conf (its servers are reachable).
+    pub resolv_conf: Option<String>,
+    pub hosts: String,
+    /// pasta must forward DNS from `DNS_FORWARD`.
+    pub dns_forward: bool,
+}
+
+/// Pure: the files for a --net user sandbox.
+pub fn build_user_net_files(
+    host_hosts: &str,
+    nameservers: &[IpAddr],
+    gateway: Option<Ipv4Addr>,
+    hostname: &str,
+    allow_host_loopback: bool,
+) -> UserNetFiles {
+    let loopback_dns = nameservers.is_empty() || nameservers.iter().any(|a| a.is_loopback());
+    let resolv_conf = loopback_dns.then(|| format!("nameserver {DNS_FORWARD}\n"));
+    let mut hosts = String::new();
+    for l in host_hosts.lines() {
+        if !l.contains(HOST_ALIAS) {
+            hosts.push_str(l);
+            hosts.push('\n');
+        }
+    }
+    hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    if allow_host_loopback {
+        if let Some(gw) = gateway {
+            hosts.push_str(&format!("{gw}\t{HOST_ALIAS}\n"));
+        }
+    }
+    UserNetFiles {
+        resolv_conf,
+        hosts,
+        dns_forward: loopback_dns,
+    }
+}
+
+/// pasta's command line for the sandbox whose init is `pid`.
+pub fn build_pasta_args(
+    pid: i32,
+    publish: &[Publish],
+    allow_host_loopback: bool,
+    dns_forward: bool,
+    pid_file: &Path,
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "--config-net".into(),
+        "--quiet".into(),
+        "--foreground".into(),
+        "--pid".into(),
+        pid_file.to_string_lossy().into_owned(),
+        // Nothing of the host's loopback is forwarded into the sandbox…
+        "--tcp-ns".into(),
+        "none".into(),
+        "--udp-ns".into(),
+        "none".into(),
+    ];
+    // …and the gateway address does not lead to it unless asked for.
+    if !allow_host_loopback {
+        a.push("--no-map-gw".into());
+    }
+    if dns_forward {
+        a.push("--dns-forward".into());
+        a.push(DNS_FORWARD.into());
+    }
+    let spec = |p: &Publish| match p.host_ip {
+        IpAddr::V4(ip) => format!("{ip}/{}:{}", p.host_port, p.sandbox_port),
+        IpAddr::V6(ip) => format!("{ip}/{}:{}", p.host_port, p.sandbox_port),
+    };
+    let tcp: Vec<String> = publish
+        .iter()
+        .filter(|p| p.proto == Proto::Tcp)
+        .map(spec)
+        .collect();
+    let udp: Vec<String> = publish
+        .iter()
+        .filter(|p| p.proto == Proto::Udp)
+        .map(spec)
+        .collect();
+    for (flag, list) in [("--tcp-ports", tcp), ("--udp-ports", udp)] {
+        a.push(flag.into());
+        a.push(if list.is_empty() {
+            "none".into()
+        } else {
+            list.join(",")
+        });
+    }
+    a.push(pid.to_string());
+    a
+}
+
+/// The running user-mode network stack; stopped when dropped.
+#[derive(Debug)]
+pub struct NetHelper {
+    child: Child,
+}
+
+impl NetHelper {
+    /// Start pasta for the sandbox whose init is `pid` and wait until it
+    /// has configured the namespace.
+    pub fn start(program: &Path, args: &[String], pid_file: &Path) -> Result<Self> {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io(format!("starting {}", program.display()), e))?;
+        let mut helper = NetHelper { child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if pid_file.exists() {
+                return Ok(helper);
+            }
+            if let Ok(Some(status)) = helper.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut s) = helper.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = s.read_to_string(&mut err);
+                }
+                let err = err.trim().replace('\n', "; ");
+                return Err(Error::Host(format!(
+                    "pasta failed ({status}){}{err} — see `sbox doctor` (is /dev/net/tun usable?)",
+                    if err.is_empty() { "" } else { ": " }
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Host("pasta did not come up within 10 s".into()));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for NetHelper {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_forms() {
+        let p = parse_publish("18080:8080").expect("p");
+        assert_eq!(p.host_ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            (p.host_port, p.sandbox_port, p.proto),
+            (18080, 8080, Proto::Tcp)
+        );
+        let p = parse_publish("0.0.0.0:53:5353/udp").expect("p");
+        assert_eq!(p.host_ip.to_string(), "0.0.0.0");
+        assert_eq!(p.proto, Proto::Udp);
+        let p = parse_publish("[::1]:8443:443").expect("p");
+        assert_eq!(p.host_ip.to_string(), "::1");
+        for bad in [
+            "8080",
+            "0:80",
+            "80:0",
+            "70000:80",
+            "a:b",
+            "1:2:3:4",
+            "80:80/sctp",
+            "x.y:1:2",
+            "",
+        ] {
+            assert!(parse_publish(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pasta_keeps_the_host_loopback_out_unless_asked() {
+        let pf = Path::new("/s/pasta.pid");
+        let a = build_pasta_args(42, &[], false, false, pf);
+        let joined = a.join(" ");
+        assert!(joined.contains("--tcp-ns none --udp-ns none"));
+        assert!(joined.contains("--no-map-gw"));
+        assert!(joined.contains("--tcp-ports none --udp-ports none"));
+        assert!(joined.ends_with(" 42"));
+        let p = [parse_publish("18080:8080").expect("p")];
+        let a = build_pasta_args(42, &p, true, true, pf).join(" ");
+        assert!(!a.contains("--no-map-gw"));
+        assert!(a.contains("--tcp-ports 127.0.0.1/18080:8080"));
+        assert!(a.contains("--dns-forward 169.254.1.1"));
+    }
+
+    #[test]
+    fn resolv_and_hosts() {
+        let f = build_user_net_files(
+            "127.0.0.1 localhost\n",
+            &["127.0.0.53".parse().expect("ip")],
+            Some(Ipv4Addr::new(192, 0, 2, 1)),
+            "sbox",
+            true,
+        );
+        assert_eq!(f.resolv_conf.as_deref(), Some("nameserver 169.254.1.1\n"));
+        assert!(f.dns_forward);
+        assert!(f.hosts.contains("192.0.2.1\thost.sbox.internal"));
+        let f = build_user_net_files(
+            "127.0.0.1 localhost\n",
+            &["10.0.0.53".parse().expect("ip")],
+            Some(Ipv4Addr::new(192, 0, 2, 1)),
+            "sbox",
+            false,
+        );
+        assert_eq!(f.resolv_conf, None);
+        assert!(!f.hosts.contains(HOST_ALIAS));
+    }
+}

@@ -1,0 +1,336 @@
+//! Network postures through the real binary as an unprivileged user:
+//! none, host, and user (pasta) with published ports. Traffic stays on
+//! this machine: host loopback, or a peer network namespace the test makes.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+/// A tiny HTTP GET; the body on success.
+fn http_get(addr: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// A host loopback listener that answers one fixed line per connection.
+fn serve_host_loopback() -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = l.local_addr().expect("addr").port();
+    l.set_nonblocking(true).expect("nonblocking");
+    let h = std::thread::spawn(move || {
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < end {
+            match l.accept() {
+                Ok((mut c, _)) => {
+                    let _ = c.write_all(b"host-service\n");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    (port, h)
+}
+
+fn py_connect(target: &str, port: u16) -> String {
+    format!(
+        "import socket\ns=socket.socket()\ns.settimeout(3)\ntry:\n    s.connect(('{target}', {port}))\n    print('connected', s.recv(64).decode().strip())\nexcept OSError as e:\n    print('failed', e)\n"
+    )
+}
+
+#[test]
+fn user_mode_keeps_host_loopback_out_unless_allowed() {
+    let (port, _h) = serve_host_loopback();
+    let p = Project::new("netuser");
+    let o = ok(output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--net",
+            "user",
+            "--",
+            "python3",
+            "-c",
+            &py_connect("127.0.0.1", port),
+        ],
+    )));
+    assert!(
+        o.starts_with("failed"),
+        "host loopback reachable by default: {o}"
+    );
+    let gw = ok(run_sh(
+        &p.dir,
+        &["--net", "user"],
+        "ip route 2>/dev/null | awk '/default/{print $3}' || true",
+    ));
+    let gw = gw.trim();
+    if !gw.is_empty() {
+        let o = ok(output(sbox(
+            &p.dir,
+            &[
+                "run",
+                "--net",
+                "user",
+                "--",
+                "python3",
+                "-c",
+                &py_connect(gw, port),
+            ],
+        )));
+        assert!(
+            o.starts_with("failed"),
+            "host loopback reachable through the gateway: {o}"
+        );
+    }
+    let o = ok(output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--net",
+            "user",
+            "--allow-host-loopback",
+            "--",
+            "python3",
+            "-c",
+            &py_connect("host.sbox.internal", port),
+        ],
+    )));
+    assert_eq!(o.trim(), "connected host-service", "{o}");
+    let links = ok(run_sh(
+        &p.dir,
+        &["--net", "user"],
+        "ls /sys/class/net | tr '\\n' ' '",
+    ));
+    assert!(
+        links.contains("lo") && links.split_whitespace().count() == 2,
+        "{links}"
+    );
+}
+
+/// A peer "host" in a network namespace of the test's own, reached over a
+/// veth pair; removed when dropped.
+struct Peer {
+    ns: String,
+    server: std::process::Child,
+    addr: String,
+}
+
+impl Peer {
+    fn new() -> Self {
+        assert!(
+            nix::unistd::getuid().is_root(),
+            "this test makes a peer network namespace and needs root (CI runs as root)"
+        );
+        let id = std::process::id() % 200 + 20;
+        let ns = format!("sbox-peer-{}", std::process::id());
+        let (host_if, peer_if) = (format!("vsb{id}"), format!("vsbp{id}"));
+        let (host_ip, peer_ip) = (format!("198.18.{id}.1/30"), format!("198.18.{id}.2"));
+        let ip = |args: &[&str]| {
+            let st = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .expect("ip");
+            assert!(st.success(), "ip {args:?}");
+        };
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns])
+            .status();
+        ip(&["netns", "add", &ns]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
+        ]);
+        ip(&["link", "set", &peer_if, "netns", &ns]);
+        ip(&["addr", "add", &host_ip, "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{peer_ip}/30"),
+            "dev",
+            &peer_if,
+        ]);
+        ip(&["-n", &ns, "link", "set", &peer_if, "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        let server = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "python3",
+                "-m",
+                "http.server",
+                "18181",
+                "--bind",
+                &peer_ip,
+            ])
+            .current_dir("/tmp")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("peer server");
+        let addr = format!("{peer_ip}:18181");
+        assert!(
+            wait_for(15, || http_get(&addr).is_some()),
+            "peer server did not start"
+        );
+        Peer { ns, server, addr }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}
+
+#[test]
+fn user_mode_reaches_other_hosts_and_none_does_not() {
+    let peer = Peer::new();
+    let p = Project::new("outbound");
+    let fetch = format!(
+        "import urllib.request\ntry:\n    r = urllib.request.urlopen('http://{}/', timeout=5)\n    print('status', r.status)\nexcept Exception as e:\n    print('failed', e)\n",
+        peer.addr
+    );
+    let o = ok(output(sbox(
+        &p.dir,
+        &["run", "--net", "user", "--", "python3", "-c", &fetch],
+    )));
+    assert_eq!(o.trim(), "status 200", "{o}");
+    let o = ok(output(sbox(
+        &p.dir,
+        &["run", "--net", "none", "--", "python3", "-c", &fetch],
+    )));
+    assert!(o.starts_with("failed"), "{o}");
+}
+
+#[test]
+fn published_port_reaches_a_server_inside_and_is_freed_after() {
+    let free = TcpListener::bind("127.0.0.1:0").expect("port");
+    let host_port = free.local_addr().expect("addr").port();
+    drop(free);
+    let p = Project::new("publish");
+    p.write("index.html", "hello from the sandbox\n");
+    let spec = format!("{host_port}:8080");
+    let mut child = spawn(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--net",
+            "user",
+            "-p",
+            &spec,
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "127.0.0.1",
+        ],
+    ));
+    let addr = format!("127.0.0.1:{host_port}");
+    let got = wait_for(20, || {
+        http_get(&addr).is_some_and(|r| r.contains("hello from the sandbox"))
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let st = child.wait().expect("wait");
+    assert!(got, "the published port did not answer");
+    assert_eq!(st.code(), Some(143));
+    // The port is free again once sbox has exited.
+    TcpListener::bind(&addr).expect("the published port is still bound");
+    assert!(stale_state().is_empty());
+}
+
+#[test]
+fn bad_network_input_is_refused() {
+    let busy = TcpListener::bind("127.0.0.1:0").expect("busy");
+    let busy_port = busy.local_addr().expect("addr").port();
+    let p = Project::new("netbad");
+    let in_use = format!("{busy_port}:80");
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["--net", "user", "-p", "8080"],
+            125,
+            "expected [IP:]HOSTPORT:SANDBOXPORT",
+        ),
+        (vec!["--net", "user", "-p", "0:80"], 125, "not a port"),
+        (vec!["--net", "user", "-p", "70000:80"], 125, "not a port"),
+        (
+            vec!["--net", "user", "-p", "80:80/sctp"],
+            125,
+            "unknown protocol",
+        ),
+        (
+            vec!["--net", "user", "-p", &in_use],
+            125,
+            "Address already in use",
+        ),
+        (
+            vec!["--net", "none", "-p", "18080:80"],
+            125,
+            "needs --net user",
+        ),
+        (vec!["--net", "bogus"], 2, "bogus"),
+    ];
+    for (opts, code, needle) in cases {
+        let mut args = vec!["run"];
+        args.extend_from_slice(&opts);
+        args.extend_from_slice(&["--", "touch", "started"]);
+        let o = output(sbox(&p.dir, &args));
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{opts:?}: {e}");
+        assert!(e.contains(needle), "{opts:?}: {e}");
+        assert!(!p.dir.join("started").exists(), "{opts:?}: the command ran");
+    }
+    assert!(stale_state().is_empty());
+    drop(busy);
+}
+
+#[test]
+fn landlock_ports_apply_with_user_networking() {
+    let (pa, _h) = serve_host_loopback();
+    let (pd, _h2) = serve_host_loopback();
+    let p = Project::new("netports");
+    let prof = p.write(
+        "ports.toml",
+        &format!("include = [\"dev\"]\n[network]\nmode = \"user\"\nallow_host_loopback = true\nallowed_connect_ports = [{pa}]\n"),
+    );
+    let script = format!(
+        "{}\n{}",
+        py_connect("host.sbox.internal", pa),
+        py_connect("host.sbox.internal", pd)
+    );
+    let o = ok(output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--profile",
+            &prof.to_string_lossy(),
+            "--",
+            "python3",
+            "-c",
+            &script,
+        ],
+    )));
+    let mut l = o.lines();
+    assert_eq!(l.next(), Some("connected host-service"), "{o}");
+    assert!(
+        l.next().is_some_and(|x| x.contains("Permission denied")),
+        "{o}"
+    );
+}
