@@ -36,6 +36,70 @@ pub enum Command {
     Profile(ProfileCommand),
     /// Trust the project's .sbox.toml (pinned by its content hash)
     Trust(TrustArgs),
+    /// List running sandboxes (with -a, stopped named ones too)
+    Ps(PsArgs),
+    /// Run a command inside a running named sandbox
+    Exec(ExecArgs),
+    /// Stop a running named sandbox (SIGTERM, then SIGKILL after the grace period)
+    Stop(StopArgs),
+    /// Start a stopped named sandbox again, in the background, with its stored upper layer
+    Start(NameArg),
+    /// Delete a stopped named sandbox and its stored changes
+    Rm(RmArgs),
+    /// Print the output of a detached sandbox
+    Logs(NameArg),
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Also list stopped named sandboxes, with their size on disk
+    #[arg(long, short = 'a')]
+    pub all: bool,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep standard input attached
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    /// Give the command a terminal
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// Set an environment variable for the command
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside (default: the sandbox's)
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// The sandbox
+    pub name: String,
+    /// The command and its arguments
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait after SIGTERM before SIGKILL
+    #[arg(long, short = 't', default_value_t = 10, value_name = "SECONDS")]
+    pub time: u64,
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Stop it first if it is running
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArg {
+    pub name: String,
 }
 
 #[derive(Debug, Args)]
@@ -55,7 +119,7 @@ pub struct TrustArgs {
 }
 
 /// Options shared by `run` and `shell`.
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SandboxOpts {
     /// Profile to use: a name (see `sbox profile list`) or a path to a .toml file
     /// (default: the project's trusted .sbox.toml, else "dev")
@@ -95,8 +159,23 @@ pub struct SandboxOpts {
     /// With --net user: reach the host's loopback services as host.sbox.internal
     #[arg(long = "allow-host-loopback")]
     pub allow_host_loopback: bool,
-    /// Root filesystem backend: "kernel" (overlayfs, copy-on-write) or "none" (host read-only)
-    #[arg(long, value_name = "BACKEND", value_parser = ["kernel", "none"])]
+    /// Memory limit (e.g. 512M, 2G): cgroup v2 memory.max, else RLIMIT_AS
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Most processes at once: cgroup v2 pids.max, else RLIMIT_NPROC
+    #[arg(long, value_name = "N", alias = "pids-limit")]
+    pub pids: Option<u64>,
+    /// CPUs (e.g. 1.5): cgroup v2 cpu.max, else CPU affinity
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Most open files per process (RLIMIT_NOFILE)
+    #[arg(long, value_name = "N")]
+    pub nofile: Option<u64>,
+    /// Stop the sandbox after this long (e.g. 30s, 10m); exit status 124
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Root filesystem backend: "fuse" (sbox's overlay, root can change anything copy-on-write), "kernel" (overlayfs; root-owned host files stay read-only) or "none" (host read-only)
+    #[arg(long, value_name = "BACKEND", value_parser = ["fuse", "kernel", "none"])]
     pub overlay: Option<String>,
     /// Keep your own uid/gid inside instead of root
     #[arg(long = "map-user")]
@@ -116,6 +195,12 @@ pub struct RunArgs {
     /// Give the command a terminal (a new pseudo-terminal relayed to yours)
     #[arg(long, short = 't')]
     pub tty: bool,
+    /// Name the sandbox: its changes outside the project are kept and reused by the next run of that name
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Run in the background and print the sandbox's name (output goes to `sbox logs NAME`)
+    #[arg(long, short = 'd', conflicts_with = "tty")]
+    pub detach: bool,
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -162,11 +247,17 @@ pub fn run() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(a) => crate::cmd::run::run(a.opts, a.command, a.tty),
+        Command::Run(a) => crate::cmd::run::run(a.opts, a.command, a.tty, a.name, a.detach),
         Command::Shell(a) => crate::cmd::run::shell(a.opts),
         Command::Doctor(a) => crate::cmd::doctor::run(a.json),
         Command::Profile(p) => crate::cmd::profile::run(p),
         Command::Trust(a) => crate::cmd::trust::run(a),
+        Command::Ps(a) => crate::cmd::lifecycle::ps(a.all, a.json),
+        Command::Exec(a) => crate::cmd::exec::run(a),
+        Command::Stop(a) => crate::cmd::lifecycle::stop(&a.name, a.time),
+        Command::Start(a) => crate::cmd::lifecycle::start(&a.name),
+        Command::Rm(a) => crate::cmd::lifecycle::rm(&a.name, a.force),
+        Command::Logs(a) => crate::cmd::lifecycle::logs(&a.name),
     };
     match result {
         Ok(code) => ExitCode::from(code),

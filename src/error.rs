@@ -12,6 +12,8 @@ pub const EXIT_SBOX_FAILED: u8 = 125;
 pub const EXIT_NOT_EXECUTABLE: u8 = 126;
 /// The command was not found.
 pub const EXIT_NOT_FOUND: u8 = 127;
+/// The sandbox was stopped by --timeout (as timeout(1) reports it).
+pub const EXIT_TIMEOUT: u8 = 124;
 /// clap's exit status for usage errors.
 pub const EXIT_USAGE: u8 = 2;
 

@@ -10,6 +10,8 @@ pub mod confine;
 pub mod doctor;
 pub mod error;
 pub mod idmap;
+pub mod limits;
+pub mod names;
 pub mod net;
 pub mod policy;
 pub mod profile;

@@ -10,6 +10,9 @@ use std::path::{Component, Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// sbox's own overlay served over FUSE: host files owned by root are
+    /// root's inside, and root inside can change anything copy-on-write.
+    Fuse,
     /// Kernel overlayfs in the user namespace, one per top-level directory.
     Kernel,
     /// The host's trees bound read-only.
@@ -19,14 +22,11 @@ pub enum Backend {
 impl Backend {
     pub fn parse(s: &str) -> Result<Self> {
         match s {
+            "fuse" => Ok(Backend::Fuse),
             "kernel" => Ok(Backend::Kernel),
             "none" => Ok(Backend::None),
-            "fuse" => Err(Error::Usage(
-                "overlay backend \"fuse\" is not available in this build; use \"kernel\" or \"none\""
-                    .into(),
-            )),
             other => Err(Error::Usage(format!(
-                "unknown overlay backend {other:?} (expected kernel or none)"
+                "unknown overlay backend {other:?} (expected fuse, kernel or none)"
             ))),
         }
     }
@@ -120,6 +120,11 @@ pub struct Overrides {
     pub log_denials: bool,
     pub publish: Vec<String>,
     pub allow_host_loopback: bool,
+    pub memory: Option<String>,
+    pub pids: Option<u64>,
+    pub cpus: Option<f64>,
+    pub nofile: Option<u64>,
+    pub timeout: Option<String>,
 }
 
 /// The complete, validated plan of one sandbox.
@@ -152,6 +157,12 @@ pub struct Policy {
     /// Landlock, seccomp and rlimits, checked against this kernel.
     #[serde(skip)]
     pub confinement: crate::confine::plan::Confinement,
+    pub limits: crate::limits::Limits,
+    /// How each limit is enforced.
+    #[serde(skip)]
+    pub limit_plan: crate::limits::LimitPlan,
+    /// The delegated cgroup v2 the sandbox's cgroup goes under.
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 /// Variables always passed from the caller's environment.
@@ -178,6 +189,9 @@ pub struct Context<'a> {
     pub data_dir: PathBuf,
     /// The kernel's Landlock ABI (None: unavailable).
     pub landlock_abi: Option<u8>,
+    /// Finds a delegated cgroup v2 with these controllers.
+    pub cgroup_probe: fn(&[&str]) -> Option<PathBuf>,
+    pub host_cpus: usize,
 }
 
 /// Expand `~`, `$HOME`, `$PWD`, `$USER`, `$XDG_*` and `$SBOX_DATA` at the
@@ -388,7 +402,7 @@ pub fn build(
     let fs = &profile.filesystem;
     let backend = match ov.overlay.as_deref().or(fs.overlay.as_deref()) {
         Some(s) => Backend::parse(s)?,
-        None => Backend::Kernel,
+        None => Backend::Fuse,
     };
     let net = match ov.net.as_deref().or(profile.network.mode.as_deref()) {
         Some(s) => NetMode::parse(s)?,
@@ -506,8 +520,21 @@ pub fn build(
         return Err(Error::Usage("no command given".into()));
     }
     let expand_path = |s: &str| clean_absolute(&expand(s, ctx)?, "landlock");
-    let confinement =
+    let mut confinement =
         crate::confine::plan::build(profile, &expand_path, ov.log_denials, ctx.landlock_abi)?;
+    let limits = build_limits(profile, ov)?;
+    let need = crate::limits::controllers_for(&limits);
+    let cgroup_parent = if need.is_empty() {
+        None
+    } else {
+        (ctx.cgroup_probe)(&need)
+    };
+    let limit_plan =
+        crate::limits::build_limit_plan(&limits, cgroup_parent.is_some(), ctx.host_cpus);
+    for (r, v) in &limit_plan.rlimits {
+        confinement.rlimits.retain(|(x, _)| x != r);
+        confinement.rlimits.push((*r, *v));
+    }
     Ok(Policy {
         profile: profile_name.to_string(),
         argv,
@@ -528,6 +555,40 @@ pub fn build(
         map_user: ov.map_user,
         verbose: ov.verbose,
         confinement,
+        limits,
+        limit_plan,
+        cgroup_parent,
+    })
+}
+
+fn build_limits(profile: &ProfileFile, ov: &Overrides) -> Result<crate::limits::Limits> {
+    use crate::limits::{parse_duration, parse_size};
+    let p = &profile.process;
+    let memory = match ov.memory.as_ref().or(p.memory.as_ref()) {
+        Some(s) => Some(parse_size(s)?),
+        None => None,
+    };
+    let timeout = match ov.timeout.as_ref().or(p.timeout.as_ref()) {
+        Some(s) => Some(parse_duration(s)?),
+        None => None,
+    };
+    let pids = ov.pids.or(p.pids);
+    if pids == Some(0) {
+        return Err(Error::Usage("--pids must be at least 1".into()));
+    }
+    let cpus = ov.cpus.or(p.cpus);
+    if cpus.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+        return Err(Error::Usage("--cpus must be a positive number".into()));
+    }
+    if ov.nofile == Some(0) {
+        return Err(Error::Usage("--nofile must be at least 1".into()));
+    }
+    Ok(crate::limits::Limits {
+        memory,
+        pids,
+        cpus,
+        nofile: ov.nofile,
+        timeout,
     })
 }
 
@@ -548,6 +609,8 @@ mod tests {
             host_env: env,
             data_dir: "/home/u/.local/share/sbox".into(),
             landlock_abi: Some(6),
+            cgroup_probe: |_| None,
+            host_cpus: 2,
         }
     }
 

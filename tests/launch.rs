@@ -208,7 +208,10 @@ fn no_launcher_descriptor_leaks_into_the_command() {
     let p = Project::new("fds");
     // `ls` opens one descriptor of its own (3) to read the directory; a
     // shell pipeline would show its own pipes while it sets them up.
-    let out = ok(output(sbox(&p.dir, &["run", "--", "ls", "-1", "/proc/self/fd"])));
+    let out = ok(output(sbox(
+        &p.dir,
+        &["run", "--", "ls", "-1", "/proc/self/fd"],
+    )));
     assert_eq!(out, "0\n1\n2\n3\n");
 }
 

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod doctor;
+pub mod exec;
+pub mod lifecycle;
 pub mod profile;
 pub mod run;
 pub mod trust;

@@ -21,6 +21,11 @@ fn overrides(o: &SandboxOpts) -> Overrides {
         log_denials: o.log_denials,
         publish: o.publish.clone(),
         allow_host_loopback: o.allow_host_loopback,
+        memory: o.memory.clone(),
+        pids: o.pids,
+        cpus: o.cpus,
+        nofile: o.nofile,
+        timeout: o.timeout.clone(),
     }
 }
 
@@ -54,6 +59,8 @@ pub fn make_policy(opts: &SandboxOpts, argv: Vec<String>, tty: bool) -> Result<P
         cwd,
         host_env: &host_env,
         landlock_abi: crate::confine::landlock::probe_abi(),
+        cgroup_probe: crate::limits::delegated_cgroup,
+        host_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let argv = if argv.is_empty() {
         vec![login_shell(&loaded.profile, &ctx)]
@@ -85,14 +92,144 @@ fn login_shell(p: &crate::profile::ProfileFile, ctx: &Context) -> String {
 }
 
 /// `sbox run [OPTIONS] CMD [ARGS...]`
-pub fn run(opts: SandboxOpts, argv: Vec<String>, tty: bool) -> Result<u8> {
-    let policy = make_policy(&opts, argv, tty)?;
-    crate::sandbox::launcher::run(&policy)
+pub fn run(
+    opts: SandboxOpts,
+    argv: Vec<String>,
+    tty: bool,
+    name: Option<String>,
+    detach: bool,
+) -> Result<u8> {
+    let policy = make_policy(&opts, argv.clone(), tty)?;
+    let name = match (name, detach) {
+        (Some(n), _) => Some(n),
+        (None, true) => Some(crate::names::generate_name()),
+        (None, false) => None,
+    };
+    let Some(name) = name else {
+        return crate::sandbox::launcher::run(&policy, Default::default());
+    };
+    crate::names::validate_name(&name)?;
+    let paths = crate::names::Paths::new(
+        &crate::state::runtime_base(policy.caller.uid)?,
+        &data_dir(&policy.caller),
+        &name,
+    );
+    let running = crate::names::Running::acquire(paths.clone())?;
+    std::fs::create_dir_all(&paths.data)
+        .map_err(|e| Error::io(format!("creating {}", paths.data.display()), e))?;
+    crate::names::write_json(
+        &paths.config(),
+        &crate::names::Config {
+            name: name.clone(),
+            opts,
+            command: argv,
+            project: policy.project.clone(),
+        },
+    )?;
+    if detach {
+        return detach_run(&policy, running, &name);
+    }
+    crate::sandbox::launcher::run(
+        &policy,
+        crate::sandbox::launcher::Extras {
+            named: Some(running),
+            ..Default::default()
+        },
+    )
+}
+
+/// Start the sandbox in the background: print its name once the command
+/// runs, or the reason it could not start.
+fn detach_run(policy: &Policy, running: crate::names::Running, name: &str) -> Result<u8> {
+    use crate::sys::{clone_process, exit_now, Forked};
+    use std::io::Read;
+    let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| Error::sys("pipe", e))?;
+    let log_path = running.paths.log();
+    match clone_process(nix::sched::CloneFlags::empty()).map_err(|e| Error::sys("fork", e))? {
+        Forked::Child => {
+            drop(ready_r);
+            let _ = nix::unistd::setsid();
+            let code = match detached_child(policy, running, ready_w, log_path) {
+                Ok(c) => c as i32,
+                Err((e, w)) => {
+                    let msg = format!("{}\n", e.to_string().replace('\n', " "));
+                    let _ = crate::sandbox::pty::write_all(&w, msg.as_bytes());
+                    125
+                }
+            };
+            exit_now(code)
+        }
+        Forked::Parent(_) => {
+            drop(ready_w);
+            // The child holds the lock now; ours must not remove its files.
+            std::mem::forget(running);
+            // One line: "ok", or why it failed. The sandbox keeps the
+            // pipe open, so read up to the newline, not to the end.
+            let mut answer = Vec::new();
+            let mut f = std::fs::File::from(ready_r);
+            let mut byte = [0u8; 1];
+            while let Ok(1) = f.read(&mut byte) {
+                if byte[0] == b'\n' {
+                    break;
+                }
+                answer.push(byte[0]);
+            }
+            let answer = String::from_utf8_lossy(&answer).into_owned();
+            if answer.starts_with("ok") {
+                println!("{name}");
+                Ok(0)
+            } else if answer.is_empty() {
+                Err(Error::Host(format!(
+                    "sandbox {name:?} did not start; see `sbox logs {name}`"
+                )))
+            } else {
+                Err(Error::Host(answer.trim().to_string()))
+            }
+        }
+    }
+}
+
+/// The background side of `run -d`: stdin from /dev/null, stdout and
+/// stderr into the log (through the launcher, which caps it).
+fn detached_child(
+    policy: &Policy,
+    running: crate::names::Running,
+    ready: std::os::fd::OwnedFd,
+    log_path: std::path::PathBuf,
+) -> std::result::Result<u8, (Error, std::os::fd::OwnedFd)> {
+    use std::os::fd::AsRawFd;
+    let setup = || -> Result<std::os::fd::OwnedFd> {
+        let null = std::fs::File::open("/dev/null").map_err(|e| Error::io("/dev/null", e))?;
+        nix::unistd::dup2(null.as_raw_fd(), 0).map_err(|e| Error::sys("dup2", e))?;
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
+        nix::unistd::dup2(w.as_raw_fd(), 1).map_err(|e| Error::sys("dup2", e))?;
+        nix::unistd::dup2(w.as_raw_fd(), 2).map_err(|e| Error::sys("dup2", e))?;
+        Ok(r)
+    };
+    let log_r = match setup() {
+        Ok(r) => r,
+        Err(e) => return Err((e, ready)),
+    };
+    let ready_copy = match ready.try_clone() {
+        Ok(c) => c,
+        Err(e) => return Err((Error::io("dup", e), ready)),
+    };
+    crate::sandbox::launcher::run(
+        policy,
+        crate::sandbox::launcher::Extras {
+            named: Some(running),
+            ready: Some(ready_copy),
+            log: Some((log_r, log_path)),
+            command: policy.argv.clone(),
+        },
+    )
+    .map_err(|e| (e, ready))
 }
 
 /// `sbox shell [OPTIONS]`
 pub fn shell(opts: SandboxOpts) -> Result<u8> {
     let mut policy = make_policy(&opts, Vec::new(), true)?;
     policy.argv.push("-l".into());
-    crate::sandbox::launcher::run(&policy)
+    crate::sandbox::launcher::run(&policy, Default::default())
 }

@@ -145,6 +145,14 @@ pub struct ProcessSection {
     /// fsize, cpu, core, stack.
     #[serde(default)]
     pub rlimits: BTreeMap<String, u64>,
+    /// Memory of the sandbox ("512M", "2G").
+    pub memory: Option<String>,
+    /// Most processes at once.
+    pub pids: Option<u64>,
+    /// CPUs ("1.5").
+    pub cpus: Option<f64>,
+    /// Stop the sandbox after this long ("30s", "10m").
+    pub timeout: Option<String>,
 }
 
 /// Where each value of a merged profile came from: "section.key" for
@@ -286,6 +294,10 @@ impl ProfileFile {
         m.scalar("process.hostname", &mut p.hostname, l.hostname);
         m.scalar("process.shell", &mut p.shell, l.shell);
         m.map("process.rlimits", &mut p.rlimits, l.rlimits);
+        m.scalar("process.memory", &mut p.memory, l.memory);
+        m.scalar("process.pids", &mut p.pids, l.pids);
+        m.scalar("process.cpus", &mut p.cpus, l.cpus);
+        m.scalar("process.timeout", &mut p.timeout, l.timeout);
     }
 
     /// Names in `replace` that are not lists.

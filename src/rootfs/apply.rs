@@ -34,6 +34,13 @@ pub fn probe_host(policy: &Policy) -> HostView {
             view.existing.push((p, kind_of(md.file_type())));
         }
     }
+    for h in &policy.hidden {
+        if let Ok(c) = std::fs::canonicalize(h) {
+            if &c != h {
+                view.canonical.push((h.clone(), c));
+            }
+        }
+    }
     if let Ok(t) = std::fs::canonicalize("/etc/resolv.conf") {
         if t.starts_with("/run") {
             view.resolv_target = Some(t);
@@ -71,10 +78,23 @@ pub fn make_private() -> Result<()> {
     .ctx(|| "making / private".into())
 }
 
-/// Execute every step, logging to stderr when `verbose`.
-pub fn apply(steps: &[Step], state: &StatePaths, verbose: bool) -> Result<()> {
+/// Execute every step, logging to stderr when `verbose`; the FUSE root's
+/// descriptor goes to `serve_fuse` (the launcher serves it).
+pub fn apply(
+    steps: &[Step],
+    state: &StatePaths,
+    verbose: bool,
+    serve_fuse: &mut dyn FnMut(std::os::fd::OwnedFd) -> Result<()>,
+) -> Result<()> {
     for step in steps {
-        apply_step(step, state, verbose)?;
+        match step {
+            Step::FuseRoot => {
+                let fd = apply_fuse_root(&state.root)?;
+                serve_fuse(fd)?;
+                log(verbose, || "root: FUSE overlay of /".into());
+            }
+            _ => apply_step(step, state, verbose)?,
+        }
     }
     Ok(())
 }
@@ -243,26 +263,68 @@ fn apply_step(step: &Step, state: &StatePaths, verbose: bool) -> Result<()> {
             )
             .ctx(|| "mounting /dev/pts".into())
         }
-        Step::MaskDir { dest } => {
-            let at = under(root, dest);
-            mount(
-                Some("sbox-hidden"),
-                &at,
-                Some("tmpfs"),
-                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some("mode=0000,size=4k"),
-            )
-            .ctx(|| format!("hiding {}", dest.display()))?;
-            log(verbose, || format!("hidden {}", dest.display()));
-            Ok(())
-        }
-        Step::MaskFile { dest } => {
-            let at = under(root, dest);
-            bind(&state.empty_file, &at, true).map_err(|e| with_dest(e, dest, "hiding"))?;
-            log(verbose, || format!("hidden {}", dest.display()));
-            Ok(())
-        }
+        Step::Mask { dest } => mask(root, dest, &state.empty_file, verbose),
+        Step::FuseRoot => Err(Error::Host(
+            "the FUSE root is mounted by init (apply_fuse_root)".into(),
+        )),
     }
+}
+
+/// Hide `dest` (resolved inside `root`, so a symlink cannot send the mask
+/// elsewhere): an empty read-only tmpfs over a directory, the empty file
+/// over anything else. A path that does not exist inside is left alone.
+fn mask(root: &Path, dest: &Path, empty_file: &Path, verbose: bool) -> Result<()> {
+    let fd = match crate::sys::open_in_root(root, dest) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(Error::path(dest, format!("hiding: {}", e.desc()))),
+    };
+    let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))
+        .ctx(|| format!("hiding {}", dest.display()))?;
+    let target = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        mount(
+            Some("sbox-hidden"),
+            target.as_str(),
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=0000,size=4k"),
+        )
+        .ctx(|| format!("hiding {}", dest.display()))?;
+    } else {
+        bind(empty_file, Path::new(&target), true).map_err(|e| with_dest(e, dest, "hiding"))?;
+    }
+    log(verbose, || format!("hidden {}", dest.display()));
+    Ok(())
+}
+
+/// Mount sbox's FUSE overlay as the new root; returns the /dev/fuse
+/// descriptor for the launcher to serve.
+pub fn apply_fuse_root(root: &Path) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let fd = nix::fcntl::open(
+        "/dev/fuse",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| {
+        Error::Host(format!(
+            "cannot open /dev/fuse: {} — the FUSE root needs it readable and writable (chmod 0666 /dev/fuse), or use --overlay kernel",
+            e.desc()
+        ))
+    })?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let opts = super::overlay::mount_options(fd.as_raw_fd());
+    mount(
+        Some("sbox"),
+        root,
+        Some("fuse.sbox"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    )
+    .ctx(|| "mounting the FUSE root".into())?;
+    Ok(fd)
 }
 
 fn with_dest(e: Error, dest: &Path, what: &str) -> Error {

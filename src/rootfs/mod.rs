@@ -1,4 +1,5 @@
 //! The sandbox's root filesystem: a pure plan and the code that applies it.
 
 pub mod apply;
+pub mod overlay;
 pub mod plan;

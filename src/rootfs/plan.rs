@@ -22,6 +22,8 @@ pub struct HostView {
     pub existing: Vec<(PathBuf, EntryKind)>,
     /// The real file /etc/resolv.conf points to, when it lives under /run.
     pub resolv_target: Option<PathBuf>,
+    /// Hidden paths as the host resolves them (symlinks followed).
+    pub canonical: Vec<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,9 @@ pub struct StatePaths {
 pub enum Step {
     /// The new root itself: a tmpfs on `StatePaths::root`.
     RootTmpfs,
+    /// The new root itself: sbox's FUSE overlay of the host `/` on
+    /// `StatePaths::root`, served by the launcher.
+    FuseRoot,
     Mkdir {
         dest: PathBuf,
         mode: u32,
@@ -93,12 +98,10 @@ pub enum Step {
         dest: PathBuf,
         tty_gid: Option<u32>,
     },
-    /// Hide a directory: an empty read-only tmpfs over it.
-    MaskDir {
-        dest: PathBuf,
-    },
-    /// Hide a file: an empty read-only file over it.
-    MaskFile {
+    /// Hide a path: an empty read-only tmpfs over a directory, an empty
+    /// read-only file over anything else; symlinks are resolved inside the
+    /// new root.
+    Mask {
         dest: PathBuf,
     },
     /// Create a directory or empty file in the overlay's upper layer
@@ -116,10 +119,16 @@ pub fn build_plan(
     state: &StatePaths,
     tty_gid: Option<u32>,
 ) -> Vec<Step> {
-    let mut steps = vec![Step::RootTmpfs];
+    let fuse = policy.backend == Backend::Fuse;
+    let mut steps = vec![if fuse {
+        Step::FuseRoot
+    } else {
+        Step::RootTmpfs
+    }];
     let mut overlaid: Vec<String> = Vec::new();
     let mut mounts = Vec::new();
-    for (name, kind) in &host.top {
+    let top: &[(String, EntryKind)] = if fuse { &[] } else { &host.top };
+    for (name, kind) in top {
         if SPECIAL_TOP.contains(&name.as_str()) || name == "lost+found" {
             continue;
         }
@@ -142,7 +151,7 @@ pub fn build_plan(
                     mode: 0o755,
                 });
                 match policy.backend {
-                    Backend::Kernel => {
+                    Backend::Kernel | Backend::Fuse => {
                         overlaid.push(name.clone());
                         mounts.push(Step::Overlay {
                             lower: dest.clone(),
@@ -244,6 +253,19 @@ pub fn build_plan(
     steps
 }
 
+/// Paths the FUSE overlay shows as empty directories: the places sbox
+/// mounts its own /proc, /sys, /dev, /tmp and /run over, and sbox's own
+/// state (other sandboxes' layers, trust records).
+pub fn fuse_empty_dirs(runtime_base: &Path, data_dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = SPECIAL_TOP.iter().map(|n| Path::new("/").join(n)).collect();
+    for p in [runtime_base, data_dir] {
+        if !v.iter().any(|e| p.starts_with(e)) {
+            v.push(p.to_path_buf());
+        }
+    }
+    v
+}
+
 fn host_is_dir(host: &HostView, p: &Path) -> bool {
     !matches!(host.kind_of(p), Some(EntryKind::File | EntryKind::Other))
 }
@@ -295,27 +317,38 @@ fn dev_steps(tty_gid: Option<u32>) -> Vec<Step> {
 }
 
 /// Masks for every hidden path, at its own place and wherever a bind makes
-/// it visible again under another name.
+/// it visible again under another name. The FUSE overlay hides the paths
+/// itself, so with it only places under binds (which bypass it) get masks.
 fn mask_steps(policy: &Policy, host: &HostView) -> Vec<Step> {
     let mut v = Vec::new();
+    let fuse = policy.backend == Backend::Fuse;
     for h in &policy.hidden {
-        let Some(kind) = host.kind_of(h) else {
+        if host.kind_of(h).is_none() {
             continue;
-        };
-        let mut places = vec![h.clone()];
+        }
+        let canonical = host
+            .canonical
+            .iter()
+            .find(|(p, _)| p == h)
+            .map(|(_, c)| c.clone());
+        let mut places = if fuse { vec![] } else { vec![h.clone()] };
         for b in &policy.binds {
-            if let Ok(rel) = h.strip_prefix(&b.src) {
+            let rel = canonical
+                .as_deref()
+                .and_then(|c| c.strip_prefix(&b.src).ok())
+                .or_else(|| h.strip_prefix(&b.src).ok());
+            if let Some(rel) = rel {
                 let alias = b.dest.join(rel);
                 if !places.contains(&alias) {
                     places.push(alias);
                 }
             }
+            if fuse && h.starts_with(&b.dest) && !places.contains(h) {
+                places.push(h.clone());
+            }
         }
         for dest in places {
-            v.push(match kind {
-                EntryKind::Dir => Step::MaskDir { dest },
-                _ => Step::MaskFile { dest },
-            });
+            v.push(Step::Mask { dest });
         }
     }
     v
@@ -338,6 +371,10 @@ mod tests {
     use crate::policy::{Bind, Caller};
 
     fn policy() -> Policy {
+        policy_with(Backend::Kernel)
+    }
+
+    fn policy_with(backend: Backend) -> Policy {
         Policy {
             profile: "t".into(),
             argv: vec!["true".into()],
@@ -369,7 +406,7 @@ mod tests {
                 "/home/u/.netrc".into(),
                 "/home/u/.aws".into(),
             ],
-            backend: Backend::Kernel,
+            backend,
             net: NetMode::None,
             publish: vec![],
             allow_host_loopback: false,
@@ -379,6 +416,9 @@ mod tests {
             map_user: false,
             verbose: false,
             confinement: Default::default(),
+            limits: Default::default(),
+            limit_plan: Default::default(),
+            cgroup_parent: None,
         }
     }
 
@@ -402,6 +442,7 @@ mod tests {
                 ("/home/u/.netrc".into(), EntryKind::File),
             ],
             resolv_target: None,
+            canonical: vec![],
         }
     }
 
@@ -481,16 +522,16 @@ mod tests {
         assert_eq!(
             masks,
             vec![
-                Step::MaskDir {
+                Step::Mask {
                     dest: "/home/u/.ssh".into()
                 },
-                Step::MaskDir {
+                Step::Mask {
                     dest: "/mnt/home/.ssh".into()
                 },
-                Step::MaskFile {
+                Step::Mask {
                     dest: "/home/u/.netrc".into()
                 },
-                Step::MaskFile {
+                Step::Mask {
                     dest: "/mnt/home/.netrc".into()
                 },
             ]
@@ -498,7 +539,39 @@ mod tests {
         // ~/.aws does not exist on the host: nothing to mask.
         assert!(!steps
             .iter()
-            .any(|s| matches!(s, Step::MaskDir { dest } if dest.ends_with(".aws"))));
+            .any(|s| matches!(s, Step::Mask { dest } if dest.ends_with(".aws"))));
+    }
+
+    #[test]
+    fn fuse_root_masks_only_where_binds_bypass_it() {
+        let steps = build_plan(&policy_with(Backend::Fuse), &host(), &state(), None);
+        assert_eq!(steps[0], Step::FuseRoot);
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, Step::Overlay { .. } | Step::RootTmpfs)));
+        let masks: Vec<_> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Mask { dest } => Some(dest.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            masks,
+            vec![PathBuf::from("/mnt/home/.ssh"), "/mnt/home/.netrc".into()]
+        );
+    }
+
+    #[test]
+    fn masks_follow_the_canonical_home() {
+        let mut h = host();
+        h.canonical = vec![("/home/u/.ssh".into(), "/var/home/u/.ssh".into())];
+        let mut p = policy();
+        p.binds[1].src = "/var/home/u".into();
+        let steps = build_plan(&p, &h, &state(), None);
+        assert!(steps.contains(&Step::Mask {
+            dest: "/mnt/home/.ssh".into()
+        }));
     }
 
     #[test]

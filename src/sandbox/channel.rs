@@ -18,9 +18,30 @@ pub enum Msg {
     /// init → launcher: the root is assembled and the command started; a
     /// pty master is attached when the sandbox has a terminal.
     Ready { pty: bool },
+    /// init → launcher: the /dev/fuse descriptor of the mounted root is
+    /// attached; serve it.
+    FuseFd,
     /// payload → init: the seccomp notification listener is attached
     /// (--log-denials).
     SeccompListener,
+    /// `sbox exec` → init: run a command in the sandbox. Without `tty`,
+    /// the caller's stdin, stdout and stderr are attached.
+    Exec {
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: Option<std::path::PathBuf>,
+        tty: bool,
+    },
+    /// init → `sbox exec`: started (the pty master attached with `tty`).
+    ExecStarted { pid: i32 },
+    /// init → `sbox exec`: could not start it.
+    ExecFailed { error: String },
+    /// init → `sbox exec`: the command ended with this status.
+    ExecExited { code: u8 },
+    /// `sbox exec` → init: deliver this signal to the command.
+    Signal { signo: i32 },
+    /// `sbox exec` → init: the caller's terminal changed size.
+    Resize { rows: u16, cols: u16 },
 }
 
 /// One end of the channel.
@@ -42,6 +63,73 @@ impl Channel {
 
     pub fn raw(&self) -> RawFd {
         self.0.as_raw_fd()
+    }
+
+    /// Wrap a connected SOCK_SEQPACKET socket.
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        Channel(fd)
+    }
+
+    /// Connect to a listening channel socket at `path`.
+    pub fn connect(path: &std::path::Path) -> Result<Channel> {
+        use nix::sys::socket::{connect, socket, UnixAddr};
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .ctx(|| "socket".into())?;
+        let addr = UnixAddr::new(path).ctx(|| format!("address {}", path.display()))?;
+        connect(fd.as_raw_fd(), &addr).ctx(|| format!("connecting to {}", path.display()))?;
+        Ok(Channel(fd))
+    }
+
+    /// A listening channel socket at `path` (mode 0600 through the umask of
+    /// a private directory).
+    pub fn listen(path: &std::path::Path) -> Result<OwnedFd> {
+        use nix::sys::socket::{bind, listen, socket, Backlog, UnixAddr};
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .ctx(|| "socket".into())?;
+        let addr = UnixAddr::new(path).ctx(|| format!("address {}", path.display()))?;
+        bind(fd.as_raw_fd(), &addr).ctx(|| format!("binding {}", path.display()))?;
+        listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN))
+            .ctx(|| format!("listening on {}", path.display()))?;
+        Ok(fd)
+    }
+
+    /// Accept one connection on a listening socket.
+    pub fn accept(listener: &OwnedFd) -> Result<Channel> {
+        let fd = nix::sys::socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC)
+            .ctx(|| "accept".into())?;
+        // SAFETY: accept4 returned a new descriptor that nothing else owns.
+        Ok(Channel(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Send with up to three descriptors attached.
+    pub fn send_fds(&self, msg: &Msg, fds: &[RawFd]) -> Result<()> {
+        let bytes =
+            serde_json::to_vec(msg).map_err(|e| crate::error::Error::Host(e.to_string()))?;
+        let iov = [IoSlice::new(&bytes)];
+        let cmsgs = if fds.is_empty() {
+            vec![]
+        } else {
+            vec![ControlMessage::ScmRights(fds)]
+        };
+        sendmsg::<()>(
+            self.0.as_raw_fd(),
+            &iov,
+            &cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .ctx(|| "sending on a control channel".into())
+        .map(drop)
     }
 
     /// Send one message, with `fd` attached when given.
@@ -67,8 +155,22 @@ impl Channel {
 
     /// Receive one message; `None` when the other end has closed.
     pub fn recv(&self) -> Result<Option<(Msg, Option<OwnedFd>)>> {
-        let mut buf = [0u8; 1024];
-        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let (msg, mut fds) = match self.recv_fds()? {
+            Some(x) => x,
+            None => return Ok(None),
+        };
+        let first = if fds.is_empty() {
+            None
+        } else {
+            Some(fds.remove(0))
+        };
+        Ok(Some((msg, first)))
+    }
+
+    /// Receive one message with every descriptor attached to it.
+    pub fn recv_fds(&self) -> Result<Option<(Msg, Vec<OwnedFd>)>> {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut cmsg = nix::cmsg_space!([RawFd; 4]);
         let (n, fd) = {
             let mut iov = [IoSliceMut::new(&mut buf)];
             let r = loop {
@@ -83,17 +185,14 @@ impl Channel {
                 }
             }
             .ctx(|| "receiving on the launcher/init channel".into())?;
-            let mut fd = None;
+            let mut fd = Vec::new();
             if let Ok(cmsgs) = r.cmsgs() {
                 for c in cmsgs {
                     if let ControlMessageOwned::ScmRights(fds) = c {
                         for f in fds {
                             // SAFETY: SCM_RIGHTS gave us a new descriptor
                             // that nothing else owns.
-                            let owned = unsafe { OwnedFd::from_raw_fd(f) };
-                            if fd.is_none() {
-                                fd = Some(owned);
-                            }
+                            fd.push(unsafe { OwnedFd::from_raw_fd(f) });
                         }
                     }
                 }

@@ -27,6 +27,8 @@ pub struct InitArgs<'a> {
     pub payload_mask: SigSet,
     /// setgroups(2) is allowed (the gid map came from newgidmap).
     pub can_setgroups: bool,
+    /// The listening control socket of a named sandbox (`sbox exec`).
+    pub control: Option<OwnedFd>,
 }
 
 /// Run init; returns the exit code for the process.
@@ -63,11 +65,42 @@ fn run(args: &InitArgs) -> Result<u8> {
         log(policy, || "network: own namespace, lo up".into());
     }
     crate::rootfs::apply::make_private()?;
-    crate::rootfs::apply::apply(args.steps, args.state, policy.verbose)?;
+    let channel = &args.channel;
+    crate::rootfs::apply::apply(args.steps, args.state, policy.verbose, &mut |fd| {
+        channel.send(&Msg::FuseFd, Some(std::os::fd::AsRawFd::as_raw_fd(&fd)))
+    })?;
     crate::rootfs::apply::pivot(&args.state.root)?;
     log(policy, || "root assembled; pivoted".into());
 
     let pty = if policy.tty { Some(open_pty()?) } else { None };
+    let slave = pty.as_ref().map(|(_, path)| path.clone());
+    let started = spawn_payload(policy, args.payload_mask, slave.as_deref(), None)?;
+    let master = pty.as_ref().map(|(m, _)| m.as_raw_fd());
+    args.channel.send(
+        &Msg::Ready {
+            pty: master.is_some(),
+        },
+        master,
+    )?;
+    drop(pty);
+    log(policy, || format!("command started as pid {}", started.pid));
+    let mut sup = Supervisor::new(policy, args, started)?;
+    sup.run()
+}
+
+/// A payload process init started, with its seccomp listener if any.
+struct Started {
+    pid: Pid,
+    listener: Option<OwnedFd>,
+}
+
+/// Fork a payload for `policy` (the sandbox's command, or an exec'd one).
+fn spawn_payload(
+    policy: &Policy,
+    mask: SigSet,
+    pty_slave: Option<&str>,
+    stdio: Option<Vec<OwnedFd>>,
+) -> Result<Started> {
     let wants_listener = policy
         .confinement
         .seccomp
@@ -78,14 +111,19 @@ fn run(args: &InitArgs) -> Result<u8> {
     } else {
         None
     };
-    let payload = match sys::clone_process(nix::sched::CloneFlags::empty()).ctx(|| "fork".into())? {
+    let pid = match sys::clone_process(nix::sched::CloneFlags::empty()).ctx(|| "fork".into())? {
         Forked::Child => {
-            let _ = args.payload_mask.thread_set_mask();
-            let slave = pty.as_ref().map(|(_, path)| path.as_str());
-            super::payload::exec(policy, slave, denials.as_ref().map(|(_, theirs)| theirs))
+            let _ = mask.thread_set_mask();
+            super::payload::exec(
+                policy,
+                pty_slave,
+                denials.as_ref().map(|(_, theirs)| theirs),
+                stdio.as_deref(),
+            )
         }
         Forked::Parent(pid) => pid,
     };
+    drop(stdio);
     let listener = match denials {
         Some((ours, theirs)) => {
             drop(theirs);
@@ -96,16 +134,293 @@ fn run(args: &InitArgs) -> Result<u8> {
         }
         None => None,
     };
-    let master = pty.as_ref().map(|(m, _)| m.as_raw_fd());
-    args.channel.send(
-        &Msg::Ready {
-            pty: master.is_some(),
-        },
-        master,
-    )?;
-    drop(pty);
-    log(policy, || format!("command started as pid {payload}"));
-    supervise(payload, &args.signals, listener)
+    Ok(Started { pid, listener })
+}
+
+/// A command started by `sbox exec`.
+struct ExecClient {
+    conn: Channel,
+    pid: Option<Pid>,
+    master: Option<OwnedFd>,
+}
+
+/// init's event loop: signals, reaping, seccomp notifications and exec
+/// requests.
+struct Supervisor<'a> {
+    policy: &'a Policy,
+    mask: SigSet,
+    main: Pid,
+    sfd: SignalFd,
+    listeners: Vec<OwnedFd>,
+    tally: Tally,
+    control: Option<OwnedFd>,
+    clients: Vec<ExecClient>,
+}
+
+enum Source {
+    Signals,
+    Listener(usize),
+    Control,
+    Client(usize),
+}
+
+impl<'a> Supervisor<'a> {
+    fn new(policy: &'a Policy, args: &InitArgs, started: Started) -> Result<Self> {
+        let sfd = SignalFd::with_flags(
+            &args.signals,
+            SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+        )
+        .ctx(|| "signalfd".into())?;
+        Ok(Supervisor {
+            policy,
+            mask: args.payload_mask,
+            main: started.pid,
+            sfd,
+            listeners: started.listener.into_iter().collect(),
+            tally: Tally::default(),
+            control: args.control.as_ref().and_then(|c| c.try_clone().ok()),
+            clients: Vec::new(),
+        })
+    }
+
+    fn run(&mut self) -> Result<u8> {
+        loop {
+            let ready = self.wait()?;
+            for src in ready {
+                match src {
+                    Source::Signals => self.on_signals(),
+                    Source::Listener(i) => self.on_listener(i),
+                    Source::Control => self.on_control(),
+                    Source::Client(i) => self.on_client(i),
+                }
+            }
+            self.clients.retain(|c| c.pid.is_some());
+            if let Some(code) = self.reap() {
+                return Ok(code);
+            }
+        }
+    }
+
+    /// Poll every source; the ones with something to say.
+    fn wait(&mut self) -> Result<Vec<Source>> {
+        let mut fds = vec![PollFd::new(self.sfd.as_fd(), PollFlags::POLLIN)];
+        let mut kinds = vec![Source::Signals];
+        for (i, l) in self.listeners.iter().enumerate() {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            kinds.push(Source::Listener(i));
+        }
+        if let Some(c) = &self.control {
+            fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+            kinds.push(Source::Control);
+        }
+        let client_fds: Vec<_> = self
+            .clients
+            .iter()
+            // SAFETY: the client's socket lives in self.clients for the
+            // duration of this poll.
+            .map(|c| unsafe { std::os::fd::BorrowedFd::borrow_raw(c.conn.raw()) })
+            .collect();
+        for (i, fd) in client_fds.iter().enumerate() {
+            fds.push(PollFd::new(*fd, PollFlags::POLLIN));
+            kinds.push(Source::Client(i));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::sys("poll", e)),
+        }
+        let mut out = Vec::new();
+        let mut dead_listeners = Vec::new();
+        for (f, k) in fds.iter().zip(kinds) {
+            let r = f.revents().unwrap_or(PollFlags::empty());
+            if r.is_empty() {
+                continue;
+            }
+            match k {
+                Source::Listener(i) if !r.contains(PollFlags::POLLIN) => dead_listeners.push(i),
+                k => out.push(k),
+            }
+        }
+        drop(fds);
+        // Every process of that filter is gone.
+        for i in dead_listeners.into_iter().rev() {
+            self.listeners.remove(i);
+            out.retain(|s| !matches!(s, Source::Listener(_)));
+        }
+        Ok(out)
+    }
+
+    fn on_signals(&mut self) {
+        while let Ok(Some(info)) = self.sfd.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            if sig != Signal::SIGCHLD {
+                let _ = kill(self.main, sig);
+            }
+        }
+    }
+
+    fn on_listener(&mut self, i: usize) {
+        let Some(l) = self.listeners.get(i) else {
+            return;
+        };
+        if let Ok(Some(d)) = answer_one(l, libc::EPERM) {
+            eprintln!("sbox: denied: {} by {} (pid {})", d.syscall, d.comm, d.pid);
+            self.tally.add(&d);
+        }
+    }
+
+    fn on_control(&mut self) {
+        let Some(c) = &self.control else { return };
+        let Ok(conn) = Channel::accept(c) else { return };
+        let request = match conn.recv_fds() {
+            Ok(Some(r)) => r,
+            _ => return,
+        };
+        let (
+            Msg::Exec {
+                argv,
+                env,
+                cwd,
+                tty,
+            },
+            fds,
+        ) = request
+        else {
+            return;
+        };
+        let mut client = ExecClient {
+            conn,
+            pid: None,
+            master: None,
+        };
+        match self.start_exec(argv, env, cwd, tty, fds) {
+            Ok((started, master)) => {
+                let _ = client.conn.send(
+                    &Msg::ExecStarted {
+                        pid: started.pid.as_raw(),
+                    },
+                    master.as_ref().map(|m| m.as_raw_fd()),
+                );
+                client.pid = Some(started.pid);
+                client.master = master;
+                self.listeners.extend(started.listener);
+                log(self.policy, || {
+                    format!("exec started as pid {}", started.pid)
+                });
+                self.clients.push(client);
+            }
+            Err(e) => {
+                let _ = client.conn.send(
+                    &Msg::ExecFailed {
+                        error: e.to_string(),
+                    },
+                    None,
+                );
+            }
+        }
+    }
+
+    /// Start a command for `sbox exec` under the sandbox's own policy: the
+    /// same root, confinement and environment policy (plus --env).
+    fn start_exec(
+        &mut self,
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: Option<std::path::PathBuf>,
+        tty: bool,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(Started, Option<OwnedFd>)> {
+        if argv.is_empty() {
+            return Err(Error::Usage("no command given".into()));
+        }
+        let mut p = self.policy.clone();
+        p.argv = argv;
+        p.tty = tty;
+        for (k, v) in env {
+            p.env.insert(k, v);
+        }
+        if let Some(c) = cwd {
+            p.chdir = c;
+        }
+        if tty {
+            let (master, slave) = open_pty()?;
+            let started = spawn_payload(&p, self.mask, Some(&slave), None)?;
+            Ok((started, Some(master)))
+        } else {
+            if fds.len() != 3 {
+                return Err(Error::Usage(
+                    "exec without a terminal needs stdin, stdout and stderr".into(),
+                ));
+            }
+            Ok((spawn_payload(&p, self.mask, None, Some(fds))?, None))
+        }
+    }
+
+    fn on_client(&mut self, i: usize) {
+        let Some(c) = self.clients.get_mut(i) else {
+            return;
+        };
+        match c.conn.recv() {
+            Ok(Some((Msg::Signal { signo }, _))) => {
+                if let (Some(pid), Ok(sig)) = (c.pid, Signal::try_from(signo)) {
+                    let _ = kill(pid, sig);
+                }
+            }
+            Ok(Some((Msg::Resize { rows, cols }, _))) => {
+                if let Some(m) = &c.master {
+                    let ws = libc::winsize {
+                        ws_row: rows,
+                        ws_col: cols,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    let _ = sys::set_winsize(m.as_raw_fd(), &ws);
+                }
+            }
+            Ok(Some(_)) => {}
+            // The client went away: the command goes on, like docker exec.
+            _ => {
+                c.conn = match Channel::pair() {
+                    Ok((a, _)) => a,
+                    Err(_) => return,
+                };
+            }
+        }
+    }
+
+    /// Reap children; the main command's status when it has ended.
+    fn reap(&mut self) -> Option<u8> {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return None,
+                Ok(st) if st.pid() == Some(self.main) => {
+                    let code = status_code(st);
+                    // Everything else in the pid namespace goes with it.
+                    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+                    while waitpid(None, None).is_ok() {}
+                    for c in &self.clients {
+                        let _ = c.conn.send(&Msg::ExecExited { code: 137 }, None);
+                    }
+                    if let Some(s) = self.tally.summary() {
+                        eprintln!("sbox: {s}");
+                    }
+                    return Some(code);
+                }
+                Ok(st) => {
+                    if let Some(c) = self.clients.iter_mut().find(|c| c.pid == st.pid()) {
+                        let _ = c.conn.send(
+                            &Msg::ExecExited {
+                                code: status_code(st),
+                            },
+                            None,
+                        );
+                        c.pid = None;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Open a pty pair in the sandbox's own devpts; returns the master and the
@@ -122,61 +437,4 @@ fn open_pty() -> Result<(std::os::fd::OwnedFd, String)> {
     let master = unsafe { OwnedFd::from_raw_fd(fd) };
     let n = sys::pty_unlock_and_number(master.as_raw_fd()).ctx(|| "unlocking the pty".into())?;
     Ok((master, format!("/dev/pts/{n}")))
-}
-
-/// Wait for the payload, forwarding signals, reaping orphans and answering
-/// seccomp notifications; when it ends, kill whatever is left and return
-/// its status.
-fn supervise(payload: Pid, signals: &SigSet, listener: Option<OwnedFd>) -> Result<u8> {
-    let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .ctx(|| "signalfd".into())?;
-    let mut tally = Tally::default();
-    let mut listener = listener;
-    loop {
-        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        if let Some(l) = &listener {
-            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
-        }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(Error::sys("poll", e)),
-        }
-        let listener_ready = fds.get(1).and_then(|f| f.revents());
-        drop(fds);
-        if let (Some(l), Some(r)) = (&listener, listener_ready) {
-            if r.contains(PollFlags::POLLIN) {
-                if let Ok(Some(d)) = answer_one(l, libc::EPERM) {
-                    eprintln!("sbox: denied: {} by {} (pid {})", d.syscall, d.comm, d.pid);
-                    tally.add(&d);
-                }
-            } else if !r.is_empty() {
-                // Every process with the filter is gone.
-                listener = None;
-            }
-        }
-        while let Ok(Some(info)) = sfd.read_signal() {
-            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
-                continue;
-            };
-            if sig != Signal::SIGCHLD {
-                let _ = kill(payload, sig);
-            }
-        }
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(st) if st.pid() == Some(payload) => {
-                    let code = status_code(st);
-                    // Everything else in the pid namespace goes with it.
-                    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
-                    while waitpid(None, None).is_ok() {}
-                    if let Some(s) = tally.summary() {
-                        eprintln!("sbox: {s}");
-                    }
-                    return Ok(code);
-                }
-                Ok(_) => {}
-            }
-        }
-    }
 }

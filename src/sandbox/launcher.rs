@@ -53,8 +53,28 @@ pub fn clone_flags(policy: &Policy) -> CloneFlags {
     f
 }
 
+/// What a named or detached sandbox adds to a plain run.
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// The name's lock and paths: persistent upper, control socket, info.
+    pub named: Option<crate::names::Running>,
+    /// `run -d`: written "ok" once the command has started.
+    pub ready: Option<OwnedFd>,
+    /// `run -d`: the read end of our own stdout/stderr, copied to this log.
+    pub log: Option<(OwnedFd, std::path::PathBuf)>,
+    /// The arguments of `run` (stored for `ps`).
+    pub command: Vec<String>,
+}
+
+/// How long the kernel caches the FUSE root's entries and attributes: a
+/// change the host makes under a running sandbox shows after at most this.
+pub const FUSE_CACHE_SECS: u64 = 2;
+
+/// Largest log of a detached sandbox before it is rotated to `log.1`.
+pub const LOG_CAP: u64 = 10 << 20;
+
 /// Run a sandbox; returns the exit status for sbox.
-pub fn run(policy: &Policy) -> Result<u8> {
+pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     let ids = IdPlan::for_caller(
         policy.caller.uid,
         policy.caller.gid,
@@ -75,6 +95,27 @@ pub fn run(policy: &Policy) -> Result<u8> {
     let host = probe_host(policy);
     let mut state_dir = StateDir::create(&base)?;
     log(policy, || format!("state in {}", state_dir.dir.display()));
+    let mut control = None;
+    if let Some(named) = &extras.named {
+        let p = &named.paths;
+        for d in [p.upper(), p.work()] {
+            crate::rootfs::apply::mkdir_p(&d, 0o700)?;
+        }
+        state_dir.paths.upper = p.upper();
+        state_dir.paths.work = p.work();
+        control = Some(Channel::listen(&p.control())?);
+        log(policy, || {
+            format!("persistent upper in {}", p.upper().display())
+        });
+    }
+    let cgroup = match (&policy.cgroup_parent, policy.limit_plan.cgroup.is_empty()) {
+        (Some(parent), false) => Some(crate::limits::Cgroup::create(
+            parent,
+            &crate::limits::controllers_for(&policy.limits),
+            &policy.limit_plan.cgroup,
+        )?),
+        _ => None,
+    };
     let tty_gid = (ids.helpers
         && ids
             .gid
@@ -113,6 +154,7 @@ pub fn run(policy: &Policy) -> Result<u8> {
                 signals,
                 payload_mask: old_mask,
                 can_setgroups: ids.helpers,
+                control,
             });
             sys::exit_now(code)
         }
@@ -120,7 +162,31 @@ pub fn run(policy: &Policy) -> Result<u8> {
         Err(e) => return Err(clone_error(e)),
     };
     drop(theirs);
+    drop(control);
     log(policy, || format!("init is pid {child} on the host"));
+    if let Some(cg) = &cgroup {
+        if let Err(e) = cg.add(child.as_raw()) {
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            return Err(e);
+        }
+    }
+    if let Some(named) = &extras.named {
+        let info = crate::names::Info {
+            name: named.paths.name.clone(),
+            pid: std::process::id() as i32,
+            init_pid: child.as_raw(),
+            profile: policy.profile.clone(),
+            project: policy.project.clone(),
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            command: policy.argv.clone(),
+            detached: extras.ready.is_some(),
+            cgroup: cgroup.as_ref().map(|c| c.dir.clone()),
+        };
+        named.write_info(&info)?;
+    }
 
     if let Err(e) = ids.apply(child) {
         let _ = kill(child, Signal::SIGKILL);
@@ -141,16 +207,73 @@ pub fn run(policy: &Policy) -> Result<u8> {
     };
     ours.send(&Msg::MapsWritten, None)?;
 
-    let status = match ours.recv()? {
-        Some((Msg::Ready { .. }, master)) => supervise(policy, child, &signals, master)?,
+    let Extras {
+        ready,
+        log: log_pipe,
+        named,
+        ..
+    } = extras;
+    // The FUSE root, when init mounts one, is served from here: outside the
+    // sandbox's pid namespace, with the host's view of the layers.
+    let mut fuse_server = None;
+    let mut msg = ours.recv()?;
+    if let Some((Msg::FuseFd, Some(fd))) = msg {
+        let cfg = crate::rootfs::overlay::OverlayConfig {
+            lower: "/".into(),
+            upper: state_dir.paths.upper.clone(),
+            work: state_dir.paths.work.clone(),
+            hidden: policy.hidden.clone(),
+            empty: crate::rootfs::plan::fuse_empty_dirs(
+                &base,
+                &crate::cmd::run::data_dir(&policy.caller),
+            ),
+            caller_uid: policy.caller.uid,
+            caller_gid: policy.caller.gid,
+            threads: 2,
+            attr_timeout: std::time::Duration::from_secs(FUSE_CACHE_SECS),
+            entry_timeout: std::time::Duration::from_secs(FUSE_CACHE_SECS),
+        };
+        match crate::rootfs::overlay::serve(fd, cfg) {
+            Ok(s) => fuse_server = Some(s),
+            Err(e) => {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(Error::Host(format!("FUSE server: {e}")));
+            }
+        }
+        log(policy, || "serving the FUSE root".into());
+        msg = ours.recv()?;
+    }
+    let (status, timed_out) = match msg {
+        Some((Msg::Ready { .. }, master)) => {
+            if let Some(r) = ready {
+                let _ = pty::write_all(&r, b"ok\n");
+            }
+            supervise(policy, child, &signals, master, log_pipe)?
+        }
         // init failed before starting the command; it said why.
-        _ => waitpid(child, None).ctx(|| "waitpid".into())?,
+        _ => (waitpid(child, None).ctx(|| "waitpid".into())?, false),
     };
+    drop(cgroup);
+    if let Some(s) = fuse_server {
+        // The mount went away with the sandbox: the server ends.
+        if let Err(e) = s.wait() {
+            log(policy, || format!("FUSE server: {e}"));
+        }
+    }
+    drop(named);
     drop(restore);
     if ids.helpers {
         let _ = state::remove_tree_mapped(&state_dir.dir, &ids);
     }
     drop(state_dir);
+    if let Some(t) = timed_out.then_some(policy.limits.timeout).flatten() {
+        eprintln!(
+            "sbox: error: the sandbox ran out of time ({}s, --timeout) and was stopped",
+            t.as_secs_f64()
+        );
+        return Ok(crate::error::EXIT_TIMEOUT);
+    }
     Ok(status_code(status))
 }
 
@@ -255,6 +378,9 @@ fn describe_layers(policy: &Policy, ids: &IdPlan) {
         return;
     }
     let backend = match policy.backend {
+        crate::policy::Backend::Fuse => {
+            "sbox FUSE overlay of / (copy-on-write, root-owned files are root's)"
+        }
         crate::policy::Backend::Kernel => "kernel overlayfs (copy-on-write, ephemeral)",
         crate::policy::Backend::None => "host trees read-only",
     };
@@ -289,15 +415,21 @@ fn describe_layers(policy: &Policy, ids: &IdPlan) {
     for line in policy.confinement.describe() {
         eprintln!("sbox:   {line}");
     }
+    for note in &policy.limit_plan.notes {
+        eprintln!("sbox:   limit: {note}");
+    }
 }
 
-/// Relay signals (and the terminal, when there is one) until init exits.
+/// Relay signals, the terminal (when there is one) and a detached
+/// sandbox's output until init exits; stop the sandbox at its timeout.
+/// Returns init's status and whether the timeout stopped it.
 fn supervise(
     policy: &Policy,
     child: Pid,
     signals: &SigSet,
     master: Option<OwnedFd>,
-) -> Result<WaitStatus> {
+    mut log_pipe: Option<(OwnedFd, std::path::PathBuf)>,
+) -> Result<(WaitStatus, bool)> {
     let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .ctx(|| "signalfd".into())?;
     // SAFETY: fd 0 and 1 stay open for the life of the process.
@@ -313,10 +445,14 @@ fn supervise(
     let mut stdin_open = master.is_some();
     let mut master_open = master.is_some();
     let mut buf = vec![0u8; 64 * 1024];
+    let start = std::time::Instant::now();
+    let mut deadline = policy.limits.timeout.map(|t| start + t);
+    let mut timed_out = false;
     loop {
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         let mut idx_master = None;
         let mut idx_stdin = None;
+        let mut idx_log = None;
         if let (Some(m), true) = (&master, master_open) {
             idx_master = Some(fds.len());
             fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
@@ -325,7 +461,19 @@ fn supervise(
             idx_stdin = Some(fds.len());
             fds.push(PollFd::new(stdin, PollFlags::POLLIN));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        if let Some((r, _)) = &log_pipe {
+            idx_log = Some(fds.len());
+            fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
+        }
+        let timeout = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
+                    .unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        };
+        match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::sys("poll", e)),
         }
@@ -333,8 +481,36 @@ fn supervise(
             i.and_then(|i| fds[i].revents())
                 .is_some_and(|r| !r.is_empty())
         };
-        let (m_ready, i_ready, s_ready) = (ready(idx_master), ready(idx_stdin), ready(Some(0)));
+        let (m_ready, i_ready, s_ready, l_ready) = (
+            ready(idx_master),
+            ready(idx_stdin),
+            ready(Some(0)),
+            ready(idx_log),
+        );
         drop(fds);
+        if let Some(d) = deadline {
+            if std::time::Instant::now() >= d {
+                if timed_out {
+                    // The grace period is over.
+                    let _ = kill(child, Signal::SIGKILL);
+                    deadline = None;
+                } else {
+                    log(policy, || "timeout: stopping the sandbox".into());
+                    timed_out = true;
+                    let _ = kill(child, Signal::SIGTERM);
+                    deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
+                }
+            }
+        }
+        if l_ready {
+            if let Some((r, path)) = &log_pipe {
+                match nix::unistd::read(r.as_raw_fd(), &mut buf) {
+                    Ok(0) => log_pipe = None,
+                    Ok(n) => append_log(path, &buf[..n]),
+                    Err(_) => {}
+                }
+            }
+        }
         if m_ready {
             if let Some(m) = &master {
                 match nix::unistd::read(m.as_raw_fd(), &mut buf) {
@@ -385,11 +561,38 @@ fn supervise(
                     if let Some(m) = &master {
                         drain(m, stdout, &mut buf);
                     }
-                    return Ok(st);
+                    if let Some((r, path)) = &log_pipe {
+                        let _ = nix::fcntl::fcntl(
+                            r.as_raw_fd(),
+                            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                        );
+                        while let Ok(n) = nix::unistd::read(r.as_raw_fd(), &mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            append_log(path, &buf[..n]);
+                        }
+                    }
+                    return Ok((st, timed_out));
                 }
                 Err(e) => return Err(Error::sys("waitpid", e)),
             }
         }
+    }
+}
+
+/// Append to a detached sandbox's log, rotating it to `log.1` at LOG_CAP.
+fn append_log(path: &std::path::Path, data: &[u8]) {
+    use std::io::Write;
+    if std::fs::metadata(path).is_ok_and(|m| m.len() + data.len() as u64 > LOG_CAP) {
+        let _ = std::fs::rename(path, path.with_extension("1"));
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(data);
     }
 }
 

@@ -34,7 +34,19 @@ fn fail(msg: &str) -> ! {
 }
 
 /// Become the user's command. Never returns.
-pub fn exec(policy: &Policy, pty_slave: Option<&str>, denials: Option<&Channel>) -> ! {
+pub fn exec(
+    policy: &Policy,
+    pty_slave: Option<&str>,
+    denials: Option<&Channel>,
+    stdio: Option<&[std::os::fd::OwnedFd]>,
+) -> ! {
+    if let Some(fds) = stdio {
+        for (target, fd) in fds.iter().enumerate() {
+            if nix::unistd::dup2(fd.as_raw_fd(), target as i32).is_err() {
+                fail("attaching the standard streams");
+            }
+        }
+    }
     if let Err(e) = nix::unistd::setsid() {
         fail(&format!("setsid: {}", e.desc()));
     }
@@ -134,6 +146,9 @@ fn drop_privileges(policy: &Policy) -> Result<(), String> {
 /// nothing sbox itself needs is filtered.
 fn confine(policy: &Policy, denials: Option<&Channel>) -> Result<(), String> {
     let c = &policy.confinement;
+    if let Some(n) = policy.limit_plan.affinity {
+        set_affinity(n).map_err(|e| format!("CPU affinity: {}", e.desc()))?;
+    }
     for (r, v) in &c.rlimits {
         nix::sys::resource::setrlimit(r.resource(), *v, *v)
             .map_err(|e| format!("setrlimit {r:?}: {}", e.desc()))?;
@@ -168,6 +183,25 @@ fn confine(policy: &Policy, denials: Option<&Channel>) -> Result<(), String> {
         (None, _) => {}
     }
     Ok(())
+}
+
+/// Run on the first `n` of the CPUs this process may use.
+fn set_affinity(n: usize) -> nix::Result<()> {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    let me = nix::unistd::Pid::from_raw(0);
+    let current = sched_getaffinity(me)?;
+    let mut set = CpuSet::new();
+    let mut taken = 0;
+    for cpu in 0..CpuSet::count() {
+        if taken == n {
+            break;
+        }
+        if current.is_set(cpu).unwrap_or(false) {
+            set.set(cpu)?;
+            taken += 1;
+        }
+    }
+    sched_setaffinity(me, &set)
 }
 
 /// execve `cmd`, searching `path` when it has no slash, like execvp.

@@ -271,6 +271,7 @@ pub fn spawn(mut c: Command) -> Child {
 pub fn stale_state() -> Vec<OsString> {
     state_entries()
         .into_iter()
+        .filter(|n| n.to_string_lossy().starts_with("run-"))
         .filter(|n| {
             let pid: i32 = n
                 .to_string_lossy()

@@ -1,0 +1,208 @@
+//! `sbox exec NAME -- CMD`: a command in a running named sandbox.
+//!
+//! The sandbox's init starts the command as one more payload — the same
+//! root view, Landlock rules, seccomp filter, capabilities, environment
+//! policy and pid namespace as the sandbox's own command — so an exec'd
+//! process is exactly as confined and dies with the sandbox. This side only
+//! hands over its terminal or standard streams and relays signals.
+
+use crate::cli::ExecArgs;
+use crate::error::{Error, NixContext, Result};
+use crate::sandbox::channel::{Channel, Msg};
+use crate::sandbox::pty;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+const RELAYED: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+pub fn run(a: ExecArgs) -> Result<u8> {
+    crate::names::validate_name(&a.name)?;
+    let caller = crate::policy::Caller::from_host()?;
+    let paths = crate::names::Paths::new(
+        &crate::state::runtime_base(caller.uid)?,
+        &crate::cmd::run::data_dir(&caller),
+        &a.name,
+    );
+    if crate::names::running(&paths).is_none() {
+        return Err(Error::Usage(format!("sandbox {:?} is not running", a.name)));
+    }
+    let mut env = Vec::new();
+    for kv in &a.env {
+        let (k, v) = kv
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| Error::Usage(format!("--env {kv:?}: expected KEY=VALUE")))?;
+        env.push((k.to_string(), v.to_string()));
+    }
+    let cwd = match &a.workdir {
+        Some(w) => Some(crate::policy::clean_absolute(w, "--workdir")?),
+        None => None,
+    };
+    let conn = Channel::connect(&paths.control())?;
+    let request = Msg::Exec {
+        argv: a.command.clone(),
+        env,
+        cwd,
+        tty: a.tty,
+    };
+    let mut signals = SigSet::empty();
+    for s in RELAYED {
+        signals.add(*s);
+    }
+    signals
+        .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+        .ctx(|| "blocking signals".into())?;
+    if a.tty {
+        conn.send(&request, None)?;
+    } else {
+        let stdin = if a.interactive {
+            None
+        } else {
+            Some(std::fs::File::open("/dev/null").map_err(|e| Error::io("/dev/null", e))?)
+        };
+        let fd0 = stdin.as_ref().map_or(0, |f| f.as_raw_fd());
+        conn.send_fds(&request, &[fd0, 1, 2])?;
+    }
+    let master = match conn.recv()? {
+        Some((Msg::ExecStarted { .. }, master)) => master,
+        Some((Msg::ExecFailed { error }, _)) => return Err(Error::Host(error)),
+        _ => {
+            return Err(Error::Host(format!(
+                "sandbox {:?} stopped before the command started",
+                a.name
+            )))
+        }
+    };
+    relay(&conn, &signals, master, a.tty)
+}
+
+/// Relay until init says the command has ended.
+fn relay(conn: &Channel, signals: &SigSet, master: Option<OwnedFd>, tty: bool) -> Result<u8> {
+    let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .ctx(|| "signalfd".into())?;
+    // SAFETY: fds 0 and 1 stay open for the life of the process.
+    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+    let stdout = unsafe { BorrowedFd::borrow_raw(1) };
+    let resize = |m: &OwnedFd| {
+        if let Some(ws) = crate::sys::get_winsize(0) {
+            let _ = crate::sys::set_winsize(m.as_raw_fd(), &ws);
+        }
+    };
+    let _raw = match (&master, tty) {
+        (Some(m), true) => {
+            resize(m);
+            pty::RawMode::enter(stdin)
+        }
+        _ => None,
+    };
+    // SAFETY: the connection outlives every poll below.
+    let conn_fd = unsafe { BorrowedFd::borrow_raw(conn.raw()) };
+    let mut stdin_open = master.is_some();
+    let mut master_open = master.is_some();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let mut fds = vec![
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(conn_fd, PollFlags::POLLIN),
+        ];
+        let (mut im, mut is) = (None, None);
+        if let (Some(m), true) = (&master, master_open) {
+            im = Some(fds.len());
+            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+        }
+        if stdin_open {
+            is = Some(fds.len());
+            fds.push(PollFd::new(stdin, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::sys("poll", e)),
+        }
+        let ready = |i: Option<usize>| {
+            i.and_then(|i| fds[i].revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (s_ready, c_ready, m_ready, i_ready) =
+            (ready(Some(0)), ready(Some(1)), ready(im), ready(is));
+        drop(fds);
+        if m_ready {
+            if let Some(m) = &master {
+                match nix::unistd::read(m.as_raw_fd(), &mut buf) {
+                    Ok(0) | Err(nix::errno::Errno::EIO) => master_open = false,
+                    Ok(n) => {
+                        let _ = pty::write_all(stdout, &buf[..n]);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        if i_ready {
+            if let Some(m) = &master {
+                match nix::unistd::read(0, &mut buf) {
+                    Ok(0) => {
+                        let _ = pty::write_all(m, b"\x04");
+                        stdin_open = false;
+                    }
+                    Ok(n) => {
+                        let _ = pty::write_all(m, &buf[..n]);
+                    }
+                    Err(_) => stdin_open = false,
+                }
+            }
+        }
+        if s_ready {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                    continue;
+                };
+                if sig == Signal::SIGWINCH {
+                    if let (Some(ws), true) = (crate::sys::get_winsize(0), tty) {
+                        let _ = conn.send(
+                            &Msg::Resize {
+                                rows: ws.ws_row,
+                                cols: ws.ws_col,
+                            },
+                            None,
+                        );
+                    }
+                } else {
+                    let _ = conn.send(&Msg::Signal { signo: sig as i32 }, None);
+                }
+            }
+        }
+        if c_ready {
+            match conn.recv()? {
+                Some((Msg::ExecExited { code }, _)) => {
+                    if let Some(m) = &master {
+                        let _ = nix::fcntl::fcntl(
+                            m.as_raw_fd(),
+                            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                        );
+                        while let Ok(n) = nix::unistd::read(m.as_raw_fd(), &mut buf) {
+                            if n == 0 || pty::write_all(stdout, &buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    return Ok(code);
+                }
+                Some(_) => {}
+                None => {
+                    return Err(Error::Host(
+                        "the sandbox went away while the command ran".into(),
+                    ))
+                }
+            }
+        }
+    }
+}

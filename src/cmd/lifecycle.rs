@@ -1,0 +1,258 @@
+//! `sbox ps`, `stop`, `start`, `rm` and `logs`: named sandboxes.
+
+use crate::error::{Error, Result};
+use crate::names::{self, Info, Paths};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+
+fn paths_for(name: &str) -> Result<Paths> {
+    names::validate_name(name)?;
+    let caller = crate::policy::Caller::from_host()?;
+    Ok(Paths::new(
+        &crate::state::runtime_base(caller.uid)?,
+        &crate::cmd::run::data_dir(&caller),
+        name,
+    ))
+}
+
+fn bases() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let caller = crate::policy::Caller::from_host()?;
+    Ok((
+        crate::state::runtime_base(caller.uid)?,
+        crate::cmd::run::data_dir(&caller),
+    ))
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    name: String,
+    status: &'static str,
+    pid: Option<i32>,
+    profile: Option<String>,
+    project: Option<String>,
+    started: Option<u64>,
+    command: Vec<String>,
+    size: Option<u64>,
+    memory: Option<u64>,
+    cpu_seconds: Option<f64>,
+}
+
+fn ago(started: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let s = now.saturating_sub(started);
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        3600..=86399 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "K", "M", "G", "T"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.1}{}", units[i])
+    }
+}
+
+/// `sbox ps [-a] [--json]`
+pub fn ps(all: bool, json: bool) -> Result<u8> {
+    let (runtime, data) = bases()?;
+    let mut rows = Vec::new();
+    for name in names::all_names(&runtime, &data) {
+        let paths = Paths::new(&runtime, &data, &name);
+        let row = match names::running(&paths) {
+            Some(Info {
+                pid,
+                profile,
+                project,
+                started,
+                command,
+                cgroup,
+                ..
+            }) => {
+                let usage = cgroup.as_deref().and_then(crate::limits::Cgroup::usage);
+                Row {
+                    name,
+                    status: "running",
+                    pid: Some(pid),
+                    profile: Some(profile),
+                    project: Some(project.display().to_string()),
+                    started: Some(started),
+                    command,
+                    size: all.then(|| names::disk_usage(&paths.data)),
+                    memory: usage.map(|u| u.0),
+                    cpu_seconds: usage.map(|u| u.1),
+                }
+            }
+            None if all && paths.data.exists() => {
+                let cfg: Option<names::Config> = names::read_json(&paths.config());
+                Row {
+                    name,
+                    status: "stopped",
+                    pid: None,
+                    profile: cfg.as_ref().and_then(|c| c.opts.profile.clone()),
+                    project: cfg.as_ref().map(|c| c.project.display().to_string()),
+                    started: None,
+                    command: cfg.map(|c| c.command).unwrap_or_default(),
+                    size: Some(names::disk_usage(&paths.data)),
+                    memory: None,
+                    cpu_seconds: None,
+                }
+            }
+            None => continue,
+        };
+        rows.push(row);
+    }
+    if json {
+        let text = serde_json::to_string_pretty(&rows).map_err(|e| Error::Host(e.to_string()))?;
+        println!("{text}");
+        return Ok(0);
+    }
+    let show_usage = rows.iter().any(|r| r.memory.is_some());
+    let mut header = format!(
+        "{:<24} {:<8} {:>8} {:<8} {:<12} {:<28} {}",
+        "NAME", "STATUS", "PID", "PROFILE", "STARTED", "PROJECT", "COMMAND"
+    );
+    if all {
+        header.push_str("  SIZE");
+    }
+    if show_usage {
+        header.push_str("  MEM  CPU");
+    }
+    println!("{header}");
+    for r in rows {
+        let mut line = format!(
+            "{:<24} {:<8} {:>8} {:<8} {:<12} {:<28} {}",
+            r.name,
+            r.status,
+            r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            r.profile.unwrap_or_else(|| "-".into()),
+            r.started.map(ago).unwrap_or_else(|| "-".into()),
+            r.project.unwrap_or_else(|| "-".into()),
+            r.command.join(" ")
+        );
+        if let Some(s) = r.size {
+            line.push_str(&format!("  {}", human(s)));
+        }
+        if let (Some(m), Some(c)) = (r.memory, r.cpu_seconds) {
+            line.push_str(&format!("  {}  {c:.1}s", human(m)));
+        }
+        println!("{line}");
+    }
+    Ok(0)
+}
+
+/// Wait until the sandbox's lock is free.
+fn wait_stopped(paths: &Paths, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    loop {
+        if names::running(paths).is_none() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stop a running sandbox: SIGTERM through its launcher, SIGKILL to its
+/// init (the whole pid namespace) after `grace`.
+fn stop_running(paths: &Paths, info: &Info, grace: Duration) -> Result<()> {
+    let _ = kill(Pid::from_raw(info.pid), Signal::SIGTERM);
+    if wait_stopped(paths, grace) {
+        return Ok(());
+    }
+    let _ = kill(Pid::from_raw(info.init_pid), Signal::SIGKILL);
+    if wait_stopped(paths, Duration::from_secs(5)) {
+        return Ok(());
+    }
+    let _ = kill(Pid::from_raw(info.pid), Signal::SIGKILL);
+    if wait_stopped(paths, Duration::from_secs(5)) {
+        return Ok(());
+    }
+    Err(Error::Host(format!(
+        "sandbox {:?} did not stop (launcher pid {})",
+        paths.name, info.pid
+    )))
+}
+
+/// `sbox stop NAME [-t SECONDS]`
+pub fn stop(name: &str, grace: u64) -> Result<u8> {
+    let paths = paths_for(name)?;
+    let Some(info) = names::running(&paths) else {
+        return Err(Error::Usage(format!("sandbox {name:?} is not running")));
+    };
+    stop_running(&paths, &info, Duration::from_secs(grace))?;
+    println!("{name}");
+    Ok(0)
+}
+
+/// `sbox start NAME`
+pub fn start(name: &str) -> Result<u8> {
+    let paths = paths_for(name)?;
+    if names::running(&paths).is_some() {
+        return Err(Error::Usage(format!("sandbox {name:?} is already running")));
+    }
+    let cfg: names::Config = names::read_json(&paths.config())
+        .ok_or_else(|| Error::Usage(format!("no sandbox named {name:?} (see `sbox ps -a`)")))?;
+    std::env::set_current_dir(&cfg.project).map_err(|e| {
+        Error::path(
+            &cfg.project,
+            format!("the sandbox's project: {}", crate::policy::io_reason(&e)),
+        )
+    })?;
+    crate::cmd::run::run(cfg.opts, cfg.command, false, Some(cfg.name), true)
+}
+
+/// `sbox rm NAME [-f]`
+pub fn rm(name: &str, force: bool) -> Result<u8> {
+    let paths = paths_for(name)?;
+    if let Some(info) = names::running(&paths) {
+        if !force {
+            return Err(Error::Usage(format!(
+                "sandbox {name:?} is running: stop it first, or use rm -f"
+            )));
+        }
+        stop_running(&paths, &info, Duration::ZERO)?;
+    }
+    if !paths.data.exists() && !paths.runtime.exists() {
+        return Err(Error::Usage(format!("no sandbox named {name:?}")));
+    }
+    let caller = crate::policy::Caller::from_host()?;
+    let ids = crate::idmap::IdPlan::for_caller(caller.uid, caller.gid, &caller.name, false);
+    crate::state::remove_tree_mapped(&paths.data, &ids)?;
+    let _ = std::fs::remove_dir_all(&paths.runtime);
+    println!("{name}");
+    Ok(0)
+}
+
+/// `sbox logs NAME`
+pub fn logs(name: &str) -> Result<u8> {
+    use std::io::Write;
+    let paths = paths_for(name)?;
+    if !paths.data.exists() {
+        return Err(Error::Usage(format!("no sandbox named {name:?}")));
+    }
+    let mut out = std::io::stdout().lock();
+    for p in [paths.log().with_extension("1"), paths.log()] {
+        if let Ok(bytes) = std::fs::read(&p) {
+            if out.write_all(&bytes).is_err() {
+                break;
+            }
+        }
+    }
+    Ok(0)
+}

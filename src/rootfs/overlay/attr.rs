@@ -1,0 +1,221 @@
+//! Ownership and mode as presented inside the sandbox.
+//!
+//! The server cannot chown on the host, so owner and mode set inside are kept
+//! in the upper file's `user.containers.override_stat` xattr ("uid:gid:0mode",
+//! the fuse-overlayfs format). Without an override, host ids are mapped:
+//! the caller and host root show as 0, every other id as 65534 (nobody).
+
+use std::os::fd::BorrowedFd;
+
+use super::sys;
+
+/// The xattr that holds the presented owner and mode.
+pub(crate) const OVERRIDE_XATTR: &std::ffi::CStr = c"user.containers.override_stat";
+/// The xattr that keeps the presented inode number of a copied-up file.
+pub(crate) const ORIGIN_XATTR: &std::ffi::CStr = c"user.sbox.origin";
+
+/// The id shown for host ids that have no meaning inside.
+pub(crate) const NOBODY: u32 = 65534;
+
+/// Owner and permission bits presented inside (mode holds 07777 only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Override {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+impl Override {
+    /// Parses "uid:gid:mode" (mode octal, an optional 4th field is ignored).
+    pub(crate) fn parse(v: &[u8]) -> Option<Override> {
+        let s = std::str::from_utf8(v).ok()?;
+        let s = s.trim_end_matches('\0').trim();
+        let mut it = s.split(':');
+        let uid = it.next()?.parse().ok()?;
+        let gid = it.next()?.parse().ok()?;
+        let mode = u32::from_str_radix(it.next()?, 8).ok()?;
+        Some(Override {
+            uid,
+            gid,
+            mode: mode & 0o7777,
+        })
+    }
+
+    pub(crate) fn format(&self) -> Vec<u8> {
+        format!("{}:{}:0{:o}", self.uid, self.gid, self.mode & 0o7777).into_bytes()
+    }
+}
+
+/// Host ids of the caller (the user running the server).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ids {
+    pub caller_uid: u32,
+    pub caller_gid: u32,
+}
+
+impl Ids {
+    pub(crate) fn uid(&self, host: u32) -> u32 {
+        if host == self.caller_uid || host == 0 {
+            0
+        } else {
+            NOBODY
+        }
+    }
+    pub(crate) fn gid(&self, host: u32) -> u32 {
+        if host == self.caller_gid || host == 0 {
+            0
+        } else {
+            NOBODY
+        }
+    }
+}
+
+/// The mode bits a file of `kind` really gets in the upper layer: the
+/// permission bits asked for plus u+rw (u+rwx for dirs) so the server keeps
+/// access whatever is chmodded inside; set-id bits are never set on the host.
+pub(crate) fn real_perm(kind: u32, perm: u32) -> u32 {
+    let p = perm & 0o777;
+    match kind {
+        libc::S_IFDIR => p | 0o700,
+        libc::S_IFREG => p | 0o600,
+        _ => p,
+    }
+}
+
+/// Whether an override must be stored for the presented (uid, gid, perm) of
+/// an upper file of `kind`.
+pub(crate) fn needs_override(kind: u32, ovr: &Override) -> bool {
+    ovr.uid != 0 || ovr.gid != 0 || real_perm(kind, ovr.mode) != (ovr.mode & 0o7777)
+}
+
+/// Whether a file type can carry `user.*` xattrs (and so an override).
+pub(crate) fn can_have_xattrs(kind: u32) -> bool {
+    kind == libc::S_IFREG || kind == libc::S_IFDIR
+}
+
+/// Reads the override xattr of an fd.
+pub(crate) fn read_override(fd: BorrowedFd<'_>) -> Option<Override> {
+    match sys::getxattr(fd, OVERRIDE_XATTR) {
+        Ok(Some(v)) => Override::parse(&v),
+        _ => None,
+    }
+}
+
+/// Stores (or removes, when not needed) the override of an upper file.
+pub(crate) fn write_override(fd: BorrowedFd<'_>, kind: u32, ovr: &Override) -> std::io::Result<()> {
+    if !can_have_xattrs(kind) {
+        return Ok(());
+    }
+    if needs_override(kind, ovr) {
+        sys::setxattr(fd, OVERRIDE_XATTR, &ovr.format(), 0)
+    } else {
+        match sys::removexattr(fd, OVERRIDE_XATTR) {
+            Err(e) if e.raw_os_error() != Some(libc::ENODATA) => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Reads the origin (presented inode number) of a copied-up file.
+pub(crate) fn read_origin(fd: BorrowedFd<'_>) -> Option<u64> {
+    match sys::getxattr(fd, ORIGIN_XATTR) {
+        Ok(Some(v)) => std::str::from_utf8(&v).ok()?.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Turns a host stat into the one presented inside.
+pub(crate) fn present(st: &mut libc::stat64, ino: u64, ovr: Option<&Override>, ids: &Ids) {
+    st.st_ino = ino;
+    match ovr {
+        Some(o) => {
+            st.st_uid = o.uid;
+            st.st_gid = o.gid;
+            st.st_mode = (st.st_mode & libc::S_IFMT) | (o.mode & 0o7777);
+        }
+        None => {
+            st.st_uid = ids.uid(st.st_uid);
+            st.st_gid = ids.gid(st.st_gid);
+        }
+    }
+}
+
+/// The owner/mode an upper copy must present to look like `st` presented.
+pub(crate) fn presented_override(st: &libc::stat64, ovr: Option<&Override>, ids: &Ids) -> Override {
+    match ovr {
+        Some(o) => *o,
+        None => Override {
+            uid: ids.uid(st.st_uid),
+            gid: ids.gid(st.st_gid),
+            mode: st.st_mode & 0o7777,
+        },
+    }
+}
+
+/// xattr names the sandbox must neither see nor change.
+pub(crate) fn is_internal_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"user.overlay.")
+        || name.starts_with(b"user.containers.")
+        || name.starts_with(b"user.sbox.")
+        || name.starts_with(b"trusted.overlay.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn override_roundtrip() {
+        let o = Override {
+            uid: 1234,
+            gid: 55,
+            mode: 0o4755,
+        };
+        assert_eq!(o.format(), b"1234:55:04755".to_vec());
+        assert_eq!(Override::parse(&o.format()), Some(o));
+        assert_eq!(
+            Override::parse(b"0:0:755:dir"),
+            Some(Override {
+                uid: 0,
+                gid: 0,
+                mode: 0o755
+            })
+        );
+        assert_eq!(Override::parse(b"garbage"), None);
+    }
+
+    #[test]
+    fn id_mapping() {
+        let ids = Ids {
+            caller_uid: 1001,
+            caller_gid: 1002,
+        };
+        assert_eq!(ids.uid(1001), 0);
+        assert_eq!(ids.uid(0), 0);
+        assert_eq!(ids.uid(5), NOBODY);
+        assert_eq!(ids.gid(1002), 0);
+        assert_eq!(ids.gid(1001), NOBODY);
+    }
+
+    #[test]
+    fn real_perm_keeps_server_access() {
+        assert_eq!(real_perm(libc::S_IFREG, 0), 0o600);
+        assert_eq!(real_perm(libc::S_IFDIR, 0o4000), 0o700);
+        assert!(needs_override(
+            libc::S_IFREG,
+            &Override {
+                uid: 0,
+                gid: 0,
+                mode: 0o444
+            }
+        ));
+        assert!(!needs_override(
+            libc::S_IFREG,
+            &Override {
+                uid: 0,
+                gid: 0,
+                mode: 0o644
+            }
+        ));
+    }
+}

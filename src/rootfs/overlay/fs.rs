@@ -1,0 +1,1540 @@
+//! The `FileSystem` implementation: the merged view served to the kernel.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use fuse_backend_rs::abi::fuse_abi::CreateIn;
+use fuse_backend_rs::api::filesystem::{
+    Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, OpenOptions,
+    SetattrValid, ZeroCopyReader, ZeroCopyWriter,
+};
+
+use super::attr::{self, Ids, Override};
+use super::inode::{NodeInfo, NodeState, Special, Table, ROOT};
+use super::layer::{join, Layer, Layers};
+use super::sys::{self, err};
+use super::whiteout;
+use super::{OverlayConfig, OverlayError};
+
+/// Paths (relative to the view root) that are masked.
+#[derive(Debug, Default)]
+pub(crate) struct Masks {
+    hidden: HashSet<Vec<u8>>,
+    empty: HashSet<Vec<u8>>,
+}
+
+impl Masks {
+    pub(crate) fn hidden(&self, rel: &[u8]) -> bool {
+        self.hidden.contains(rel)
+    }
+    pub(crate) fn empty(&self, rel: &[u8]) -> bool {
+        self.empty.contains(rel)
+    }
+    /// Whether a masked path lies strictly below `rel`.
+    pub(crate) fn masks_below(&self, rel: &[u8]) -> bool {
+        self.hidden.iter().chain(self.empty.iter()).any(|m| {
+            if rel.is_empty() {
+                return true;
+            }
+            m.len() > rel.len() && m.starts_with(rel) && m[rel.len()] == b'/'
+        })
+    }
+}
+
+/// An entry of a directory handle's snapshot.
+#[derive(Debug)]
+struct SnapEnt {
+    name: Vec<u8>,
+    ino: u64,
+    dtype: u32,
+}
+
+/// An open file or directory.
+#[derive(Debug)]
+enum Handle {
+    File(File),
+    Dir(Vec<SnapEnt>),
+}
+
+/// The overlay filesystem.
+pub(crate) struct OverlayFs {
+    pub(crate) layers: Layers,
+    table: Mutex<Table>,
+    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    next_handle: AtomicU64,
+    pub(crate) copyup_lock: Mutex<()>,
+    pub(crate) masks: Masks,
+    pub(crate) ids: Ids,
+    attr_timeout: Duration,
+    entry_timeout: Duration,
+    empty_stat: libc::stat64,
+}
+
+/// Relative form of an absolute path inside the view.
+fn view_rel(p: &Path) -> Result<Vec<u8>, OverlayError> {
+    if !p.is_absolute() {
+        return Err(OverlayError::InvalidPath(p.to_path_buf()));
+    }
+    let mut out: Vec<u8> = Vec::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::Normal(s) => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(s.as_bytes());
+            }
+            std::path::Component::RootDir | std::path::Component::CurDir => {}
+            _ => return Err(OverlayError::InvalidPath(p.to_path_buf())),
+        }
+    }
+    Ok(out)
+}
+
+/// The view-relative path of a host path when it lies below `lower`.
+fn host_to_view(lower_canon: &Path, host: &Path) -> Option<Vec<u8>> {
+    let c = std::fs::canonicalize(host).ok()?;
+    let rel = c.strip_prefix(lower_canon).ok()?;
+    view_rel(&Path::new("/").join(rel)).ok()
+}
+
+fn open_layer(what: &'static str, path: &Path) -> Result<OwnedFd, OverlayError> {
+    sys::open_dir_path(path).map_err(|source| OverlayError::OpenLayer {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn ts(sec: i64, nsec: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    }
+}
+
+fn valid_name(name: &[u8]) -> io::Result<()> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err(err(libc::EINVAL));
+    }
+    Ok(())
+}
+
+impl OverlayFs {
+    pub(crate) fn new(cfg: &OverlayConfig) -> Result<OverlayFs, OverlayError> {
+        let lower = open_layer("lower", &cfg.lower)?;
+        let upper = open_layer("upper", &cfg.upper)?;
+        let work = open_layer("work", &cfg.work)?;
+        let ust = sys::fstat(upper.as_fd()).map_err(|source| OverlayError::OpenLayer {
+            what: "upper",
+            path: cfg.upper.clone(),
+            source,
+        })?;
+        let wst = sys::fstat(work.as_fd()).map_err(|source| OverlayError::OpenLayer {
+            what: "work",
+            path: cfg.work.clone(),
+            source,
+        })?;
+        if ust.st_dev != wst.st_dev {
+            return Err(OverlayError::CrossDevice {
+                upper: cfg.upper.clone(),
+                work: cfg.work.clone(),
+            });
+        }
+        let lst = sys::fstat(lower.as_fd()).map_err(|source| OverlayError::OpenLayer {
+            what: "lower",
+            path: cfg.lower.clone(),
+            source,
+        })?;
+
+        clean_work(&work);
+        let xattr_whiteouts = std::env::var_os("SBOX_OVERLAY_XATTR_WHITEOUT").is_some()
+            || !probe_mknod_whiteout(&work);
+        let layers = Layers::new(lower, upper, work, xattr_whiteouts);
+
+        let ids = Ids {
+            caller_uid: cfg.caller_uid,
+            caller_gid: cfg.caller_gid,
+        };
+
+        // Masks: the paths as given, their canonical host form, and the
+        // upper/work directories themselves when they lie below the lower.
+        let mut masks = Masks::default();
+        let lower_canon = std::fs::canonicalize(&cfg.lower).unwrap_or_else(|_| cfg.lower.clone());
+        for (set, list) in [
+            (&mut masks.hidden, &cfg.hidden),
+            (&mut masks.empty, &cfg.empty),
+        ] {
+            for p in list {
+                let rel = view_rel(p)?;
+                if rel.is_empty() {
+                    return Err(OverlayError::InvalidPath(p.clone()));
+                }
+                let host = cfg.lower.join(std::ffi::OsStr::from_bytes(&rel));
+                if let Some(c) = host_to_view(&lower_canon, &host) {
+                    if !c.is_empty() {
+                        set.insert(c);
+                    }
+                }
+                set.insert(rel);
+            }
+        }
+        for p in [&cfg.upper, &cfg.work] {
+            if let Some(rel) = host_to_view(&lower_canon, p) {
+                if !rel.is_empty() && !masks.empty.contains(&rel) {
+                    masks.hidden.insert(rel);
+                }
+            }
+        }
+
+        // The root presents the lower root's owner and mode unless set inside.
+        let root_ovr = match attr::read_override(layers.upper.as_fd()) {
+            Some(o) => o,
+            None => {
+                let o = attr::presented_override(&lst, None, &ids);
+                if attr::needs_override(libc::S_IFDIR, &o) {
+                    let _ = attr::write_override(layers.upper.as_fd(), libc::S_IFDIR, &o);
+                }
+                o
+            }
+        };
+        let root_state = NodeState {
+            kind: libc::S_IFDIR,
+            upper: true,
+            lower_dir: !whiteout::is_opaque(layers.upper.as_fd()),
+            special: Special::Normal,
+            ovr: Some(root_ovr),
+        };
+
+        let mut empty_stat = lst;
+        empty_stat.st_mode = libc::S_IFDIR | 0o755;
+        empty_stat.st_nlink = 2;
+        empty_stat.st_uid = 0;
+        empty_stat.st_gid = 0;
+        empty_stat.st_size = 0;
+        empty_stat.st_blocks = 0;
+
+        Ok(OverlayFs {
+            layers,
+            table: Mutex::new(Table::new(root_state)),
+            handles: RwLock::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            copyup_lock: Mutex::new(()),
+            masks,
+            ids,
+            attr_timeout: cfg.attr_timeout,
+            entry_timeout: cfg.entry_timeout,
+            empty_stat,
+        })
+    }
+
+    pub(crate) fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn inode_count(&self) -> usize {
+        self.table().len()
+    }
+
+    pub(crate) fn handle_count(&self) -> usize {
+        self.handles.read().map(|h| h.len()).unwrap_or(0)
+    }
+
+    pub(crate) fn info(&self, ino: u64) -> io::Result<NodeInfo> {
+        self.table().info(ino).ok_or_else(|| err(libc::ENOENT))
+    }
+
+    fn layer_of(info: &NodeInfo) -> Layer {
+        if info.state.upper {
+            Layer::Upper
+        } else {
+            Layer::Lower
+        }
+    }
+
+    /// Host stat of a node's current file.
+    fn real_stat(&self, info: &NodeInfo) -> io::Result<libc::stat64> {
+        if info.state.special == Special::Empty {
+            return Ok(self.empty_stat);
+        }
+        let fd = self
+            .layers
+            .open(Self::layer_of(info), &info.path, libc::O_PATH)?;
+        sys::fstat(fd.as_fd())
+    }
+
+    fn present(&self, ino: u64, state: &NodeState, mut st: libc::stat64) -> libc::stat64 {
+        if state.special == Special::Empty {
+            st.st_ino = ino;
+            return st;
+        }
+        let ovr = if state.upper {
+            state.ovr.as_ref()
+        } else {
+            None
+        };
+        attr::present(&mut st, ino, ovr, &self.ids);
+        st
+    }
+
+    fn stat_of(&self, info: &NodeInfo) -> io::Result<libc::stat64> {
+        let st = self.real_stat(info)?;
+        Ok(self.present(info.ino, &info.state, st))
+    }
+
+    fn entry(&self, ino: u64, attr: libc::stat64) -> Entry {
+        Entry {
+            inode: ino,
+            generation: 0,
+            attr,
+            attr_flags: 0,
+            attr_timeout: self.attr_timeout,
+            entry_timeout: self.entry_timeout,
+        }
+    }
+
+    /// Looks `name` up in `parent`, taking one kernel reference on success.
+    pub(crate) fn do_lookup(&self, parent: u64, name: &[u8]) -> io::Result<Entry> {
+        valid_name(name).map_err(|_| err(libc::ENOENT))?;
+        let pinfo = self.info(parent)?;
+        if pinfo.state.special == Special::Empty {
+            return Err(err(libc::ENOENT));
+        }
+        if pinfo.state.kind != libc::S_IFDIR {
+            return Err(err(libc::ENOTDIR));
+        }
+        let rel = join(&pinfo.path, name);
+        if self.masks.hidden(&rel) {
+            return Err(err(libc::ENOENT));
+        }
+        if self.masks.empty(&rel) {
+            let state = NodeState {
+                kind: libc::S_IFDIR,
+                upper: false,
+                lower_dir: false,
+                special: Special::Empty,
+                ovr: None,
+            };
+            let ino = {
+                let mut t = self.table();
+                let number = match t.child_number(parent, name) {
+                    Some(n) if t.state(n).map(|s| s.special) == Some(Special::Empty) => n,
+                    _ => t.fresh_number(),
+                };
+                t.lookup_ref(parent, name, number, state.clone())
+            };
+            let st = self.present(ino, &state, self.empty_stat);
+            return Ok(self.entry(ino, st));
+        }
+        let r = self
+            .layers
+            .resolve_child(&pinfo.state, &rel)?
+            .ok_or_else(|| err(libc::ENOENT))?;
+        let state = NodeState {
+            kind: r.st.st_mode & libc::S_IFMT,
+            upper: r.layer == Layer::Upper,
+            lower_dir: r.lower_dir,
+            special: Special::Normal,
+            ovr: r.ovr,
+        };
+        let ino = {
+            let mut t = self.table();
+            let number = match r.origin {
+                Some(o) => o,
+                None => t.number_for(r.st.st_dev, r.st.st_ino),
+            };
+            t.lookup_ref(parent, name, number, state.clone())
+        };
+        let st = self.present(ino, &state, r.st);
+        Ok(self.entry(ino, st))
+    }
+
+    fn forget_one(&self, ino: u64, n: u64) {
+        self.table().forget(ino, n);
+    }
+
+    fn new_handle(&self, h: Handle) -> u64 {
+        let id = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.handles.write() {
+            m.insert(id, Arc::new(h));
+        }
+        id
+    }
+
+    fn handle(&self, id: u64) -> io::Result<Arc<Handle>> {
+        self.handles
+            .read()
+            .ok()
+            .and_then(|m| m.get(&id).cloned())
+            .ok_or_else(|| err(libc::EBADF))
+    }
+
+    fn drop_handle(&self, id: u64) {
+        if let Ok(mut m) = self.handles.write() {
+            m.remove(&id);
+        }
+    }
+
+    fn file_handle(&self, id: u64) -> io::Result<Arc<Handle>> {
+        let h = self.handle(id)?;
+        match *h {
+            Handle::File(_) => Ok(h),
+            Handle::Dir(_) => Err(err(libc::EISDIR)),
+        }
+    }
+
+    /// Checks and prepares the creation of `name` in `parent`: returns the
+    /// (copied-up) parent and the new path.
+    fn prepare_new(&self, parent: u64, name: &[u8]) -> io::Result<(NodeInfo, Vec<u8>)> {
+        valid_name(name)?;
+        let pinfo = self.info(parent)?;
+        if pinfo.state.special == Special::Empty {
+            return Err(err(libc::EPERM));
+        }
+        let rel = join(&pinfo.path, name);
+        if self.masks.hidden(&rel) || self.masks.empty(&rel) {
+            return Err(err(libc::EACCES));
+        }
+        self.copy_up(parent, true)?;
+        Ok((self.info(parent)?, rel))
+    }
+
+    /// Owner for a new entry made by `ctx` in `parent` (set-gid dirs pass
+    /// their group on), and whether the set-gid bit is inherited.
+    fn new_owner(&self, ctx: &Context, pinfo: &NodeInfo) -> (u32, u32, bool) {
+        match self.stat_of(pinfo) {
+            Ok(pst) if pst.st_mode & libc::S_ISGID != 0 => (ctx.uid, pst.st_gid, true),
+            _ => (ctx.uid, ctx.gid, false),
+        }
+    }
+
+    /// Moves a staged entry from the work dir to `rel` in the upper layer,
+    /// replacing a whiteout there (a new directory then becomes opaque).
+    fn install(&self, rel: &[u8], tmp: &CStr, is_dir: bool) -> io::Result<()> {
+        let (pfd, n) = self.layers.parent_of(Layer::Upper, rel)?;
+        let work = self.layers.work();
+        let res = match sys::fstatat(pfd.as_fd(), &n) {
+            Ok(st) if whiteout::is_whiteout_at(pfd.as_fd(), &n, &st) => {
+                if is_dir {
+                    let dfd = sys::open_beneath(work, tmp.to_bytes(), libc::O_PATH, 0)?;
+                    whiteout::set_opaque(dfd.as_fd())?;
+                    sys::renameat2(work, tmp, pfd.as_fd(), &n, libc::RENAME_EXCHANGE)
+                        .and_then(|_| sys::unlinkat(work, tmp, 0))
+                } else {
+                    sys::renameat2(work, tmp, pfd.as_fd(), &n, 0)
+                }
+            }
+            Ok(_) => Err(err(libc::EEXIST)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                sys::renameat2(work, tmp, pfd.as_fd(), &n, libc::RENAME_NOREPLACE)
+            }
+            Err(e) => Err(e),
+        };
+        if res.is_err() {
+            let flag = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+            let _ = sys::unlinkat(work, tmp, flag);
+        }
+        res
+    }
+
+    /// Sets owner/mode of a freshly staged regular file or directory.
+    fn init_meta(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        kind: u32,
+        ovr: &Override,
+    ) -> io::Result<()> {
+        attr::write_override(fd, kind, ovr)?;
+        let real = attr::real_perm(kind, ovr.mode);
+        match sys::fchmod(fd, real) {
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
+                // O_PATH fd: go through /proc.
+                let p = sys::cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+                sys::fchmodat(self.layers.work(), &p, real)
+            }
+            r => r,
+        }
+    }
+
+    fn remove_tmp(&self, tmp: &CStr, is_dir: bool) {
+        let flag = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+        let _ = sys::unlinkat(self.layers.work(), tmp, flag);
+    }
+
+    /// The merged, masked listing of a directory node (no "." / "..").
+    fn listing(&self, info: &NodeInfo) -> io::Result<Vec<super::layer::MergedEnt>> {
+        if info.state.special == Special::Empty {
+            return Ok(Vec::new());
+        }
+        let mut v = self.layers.list_merged(&info.path, &info.state)?;
+        v.retain(|e| !self.masks.hidden(&join(&info.path, &e.name)));
+        Ok(v)
+    }
+
+    fn do_rename(
+        &self,
+        op: u64,
+        oname: &[u8],
+        np: u64,
+        nname: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0
+            || (flags & libc::RENAME_NOREPLACE != 0 && flags & libc::RENAME_EXCHANGE != 0)
+        {
+            return Err(err(libc::EINVAL));
+        }
+        valid_name(oname)?;
+        valid_name(nname)?;
+        let opi = self.info(op)?;
+        let npi = self.info(np)?;
+        if opi.state.special == Special::Empty || npi.state.special == Special::Empty {
+            return Err(err(libc::EPERM));
+        }
+        let orel = join(&opi.path, oname);
+        let nrel = join(&npi.path, nname);
+        if self.masks.hidden(&orel) {
+            return Err(err(libc::ENOENT));
+        }
+        if self.masks.empty(&orel) {
+            return Err(err(libc::EBUSY));
+        }
+        if self.masks.hidden(&nrel) || self.masks.empty(&nrel) {
+            return Err(err(libc::EACCES));
+        }
+        if self.masks.masks_below(&orel)
+            || (flags & libc::RENAME_EXCHANGE != 0 && self.masks.masks_below(&nrel))
+        {
+            // Moving a directory that holds masked paths would move them
+            // along; `mv` falls back to copying through the view.
+            return Err(err(libc::EXDEV));
+        }
+
+        // Nodes for both names (kernel-style references, dropped at the end).
+        let src = self.do_lookup(op, oname)?;
+        let dst = match self.do_lookup(np, nname) {
+            Ok(e) => Some(e),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            Err(e) => {
+                self.forget_one(src.inode, 1);
+                return Err(e);
+            }
+        };
+        let res = self.rename_nodes(
+            op,
+            oname,
+            &orel,
+            np,
+            nname,
+            &nrel,
+            &src,
+            dst.as_ref(),
+            flags,
+        );
+        self.forget_one(src.inode, 1);
+        if let Some(d) = dst {
+            self.forget_one(d.inode, 1);
+        }
+        res
+    }
+
+    /// Copies up a node for a rename; a directory with lower content is
+    /// copied as a whole tree. Renamed directories are made opaque.
+    fn prepare_move(&self, ino: u64) -> io::Result<()> {
+        self.copy_up(ino, true)?;
+        let info = self.info(ino)?;
+        if info.state.kind == libc::S_IFDIR {
+            if info.state.lower_dir {
+                let _g = self.copyup_lock.lock().unwrap_or_else(|e| e.into_inner());
+                self.copy_up_tree(&info.path, &info.state)?;
+            }
+            let fd = self.layers.open(Layer::Upper, &info.path, libc::O_PATH)?;
+            whiteout::set_opaque(fd.as_fd())?;
+            let mut t = self.table();
+            if let Some(s) = t.state_mut(ino) {
+                s.lower_dir = false;
+            }
+            t.mark_subtree_upper(ino);
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rename_nodes(
+        &self,
+        op: u64,
+        oname: &[u8],
+        orel: &[u8],
+        np: u64,
+        nname: &[u8],
+        nrel: &[u8],
+        src: &Entry,
+        dst: Option<&Entry>,
+        flags: u32,
+    ) -> io::Result<()> {
+        let src_dir = src.attr.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
+            return Err(err(libc::EEXIST));
+        }
+        if flags & libc::RENAME_EXCHANGE != 0 && dst.is_none() {
+            return Err(err(libc::ENOENT));
+        }
+        if let Some(d) = dst {
+            if d.inode == src.inode && !src_dir {
+                return Ok(());
+            }
+        }
+        if src_dir {
+            let t = self.table();
+            if t.is_ancestor(src.inode, np) {
+                return Err(err(libc::EINVAL));
+            }
+        }
+        self.copy_up(op, true)?;
+        self.copy_up(np, true)?;
+        let opi = self.info(op)?;
+
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            let d = dst.ok_or_else(|| err(libc::ENOENT))?;
+            if d.attr.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                let t = self.table();
+                if t.is_ancestor(d.inode, op) {
+                    return Err(err(libc::EINVAL));
+                }
+            }
+            self.prepare_move(src.inode)?;
+            self.prepare_move(d.inode)?;
+            let (ofd, on) = self.layers.parent_of(Layer::Upper, orel)?;
+            let (nfd, nn) = self.layers.parent_of(Layer::Upper, nrel)?;
+            sys::renameat2(ofd.as_fd(), &on, nfd.as_fd(), &nn, libc::RENAME_EXCHANGE)?;
+            self.table().exchange(op, oname, np, nname);
+            return Ok(());
+        }
+
+        if let Some(d) = dst {
+            let dst_dir = d.attr.st_mode & libc::S_IFMT == libc::S_IFDIR;
+            if dst_dir && !src_dir {
+                return Err(err(libc::EISDIR));
+            }
+            if !dst_dir && src_dir {
+                return Err(err(libc::ENOTDIR));
+            }
+            if dst_dir {
+                let di = self.info(d.inode)?;
+                if !self.listing(&di)?.is_empty() {
+                    return Err(err(libc::ENOTEMPTY));
+                }
+                if di.state.upper {
+                    whiteout::clear_whiteouts(&self.layers, nrel)?;
+                }
+            }
+        }
+        self.prepare_move(src.inode)?;
+        let old_has_lower = self.layers.lower_has(&opi.state, orel)?;
+        let (ofd, on) = self.layers.parent_of(Layer::Upper, orel)?;
+        let (nfd, nn) = self.layers.parent_of(Layer::Upper, nrel)?;
+        let mut need_whiteout = old_has_lower;
+        if old_has_lower && !self.layers.xattr_whiteouts {
+            match sys::renameat2(ofd.as_fd(), &on, nfd.as_fd(), &nn, libc::RENAME_WHITEOUT) {
+                Ok(()) => need_whiteout = false,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EPERM)) => {
+                    sys::renameat2(ofd.as_fd(), &on, nfd.as_fd(), &nn, 0)?
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            sys::renameat2(ofd.as_fd(), &on, nfd.as_fd(), &nn, 0)?;
+        }
+        if need_whiteout {
+            // Not atomic with the rename: the lower entry may show for an
+            // instant under the old name.
+            whiteout::whiteout_over(&self.layers, ofd.as_fd(), &on, false)?;
+        }
+        self.table().rename(op, oname, np, nname);
+        Ok(())
+    }
+}
+
+/// Removes staging leftovers (`#sbox-*`) of a server that died mid-copy.
+fn clean_work(work: &OwnedFd) {
+    let Ok(fd) = sys::open_beneath(work.as_fd(), b"", libc::O_RDONLY | libc::O_DIRECTORY, 0) else {
+        return;
+    };
+    let Ok(mut dir) = nix::dir::Dir::from(fd) else {
+        return;
+    };
+    let names: Vec<std::ffi::CString> = dir
+        .iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| n.to_bytes().starts_with(b"#sbox-"))
+        .collect();
+    for n in names {
+        if sys::unlinkat(work.as_fd(), &n, 0).is_err() {
+            let _ = sys::unlinkat(work.as_fd(), &n, libc::AT_REMOVEDIR);
+        }
+    }
+}
+
+/// Whether the server may create 0/0 character devices in the work dir.
+fn probe_mknod_whiteout(work: &OwnedFd) -> bool {
+    let name = format!("#sbox-probe-{}", std::process::id());
+    let Ok(c) = sys::cstr(name.as_bytes()) else {
+        return false;
+    };
+    let _ = sys::unlinkat(work.as_fd(), &c, 0);
+    match sys::mknodat(work.as_fd(), &c, libc::S_IFCHR, 0) {
+        Ok(()) => {
+            let _ = sys::unlinkat(work.as_fd(), &c, 0);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Borrows the file of a handle as a `File` without taking ownership.
+fn borrow_file(f: &File) -> ManuallyDrop<File> {
+    // SAFETY: the fd stays open while the caller holds the `Arc<Handle>` that
+    // owns `f`; ManuallyDrop guarantees this temporary never closes it.
+    ManuallyDrop::new(unsafe { File::from_raw_fd(f.as_raw_fd()) })
+}
+
+impl FileSystem for OverlayFs {
+    type Inode = u64;
+    type Handle = u64;
+
+    fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        let want = FsOptions::ASYNC_READ
+            | FsOptions::PARALLEL_DIROPS
+            | FsOptions::BIG_WRITES
+            | FsOptions::MAX_PAGES
+            | FsOptions::DO_READDIRPLUS
+            | FsOptions::READDIRPLUS_AUTO
+            | FsOptions::ATOMIC_O_TRUNC
+            | FsOptions::CACHE_SYMLINKS;
+        Ok(capable & want)
+    }
+
+    fn lookup(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
+        self.do_lookup(parent, name.to_bytes())
+    }
+
+    fn forget(&self, _ctx: &Context, inode: u64, count: u64) {
+        self.forget_one(inode, count);
+    }
+
+    fn batch_forget(&self, _ctx: &Context, requests: Vec<(u64, u64)>) {
+        let mut t = self.table();
+        for (ino, n) in requests {
+            t.forget(ino, n);
+        }
+    }
+
+    fn getattr(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        handle: Option<u64>,
+    ) -> io::Result<(libc::stat64, Duration)> {
+        if let Some(h) = handle {
+            if let Ok(h) = self.handle(h) {
+                if let Handle::File(f) = &*h {
+                    let st = sys::fstat(f.as_fd())?;
+                    let state = self
+                        .table()
+                        .state(inode)
+                        .cloned()
+                        .ok_or_else(|| err(libc::ENOENT))?;
+                    return Ok((self.present(inode, &state, st), self.attr_timeout));
+                }
+            }
+        }
+        let info = self.info(inode)?;
+        Ok((self.stat_of(&info)?, self.attr_timeout))
+    }
+
+    fn setattr(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        attr: libc::stat64,
+        handle: Option<u64>,
+        valid: SetattrValid,
+    ) -> io::Result<(libc::stat64, Duration)> {
+        let info = self.info(inode)?;
+        if info.state.special == Special::Empty {
+            return Err(err(libc::EPERM));
+        }
+        let truncating = valid.contains(SetattrValid::SIZE) && attr.st_size == 0;
+        self.copy_up(inode, !truncating)?;
+        let info = self.info(inode)?;
+        let kind = info.state.kind;
+        let file = match handle.map(|h| self.handle(h)) {
+            Some(Ok(h)) => match &*h {
+                Handle::File(_) => Some(h),
+                Handle::Dir(_) => None,
+            },
+            _ => None,
+        };
+        let (pfd, n) = self.layers.parent_of(Layer::Upper, &info.path)?;
+
+        if valid.contains(SetattrValid::SIZE) {
+            if kind == libc::S_IFDIR {
+                return Err(err(libc::EISDIR));
+            }
+            let size = u64::try_from(attr.st_size).map_err(|_| err(libc::EINVAL))?;
+            match file.as_deref() {
+                Some(Handle::File(f)) if sys::ftruncate(f.as_fd(), size).is_ok() => {}
+                _ => {
+                    let fd = self.layers.open(Layer::Upper, &info.path, libc::O_WRONLY)?;
+                    sys::ftruncate(fd.as_fd(), size)?;
+                }
+            }
+        }
+
+        let owner_bits = SetattrValid::MODE | SetattrValid::UID | SetattrValid::GID;
+        if valid.intersects(owner_bits) || valid.contains(SetattrValid::KILL_SUIDGID) {
+            let cur_st = self.real_stat(&info)?;
+            let mut new = attr::presented_override(&cur_st, info.state.ovr.as_ref(), &self.ids);
+            if valid.contains(SetattrValid::UID) {
+                new.uid = attr.st_uid;
+            }
+            if valid.contains(SetattrValid::GID) {
+                new.gid = attr.st_gid;
+            }
+            if valid.contains(SetattrValid::MODE) {
+                new.mode = attr.st_mode & 0o7777;
+            } else if valid.contains(SetattrValid::KILL_SUIDGID) {
+                new.mode &= !libc::S_ISUID;
+                if new.mode & libc::S_IXGRP != 0 {
+                    new.mode &= !libc::S_ISGID;
+                }
+            }
+            if attr::can_have_xattrs(kind) {
+                let fd = self.layers.open(Layer::Upper, &info.path, libc::O_PATH)?;
+                attr::write_override(fd.as_fd(), kind, &new)?;
+                sys::fchmodat(pfd.as_fd(), &n, attr::real_perm(kind, new.mode))?;
+                let mut t = self.table();
+                if let Some(s) = t.state_mut(inode) {
+                    s.ovr = if attr::needs_override(kind, &new) {
+                        Some(new)
+                    } else {
+                        None
+                    };
+                }
+            } else if kind != libc::S_IFLNK && valid.contains(SetattrValid::MODE) {
+                // fifos and sockets carry no xattrs: the mode is real, the
+                // owner change is not kept.
+                sys::fchmodat(pfd.as_fd(), &n, new.mode & 0o777)?;
+            }
+        }
+
+        let tbits = SetattrValid::ATIME | SetattrValid::MTIME;
+        if valid.intersects(tbits) {
+            let omit = ts(0, libc::UTIME_OMIT);
+            let now = ts(0, libc::UTIME_NOW);
+            let a = if valid.contains(SetattrValid::ATIME_NOW) {
+                now
+            } else if valid.contains(SetattrValid::ATIME) {
+                ts(attr.st_atime, attr.st_atime_nsec)
+            } else {
+                omit
+            };
+            let m = if valid.contains(SetattrValid::MTIME_NOW) {
+                now
+            } else if valid.contains(SetattrValid::MTIME) {
+                ts(attr.st_mtime, attr.st_mtime_nsec)
+            } else {
+                omit
+            };
+            sys::utimensat(pfd.as_fd(), &n, &[a, m])?;
+        }
+        let info = self.info(inode)?;
+        Ok((self.stat_of(&info)?, self.attr_timeout))
+    }
+
+    fn readlink(&self, _ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
+        let info = self.info(inode)?;
+        if info.state.kind != libc::S_IFLNK {
+            return Err(err(libc::EINVAL));
+        }
+        let (pfd, n) = self.layers.parent_of(Self::layer_of(&info), &info.path)?;
+        sys::readlinkat(pfd.as_fd(), &n)
+    }
+
+    fn symlink(
+        &self,
+        ctx: &Context,
+        linkname: &CStr,
+        parent: u64,
+        name: &CStr,
+    ) -> io::Result<Entry> {
+        let (_pinfo, rel) = self.prepare_new(parent, name.to_bytes())?;
+        let _ = ctx;
+        let tmp = self.layers.tmp_name();
+        sys::symlinkat(linkname, self.layers.work(), &tmp)?;
+        self.install(&rel, &tmp, false)?;
+        self.do_lookup(parent, name.to_bytes())
+    }
+
+    fn mknod(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        _rdev: u32,
+        _umask: u32,
+    ) -> io::Result<Entry> {
+        let kind = match mode & libc::S_IFMT {
+            0 => libc::S_IFREG,
+            k @ (libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK) => k,
+            _ => return Err(err(libc::EPERM)),
+        };
+        let (pinfo, rel) = self.prepare_new(parent, name.to_bytes())?;
+        let (uid, gid, _) = self.new_owner(ctx, &pinfo);
+        let tmp = self.layers.tmp_name();
+        let work = self.layers.work();
+        sys::mknodat(work, &tmp, kind | 0o600, 0)?;
+        let res = (|| {
+            if kind == libc::S_IFREG {
+                let fd = sys::open_beneath(work, tmp.to_bytes(), libc::O_PATH, 0)?;
+                let ovr = Override {
+                    uid,
+                    gid,
+                    mode: mode & 0o7777,
+                };
+                self.init_meta(fd.as_fd(), kind, &ovr)
+            } else {
+                sys::fchmodat(work, &tmp, mode & 0o777)
+            }
+        })();
+        if let Err(e) = res {
+            self.remove_tmp(&tmp, false);
+            return Err(e);
+        }
+        self.install(&rel, &tmp, false)?;
+        self.do_lookup(parent, name.to_bytes())
+    }
+
+    fn mkdir(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        _umask: u32,
+    ) -> io::Result<Entry> {
+        let (pinfo, rel) = self.prepare_new(parent, name.to_bytes())?;
+        let (uid, gid, sgid) = self.new_owner(ctx, &pinfo);
+        let tmp = self.layers.tmp_name();
+        let work = self.layers.work();
+        sys::mkdirat(work, &tmp, 0o700)?;
+        let res = (|| {
+            let fd =
+                sys::open_beneath(work, tmp.to_bytes(), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            let mut m = mode & 0o7777;
+            if sgid {
+                m |= libc::S_ISGID;
+            }
+            let ovr = Override { uid, gid, mode: m };
+            self.init_meta(fd.as_fd(), libc::S_IFDIR, &ovr)
+        })();
+        if let Err(e) = res {
+            self.remove_tmp(&tmp, true);
+            return Err(e);
+        }
+        self.install(&rel, &tmp, true)?;
+        self.do_lookup(parent, name.to_bytes())
+    }
+
+    fn unlink(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        let name = name.to_bytes();
+        valid_name(name)?;
+        let pinfo = self.info(parent)?;
+        if pinfo.state.special == Special::Empty {
+            return Err(err(libc::ENOENT));
+        }
+        let rel = join(&pinfo.path, name);
+        if self.masks.hidden(&rel) {
+            return Err(err(libc::ENOENT));
+        }
+        if self.masks.empty(&rel) {
+            return Err(err(libc::EBUSY));
+        }
+        let r = self
+            .layers
+            .resolve_child(&pinfo.state, &rel)?
+            .ok_or_else(|| err(libc::ENOENT))?;
+        if r.st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            return Err(err(libc::EISDIR));
+        }
+        if self.layers.lower_has(&pinfo.state, &rel)? {
+            self.copy_up(parent, true)?;
+            let (pfd, n) = self.layers.parent_of(Layer::Upper, &rel)?;
+            whiteout::whiteout_over(&self.layers, pfd.as_fd(), &n, false)?;
+        } else {
+            let (pfd, n) = self.layers.parent_of(Layer::Upper, &rel)?;
+            sys::unlinkat(pfd.as_fd(), &n, 0)?;
+        }
+        self.table().unlink(parent, name);
+        Ok(())
+    }
+
+    fn rmdir(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        let name = name.to_bytes();
+        valid_name(name)?;
+        let pinfo = self.info(parent)?;
+        if pinfo.state.special == Special::Empty {
+            return Err(err(libc::ENOENT));
+        }
+        let rel = join(&pinfo.path, name);
+        if self.masks.hidden(&rel) {
+            return Err(err(libc::ENOENT));
+        }
+        if self.masks.empty(&rel) || self.masks.masks_below(&rel) {
+            return Err(err(libc::EBUSY));
+        }
+        let r = self
+            .layers
+            .resolve_child(&pinfo.state, &rel)?
+            .ok_or_else(|| err(libc::ENOENT))?;
+        if r.st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Err(err(libc::ENOTDIR));
+        }
+        let cinfo = NodeInfo {
+            ino: 0,
+            path: rel.clone(),
+            state: NodeState {
+                kind: libc::S_IFDIR,
+                upper: r.layer == Layer::Upper,
+                lower_dir: r.lower_dir,
+                special: Special::Normal,
+                ovr: None,
+            },
+        };
+        if !self.listing(&cinfo)?.is_empty() {
+            return Err(err(libc::ENOTEMPTY));
+        }
+        let has_lower = self.layers.lower_has(&pinfo.state, &rel)?;
+        if r.layer == Layer::Upper {
+            whiteout::clear_whiteouts(&self.layers, &rel)?;
+            let (pfd, n) = self.layers.parent_of(Layer::Upper, &rel)?;
+            if has_lower {
+                whiteout::whiteout_over(&self.layers, pfd.as_fd(), &n, true)?;
+            } else {
+                sys::unlinkat(pfd.as_fd(), &n, libc::AT_REMOVEDIR)?;
+            }
+        } else {
+            self.copy_up(parent, true)?;
+            let (pfd, n) = self.layers.parent_of(Layer::Upper, &rel)?;
+            whiteout::whiteout_over(&self.layers, pfd.as_fd(), &n, false)?;
+        }
+        self.table().unlink(parent, name);
+        Ok(())
+    }
+
+    fn rename(
+        &self,
+        _ctx: &Context,
+        olddir: u64,
+        oldname: &CStr,
+        newdir: u64,
+        newname: &CStr,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.do_rename(
+            olddir,
+            oldname.to_bytes(),
+            newdir,
+            newname.to_bytes(),
+            flags,
+        )
+    }
+
+    fn link(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        newparent: u64,
+        newname: &CStr,
+    ) -> io::Result<Entry> {
+        let name = newname.to_bytes();
+        let src = self.info(inode)?;
+        if src.state.kind == libc::S_IFDIR || src.state.special == Special::Empty {
+            return Err(err(libc::EPERM));
+        }
+        let (_pinfo, rel) = self.prepare_new(newparent, name)?;
+        self.copy_up(inode, true)?;
+        let src = self.info(inode)?;
+        let (sfd, sn) = self.layers.parent_of(Layer::Upper, &src.path)?;
+        let (pfd, n) = self.layers.parent_of(Layer::Upper, &rel)?;
+        match sys::fstatat(pfd.as_fd(), &n) {
+            Ok(st) if whiteout::is_whiteout_at(pfd.as_fd(), &n, &st) => {
+                let tmp = self.layers.tmp_name();
+                sys::linkat(sfd.as_fd(), &sn, self.layers.work(), &tmp)?;
+                if let Err(e) = sys::renameat2(self.layers.work(), &tmp, pfd.as_fd(), &n, 0) {
+                    self.remove_tmp(&tmp, false);
+                    return Err(e);
+                }
+            }
+            Ok(_) => return Err(err(libc::EEXIST)),
+            Err(_) => sys::linkat(sfd.as_fd(), &sn, pfd.as_fd(), &n)?,
+        }
+        let fd = self.layers.open(Layer::Upper, &rel, libc::O_PATH)?;
+        let st = sys::fstat(fd.as_fd())?;
+        let state = {
+            let mut t = self.table();
+            let state = t.state(inode).cloned().ok_or_else(|| err(libc::ENOENT))?;
+            t.lookup_ref(newparent, name, inode, state.clone());
+            state
+        };
+        Ok(self.entry(inode, self.present(inode, &state, st)))
+    }
+
+    fn open(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        flags: u32,
+        _fuse_flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
+        let flags = flags as i32;
+        let info = self.info(inode)?;
+        if info.state.special == Special::Empty || info.state.kind == libc::S_IFDIR {
+            return Err(err(libc::EISDIR));
+        }
+        let acc = flags & libc::O_ACCMODE;
+        let trunc = flags & libc::O_TRUNC != 0;
+        let writing = acc != libc::O_RDONLY || trunc;
+        if writing && !info.state.upper {
+            self.copy_up(inode, !trunc)?;
+        }
+        let info = self.info(inode)?;
+        let layer = Self::layer_of(&info);
+        // O_DIRECT is the kernel's business: the request buffers here are
+        // not aligned for it.
+        let oflags = open_flags(flags);
+        let fd = self.layers.open(layer, &info.path, oflags)?;
+        let opts = if layer == Layer::Lower {
+            OpenOptions::KEEP_CACHE
+        } else {
+            OpenOptions::empty()
+        };
+        let h = self.new_handle(Handle::File(File::from(fd)));
+        Ok((Some(h), opts, None))
+    }
+
+    fn create(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        args: CreateIn,
+    ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        let (pinfo, rel) = self.prepare_new(parent, name.to_bytes())?;
+        let (uid, gid, _) = self.new_owner(ctx, &pinfo);
+        let tmp = self.layers.tmp_name();
+        let flags = open_flags(args.flags as i32) & !libc::O_TRUNC;
+        let fd = sys::open_beneath(
+            self.layers.work(),
+            tmp.to_bytes(),
+            flags | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        )?;
+        let ovr = Override {
+            uid,
+            gid,
+            mode: args.mode & 0o7777,
+        };
+        if let Err(e) = self.init_meta(fd.as_fd(), libc::S_IFREG, &ovr) {
+            self.remove_tmp(&tmp, false);
+            return Err(e);
+        }
+        self.install(&rel, &tmp, false)?;
+        let entry = self.do_lookup(parent, name.to_bytes())?;
+        let h = self.new_handle(Handle::File(File::from(fd)));
+        Ok((entry, Some(h), OpenOptions::empty(), None))
+    }
+
+    fn read(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        handle: u64,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        _lock_owner: Option<u64>,
+        _flags: u32,
+    ) -> io::Result<usize> {
+        let h = self.file_handle(handle)?;
+        let Handle::File(f) = &*h else {
+            return Err(err(libc::EISDIR));
+        };
+        let mut f = borrow_file(f);
+        w.write_from(&mut *f, size as usize, offset)
+    }
+
+    fn write(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        handle: u64,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        _lock_owner: Option<u64>,
+        _delayed_write: bool,
+        _flags: u32,
+        _fuse_flags: u32,
+    ) -> io::Result<usize> {
+        let h = self.file_handle(handle)?;
+        let Handle::File(f) = &*h else {
+            return Err(err(libc::EISDIR));
+        };
+        let mut f = borrow_file(f);
+        r.read_to(&mut *f, size as usize, offset)
+    }
+
+    fn flush(&self, _ctx: &Context, _inode: u64, _handle: u64, _lock_owner: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn fsync(&self, _ctx: &Context, _inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
+        let h = self.file_handle(handle)?;
+        match &*h {
+            Handle::File(f) => sys::fsync(f.as_fd(), datasync),
+            Handle::Dir(_) => Ok(()),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        handle: u64,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        let h = self.file_handle(handle)?;
+        match &*h {
+            Handle::File(f) => sys::fallocate(f.as_fd(), mode as i32, offset, length),
+            Handle::Dir(_) => Err(err(libc::EISDIR)),
+        }
+    }
+
+    fn release(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        _flags: u32,
+        handle: u64,
+        _flush: bool,
+        _flock_release: bool,
+        _lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        self.drop_handle(handle);
+        Ok(())
+    }
+
+    fn statfs(&self, _ctx: &Context, _inode: u64) -> io::Result<libc::statvfs64> {
+        sys::fstatvfs(self.layers.upper.as_fd())
+    }
+
+    fn setxattr(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
+        if attr::is_internal_xattr(name.to_bytes()) {
+            return Err(err(libc::EPERM));
+        }
+        let info = self.info(inode)?;
+        if info.state.special == Special::Empty {
+            return Err(err(libc::EPERM));
+        }
+        self.copy_up(inode, true)?;
+        let info = self.info(inode)?;
+        let fd = self.layers.open(Layer::Upper, &info.path, libc::O_PATH)?;
+        sys::setxattr(fd.as_fd(), name, value, flags as i32)
+    }
+
+    fn getxattr(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<GetxattrReply> {
+        if attr::is_internal_xattr(name.to_bytes()) {
+            return Err(err(libc::ENODATA));
+        }
+        let info = self.info(inode)?;
+        if info.state.special == Special::Empty {
+            return Err(err(libc::ENODATA));
+        }
+        let fd = self
+            .layers
+            .open(Self::layer_of(&info), &info.path, libc::O_PATH)?;
+        let v = sys::getxattr(fd.as_fd(), name)?.ok_or_else(|| err(libc::ENODATA))?;
+        if size == 0 {
+            Ok(GetxattrReply::Count(v.len() as u32))
+        } else if v.len() > size as usize {
+            Err(err(libc::ERANGE))
+        } else {
+            Ok(GetxattrReply::Value(v))
+        }
+    }
+
+    fn listxattr(&self, _ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
+        let info = self.info(inode)?;
+        let raw = if info.state.special == Special::Empty {
+            Vec::new()
+        } else {
+            let fd = self
+                .layers
+                .open(Self::layer_of(&info), &info.path, libc::O_PATH)?;
+            sys::listxattr(fd.as_fd())?
+        };
+        let mut out = Vec::with_capacity(raw.len());
+        for n in raw.split(|&c| c == 0).filter(|n| !n.is_empty()) {
+            if !attr::is_internal_xattr(n) {
+                out.extend_from_slice(n);
+                out.push(0);
+            }
+        }
+        if size == 0 {
+            Ok(ListxattrReply::Count(out.len() as u32))
+        } else if out.len() > size as usize {
+            Err(err(libc::ERANGE))
+        } else {
+            Ok(ListxattrReply::Names(out))
+        }
+    }
+
+    fn removexattr(&self, _ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
+        if attr::is_internal_xattr(name.to_bytes()) {
+            return Err(err(libc::EPERM));
+        }
+        let info = self.info(inode)?;
+        if info.state.special == Special::Empty {
+            return Err(err(libc::EPERM));
+        }
+        self.copy_up(inode, true)?;
+        let info = self.info(inode)?;
+        let fd = self.layers.open(Layer::Upper, &info.path, libc::O_PATH)?;
+        sys::removexattr(fd.as_fd(), name)
+    }
+
+    fn opendir(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions)> {
+        let info = self.info(inode)?;
+        if info.state.kind != libc::S_IFDIR {
+            return Err(err(libc::ENOTDIR));
+        }
+        let list = self.listing(&info)?;
+        let mut entries = Vec::with_capacity(list.len() + 2);
+        {
+            let mut t = self.table();
+            let parent = if inode == ROOT {
+                ROOT
+            } else {
+                t.parent_of(inode).unwrap_or(ROOT)
+            };
+            entries.push(SnapEnt {
+                name: b".".to_vec(),
+                ino: inode,
+                dtype: libc::DT_DIR as u32,
+            });
+            entries.push(SnapEnt {
+                name: b"..".to_vec(),
+                ino: parent,
+                dtype: libc::DT_DIR as u32,
+            });
+            for e in list {
+                let ino = match t.child_number(inode, &e.name) {
+                    Some(n) => n,
+                    None => t.number_for(e.dev, e.ino),
+                };
+                entries.push(SnapEnt {
+                    name: e.name,
+                    ino,
+                    dtype: e.dtype,
+                });
+            }
+        }
+        let h = self.new_handle(Handle::Dir(entries));
+        Ok((Some(h), OpenOptions::empty()))
+    }
+
+    fn readdir(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        handle: u64,
+        _size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let h = self.handle(handle)?;
+        let Handle::Dir(entries) = &*h else {
+            return Err(err(libc::ENOTDIR));
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let n = add_entry(DirEntry {
+                ino: e.ino,
+                offset: i as u64 + 1,
+                type_: e.dtype,
+                name: &e.name,
+            })?;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn readdirplus(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        handle: u64,
+        _size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let h = self.handle(handle)?;
+        let Handle::Dir(entries) = &*h else {
+            return Err(err(libc::ENOTDIR));
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let dot = e.name == b"." || e.name == b"..";
+            let entry = if dot {
+                None
+            } else {
+                self.do_lookup(inode, &e.name).ok()
+            };
+            let d = DirEntry {
+                ino: entry.as_ref().map(|x| x.inode).unwrap_or(e.ino),
+                offset: i as u64 + 1,
+                type_: e.dtype,
+                name: &e.name,
+            };
+            let n = match add_entry(d, entry.unwrap_or_default()) {
+                Ok(n) => n,
+                Err(x) => {
+                    if let Some(en) = entry {
+                        self.forget_one(en.inode, 1);
+                    }
+                    return Err(x);
+                }
+            };
+            if n == 0 {
+                if let Some(en) = entry {
+                    self.forget_one(en.inode, 1);
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn fsyncdir(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        _datasync: bool,
+        _handle: u64,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn releasedir(&self, _ctx: &Context, _inode: u64, _flags: u32, handle: u64) -> io::Result<()> {
+        self.drop_handle(handle);
+        Ok(())
+    }
+
+    fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
+        let info = self.info(inode)?;
+        let st = self.stat_of(&info)?;
+        let mask = mask as i32;
+        if mask == libc::F_OK {
+            return Ok(());
+        }
+        let mode = st.st_mode;
+        if ctx.uid == 0 {
+            if mask & libc::X_OK != 0
+                && st.st_mode & libc::S_IFMT != libc::S_IFDIR
+                && mode & 0o111 == 0
+            {
+                return Err(err(libc::EACCES));
+            }
+            return Ok(());
+        }
+        let bits = if st.st_uid == ctx.uid {
+            (mode >> 6) & 7
+        } else if st.st_gid == ctx.gid {
+            (mode >> 3) & 7
+        } else {
+            mode & 7
+        } as i32;
+        if (mask & libc::R_OK != 0 && bits & 4 == 0)
+            || (mask & libc::W_OK != 0 && bits & 2 == 0)
+            || (mask & libc::X_OK != 0 && bits & 1 == 0)
+        {
+            return Err(err(libc::EACCES));
+        }
+        Ok(())
+    }
+
+    fn lseek(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        handle: u64,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
+        let h = self.file_handle(handle)?;
+        let Handle::File(f) = &*h else {
+            return Err(err(libc::EISDIR));
+        };
+        let off = i64::try_from(offset).map_err(|_| err(libc::EINVAL))?;
+        let r = sys::lseek(f.as_fd(), off, whence as i32)?;
+        Ok(r as u64)
+    }
+}
+
+/// The flags of a FUSE open that mean something to the server's own open:
+/// the kernel passes its internal bits too (__FMODE_EXEC for execve), which
+/// openat2 refuses with EINVAL. O_DIRECT is the kernel's business (the
+/// request buffers are not aligned for it); O_NOATIME would fail on files
+/// the server does not own.
+fn open_flags(flags: i32) -> i32 {
+    flags
+        & (libc::O_ACCMODE
+            | libc::O_APPEND
+            | libc::O_TRUNC
+            | libc::O_NONBLOCK
+            | libc::O_DSYNC
+            | libc::O_SYNC
+            | libc::O_LARGEFILE)
+}

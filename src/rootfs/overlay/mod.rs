@@ -1,0 +1,95 @@
+//! FUSE overlay filesystem: the sandbox's root filesystem.
+//!
+//! The **launcher** (host namespaces, unprivileged) serves a `/dev/fuse` fd
+//! that **init** opened and mounted with [`mount_options`] inside the
+//! sandbox's user and mount namespaces. The server sees the host view: the
+//! lower layer (normally `/`, read-only) and the upper/work directories.
+//! It never touches its own mount.
+//!
+//! Layout of the upper directory: kernel overlayfs `userxattr` style
+//! (whiteouts are 0/0 character devices or `user.overlay.whiteout` files,
+//! opaque directories carry `user.overlay.opaque="y"`), owner and mode set
+//! inside live in `user.containers.override_stat`.
+//!
+//! Design choices and limits:
+//! - no fd is kept per inode: nodes keep (parent, name) links and paths are
+//!   reopened beneath the layer root fds with `openat2(RESOLVE_BENEATH |
+//!   RESOLVE_NO_SYMLINKS)`; the table follows FORGET, so fds stay bounded
+//!   (layer roots + one per open file/dir handle) and memory follows the
+//!   kernel's dentry cache;
+//! - renaming a directory that has lower content copies its whole tree up
+//!   and makes it opaque (no redirects); a directory holding masked paths
+//!   cannot be renamed (EXDEV, so `mv` copies through the view);
+//! - copy-up breaks hard links that exist in the lower layer (like
+//!   overlayfs without `index`); links made inside are real upper links;
+//! - owners of symlinks, fifos and sockets cannot be overridden (no user
+//!   xattrs on them): chown on them is accepted and not kept;
+//! - a file opened read-only before it is copied up keeps reading the lower
+//!   copy;
+//! - POSIX/flock locks are left to the kernel (local to the mount);
+//! - O_TMPFILE is not supported (EOPNOTSUPP from the kernel).
+
+mod attr;
+mod copyup;
+mod fs;
+mod inode;
+mod layer;
+mod server;
+mod sys;
+mod whiteout;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use server::{mount_options, serve, OverlayServer, OverlayStats};
+
+/// What the overlay serves.
+#[derive(Clone, Debug)]
+pub struct OverlayConfig {
+    /// Host directory seen read-only, normally "/".
+    pub lower: PathBuf,
+    /// Writable upper directory on the host (exists, owned by the caller).
+    pub upper: PathBuf,
+    /// Staging directory on the same filesystem as `upper`.
+    pub work: PathBuf,
+    /// Absolute paths (inside the view) that do not exist and cannot be created.
+    pub hidden: Vec<PathBuf>,
+    /// Absolute paths (inside the view) shown as empty read-only directories.
+    pub empty: Vec<PathBuf>,
+    /// Host uid of the caller (shown as 0 inside).
+    pub caller_uid: u32,
+    /// Host gid of the caller (shown as 0 inside).
+    pub caller_gid: u32,
+    /// Serving threads (at least 1).
+    pub threads: usize,
+    /// How long the kernel may cache attributes.
+    pub attr_timeout: Duration,
+    /// How long the kernel may cache name lookups.
+    pub entry_timeout: Duration,
+}
+
+/// Errors of the overlay server.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    #[error("cannot open the overlay {what} directory {path}: {source}")]
+    OpenLayer {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the overlay upper dir {upper} and work dir {work} must be on the same filesystem")]
+    CrossDevice { upper: PathBuf, work: PathBuf },
+    #[error("invalid overlay path {0}: must be absolute and normalised")]
+    InvalidPath(PathBuf),
+    #[error("cannot make the overlay server non-dumpable: {0}")]
+    Dumpable(#[source] std::io::Error),
+    #[error("cannot set up a FUSE channel: {0}")]
+    Channel(#[source] std::io::Error),
+    #[error("cannot start a FUSE serving thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("reading the FUSE device failed: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("a FUSE serving thread panicked")]
+    Panicked,
+}

@@ -1,0 +1,209 @@
+//! The FUSE session: threads reading requests from an already mounted
+//! `/dev/fuse` fd and answering them through `fuse_backend_rs::Server`.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
+
+use super::fs::OverlayFs;
+use super::{OverlayConfig, OverlayError};
+
+/// Size of one request buffer: 1 MiB of data (max_write with MAX_PAGES)
+/// plus one page for the headers.
+const BUF_SIZE: usize = (1 << 20) + 4096;
+
+/// The data string for mount(2) of type "fuse" made by init:
+/// - `fd=N`: the /dev/fuse fd init opened;
+/// - `rootmode=40000`: the root is a directory;
+/// - `user_id=0,group_id=0`: the mount belongs to root of the sandbox's user
+///   namespace (the caller);
+/// - `allow_other`: every uid inside may use it, not only the mounter;
+/// - `default_permissions`: the kernel checks permissions against the
+///   presented owner and mode, the server does not.
+pub fn mount_options(fd: RawFd) -> String {
+    format!("fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions")
+}
+
+/// Counters of a running server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OverlayStats {
+    /// Inodes the kernel holds references on (plus pinned parents).
+    pub inodes: usize,
+    /// Open file and directory handles.
+    pub handles: usize,
+}
+
+/// A running overlay server.
+pub struct OverlayServer {
+    threads: Vec<JoinHandle<Result<(), OverlayError>>>,
+    fs: Arc<OverlayFs>,
+}
+
+impl std::fmt::Debug for OverlayServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OverlayServer")
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
+
+impl OverlayServer {
+    /// Waits until every serving thread ended. The mount going away
+    /// (ENODEV/EBADF on the channel) is a normal end.
+    pub fn wait(self) -> Result<(), OverlayError> {
+        let mut result = Ok(());
+        for t in self.threads {
+            let r = match t.join() {
+                Ok(r) => r,
+                Err(_) => Err(OverlayError::Panicked),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+
+    /// Current counters (for diagnostics and tests).
+    pub fn stats(&self) -> OverlayStats {
+        OverlayStats {
+            inodes: self.fs.inode_count(),
+            handles: self.fs.handle_count(),
+        }
+    }
+}
+
+nix::ioctl_read!(fuse_dev_ioc_clone, 229, 0, u32);
+
+/// A new /dev/fuse fd attached to the same connection (its own request
+/// queue reader), or a dup of the fd when cloning is not possible.
+fn clone_channel(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")
+    {
+        Ok(f) => {
+            let mut old = fd.as_raw_fd() as u32;
+            // SAFETY: FUSE_DEV_IOC_CLONE reads one u32 (the source fd) from a
+            // valid pointer; `f` is an open /dev/fuse fd we own.
+            match unsafe { fuse_dev_ioc_clone(f.as_raw_fd(), &mut old) } {
+                Ok(_) => return Ok(OwnedFd::from(f)),
+                Err(e) => log::debug!("overlay: FUSE_DEV_IOC_CLONE failed ({e}), sharing the fd"),
+            }
+        }
+        Err(e) => log::debug!("overlay: cannot open /dev/fuse ({e}), sharing the fd"),
+    }
+    fd.try_clone()
+}
+
+fn set_blocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl F_GETFL/F_SETFL on a valid fd.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK != 0 {
+        // SAFETY: as above.
+        let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Starts serving `fuse_fd` (already mounted by init). Opens the layer fds
+/// first, then spawns `cfg.threads` threads, each on its own cloned channel,
+/// and returns at once. Makes the process non-dumpable and raises its soft
+/// RLIMIT_NOFILE to the hard limit (open files inside hold one fd each here).
+pub fn serve(fuse_fd: OwnedFd, cfg: OverlayConfig) -> Result<OverlayServer, OverlayError> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes plain integers.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(OverlayError::Dumpable(io::Error::last_os_error()));
+    }
+    raise_nofile();
+    let fs = Arc::new(OverlayFs::new(&cfg)?);
+    set_blocking(&fuse_fd).map_err(OverlayError::Channel)?;
+    let nthreads = cfg.threads.max(1);
+    let mut fds = Vec::with_capacity(nthreads);
+    for _ in 1..nthreads {
+        fds.push(clone_channel(&fuse_fd).map_err(OverlayError::Channel)?);
+    }
+    fds.insert(0, fuse_fd);
+
+    let server = Arc::new(Server::new(fs.clone()));
+    let mut threads = Vec::with_capacity(nthreads);
+    for (i, fd) in fds.into_iter().enumerate() {
+        let server = server.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("sbox-fuse-{i}"))
+            .spawn(move || serve_channel(&server, fd))
+            .map_err(OverlayError::Spawn)?;
+        threads.push(t);
+    }
+    Ok(OverlayServer { threads, fs })
+}
+
+/// One serving thread: read a request, answer it, until the mount goes away.
+fn serve_channel(server: &Server<Arc<OverlayFs>>, fd: OwnedFd) -> Result<(), OverlayError> {
+    let mut rbuf = vec![0u8; BUF_SIZE];
+    let mut wbuf = vec![0u8; BUF_SIZE];
+    let raw = fd.as_raw_fd();
+    loop {
+        // SAFETY: rbuf is writable for its whole length.
+        let n = unsafe { libc::read(raw, rbuf.as_mut_ptr().cast(), rbuf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // Interrupted request, signal, or spurious wake-up.
+                Some(libc::ENOENT) | Some(libc::EINTR) | Some(libc::EAGAIN) => continue,
+                // The mount went away.
+                Some(libc::ENODEV) | Some(libc::EBADF) => return Ok(()),
+                _ => return Err(OverlayError::Read(e)),
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let reader = match Reader::<()>::from_fuse_buffer(FuseBuf::new(&mut rbuf[..n as usize])) {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("overlay: bad FUSE request buffer: {e}");
+                continue;
+            }
+        };
+        let writer = match FuseDevWriter::<()>::new(raw, &mut wbuf) {
+            Ok(w) => w,
+            Err(e) => {
+                log::warn!("overlay: cannot build FUSE reply writer: {e}");
+                continue;
+            }
+        };
+        if let Err(e) = server.handle_message(reader, writer.into(), None, None) {
+            // A reply to an interrupted request fails with ENOENT: harmless.
+            log::debug!("overlay: FUSE request failed: {e}");
+        }
+    }
+}
