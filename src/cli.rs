@@ -238,6 +238,7 @@ pub enum ProfileCommand {
 /// Parse the command line, run, and turn errors into a one-line message
 /// and an exit status.
 pub fn run() -> ExitCode {
+    crate::sandbox::mark_start();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

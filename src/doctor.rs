@@ -681,16 +681,44 @@ pub fn parse_subid_ranges(content: &str, user: &UserInfo) -> Vec<(u64, u64)> {
 /// Size needed to map the ids of common distribution packages.
 const FULL_SUBID_RANGE: u64 = 65536;
 
+/// The first range of 65536 ids above 100000 that no line of the
+/// subordinate id files hands out yet.
+pub fn free_subid_start(contents: &[&str]) -> u64 {
+    let mut taken: Vec<(u64, u64)> = contents
+        .iter()
+        .flat_map(|c| c.lines())
+        .filter_map(|l| {
+            let mut f = l.trim().split(':');
+            let _who = f.next()?;
+            let start = f.next()?.trim().parse::<u64>().ok()?;
+            let count = f.next()?.trim().parse::<u64>().ok()?;
+            Some((start, start + count))
+        })
+        .collect();
+    taken.sort_unstable();
+    let mut start = 100_000u64;
+    for (s, e) in taken {
+        if s < start + FULL_SUBID_RANGE && e > start {
+            start = e;
+        }
+    }
+    start
+}
+
 fn check_subids(name: &'static str, file: &str, user: &UserInfo) -> Check {
-    let fix = Some(format!(
-        "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {}",
-        user.name
-    ));
     let content = match fs::read_to_string(file) {
         Ok(c) => c,
         Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
         Err(e) => return check(name, Status::Warn, format!("cannot read {file}: {e}"), None),
     };
+    let uids = fs::read_to_string("/etc/subuid").unwrap_or_default();
+    let gids = fs::read_to_string("/etc/subgid").unwrap_or_default();
+    let start = free_subid_start(&[&uids, &gids]);
+    let fix = Some(format!(
+        "sudo usermod --add-subuids {start}-{end} --add-subgids {start}-{end} {}",
+        user.name,
+        end = start + FULL_SUBID_RANGE - 1
+    ));
     let ranges = parse_subid_ranges(&content, user);
     let Some(&(start, count)) = ranges.iter().max_by_key(|(_, count)| *count) else {
         return check(
@@ -1061,6 +1089,18 @@ fn check_container() -> Check {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn free_subid_range_skips_taken_ones() {
+        assert_eq!(super::free_subid_start(&[""]), 100_000);
+        assert_eq!(super::free_subid_start(&["a:100000:65536\n"]), 165_536);
+        assert_eq!(
+            super::free_subid_start(&["a:100000:65536\nb:165536:65536\n", "c:300000:10\n"]),
+            231_072
+        );
+        assert_eq!(super::free_subid_start(&["a:200000:65536\n"]), 100_000);
+    }
+
     use super::*;
 
     fn alice() -> UserInfo {

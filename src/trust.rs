@@ -76,7 +76,8 @@ pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Pat
     let in_project = |spec: &str| {
         let src = spec.split(':').next().unwrap_or(spec);
         let src = src.replace("$PWD", &project.to_string_lossy());
-        Path::new(&src).starts_with(project)
+        // Lexically clean, so "$PWD/../.." is not inside the project.
+        crate::policy::clean_absolute(&src, "trust").is_ok_and(|p| p.starts_with(project))
     };
     let (rf, ef) = (&reference.filesystem, &effective.filesystem);
     for b in &ef.bind {
@@ -232,6 +233,9 @@ mod tests {
         assert!(w.iter().any(|x| x.contains("ptrace")), "{w:?}");
         assert!(w.iter().any(|x| x.contains("SSH_AUTH_SOCK")), "{w:?}");
         assert!(!w.iter().any(|x| x.contains("/p/out")), "{w:?}");
+        let sneaky = parse("[filesystem]\nbind=[\"$PWD/../../home/u\"]");
+        let w = widenings(&r, &sneaky, Path::new("/p"));
+        assert!(w.iter().any(|x| x.contains("../../home/u")), "{w:?}");
     }
 
     #[test]

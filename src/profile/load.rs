@@ -172,6 +172,16 @@ fn load_rec(
     sources: &mut Vec<Origin>,
     prov: &mut Provenance,
 ) -> Result<ProfileFile> {
+    // A file named two ways ("a.toml", "./a.toml") is one profile.
+    let canonical;
+    let name = if is_path(name) {
+        canonical = std::fs::canonicalize(name)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| name.to_string());
+        canonical.as_str()
+    } else {
+        name
+    };
     if stack.iter().any(|n| n == name) {
         stack.push(name.to_string());
         return Err(Error::Profile {

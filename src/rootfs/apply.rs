@@ -101,7 +101,7 @@ pub fn apply(
 
 fn log(verbose: bool, msg: impl FnOnce() -> String) {
     if verbose {
-        eprintln!("sbox: [init] {}", msg());
+        crate::sandbox::say("init", &msg());
     }
 }
 

@@ -44,7 +44,7 @@ pub fn main(args: InitArgs) -> i32 {
 
 fn log(policy: &Policy, msg: impl FnOnce() -> String) {
     if policy.verbose {
-        eprintln!("sbox: [init] {}", msg());
+        super::say("init", &msg());
     }
 }
 

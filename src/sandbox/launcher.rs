@@ -35,7 +35,7 @@ pub const FORWARDED: &[Signal] = &[
 
 fn log(policy: &Policy, msg: impl FnOnce() -> String) {
     if policy.verbose {
-        eprintln!("sbox: [launcher] {}", msg());
+        super::say("launcher", &msg());
     }
 }
 
@@ -254,6 +254,7 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
         // init failed before starting the command; it said why.
         _ => (waitpid(child, None).ctx(|| "waitpid".into())?, false),
     };
+    log(policy, || format!("sandbox ended: {status:?}"));
     drop(cgroup);
     if let Some(s) = fuse_server {
         // The mount went away with the sandbox: the server ends.
@@ -263,10 +264,12 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     }
     drop(named);
     drop(restore);
+    log(policy, || "FUSE server done".into());
     if ids.helpers {
         let _ = state::remove_tree_mapped(&state_dir.dir, &ids);
     }
     drop(state_dir);
+    log(policy, || "state removed".into());
     if let Some(t) = timed_out.then_some(policy.limits.timeout).flatten() {
         eprintln!(
             "sbox: error: the sandbox ran out of time ({}s, --timeout) and was stopped",

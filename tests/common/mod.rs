@@ -62,6 +62,17 @@ pub fn sbox_bin() -> &'static Path {
     static B: OnceLock<PathBuf> = OnceLock::new();
     B.get_or_init(|| {
         let src = PathBuf::from(env!("CARGO_BIN_EXE_sbox"));
+        // Copies left by earlier test processes that are gone.
+        if let Ok(rd) = std::fs::read_dir("/tmp") {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("sbox-it-bin-") {
+                    if !Path::new(&format!("/proc/{pid}")).exists() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
         let dir = PathBuf::from(format!("/tmp/sbox-it-bin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("bin dir");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");

@@ -222,9 +222,21 @@ impl OverlayFs {
                         libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
                         0o600,
                     )?;
-                    if with_data {
-                        let src = self.layers.open(Layer::Lower, rel, libc::O_RDONLY)?;
-                        copy_data(src.as_fd(), dst.as_fd(), lst.st_size)?;
+                    if with_data && lst.st_size > 0 {
+                        match self.layers.open(Layer::Lower, rel, libc::O_RDONLY) {
+                            Ok(src) => copy_data(src.as_fd(), dst.as_fd(), lst.st_size)?,
+                            // A host file the caller cannot read (/etc/shadow,
+                            // root's 0600 lock files): its content was never
+                            // visible inside, so the sandbox's copy starts
+                            // empty instead of failing every write to it.
+                            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                                log::debug!(
+                                    "overlay copy-up: {} is unreadable, copied up empty",
+                                    String::from_utf8_lossy(rel)
+                                );
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                     copy_xattrs(lfd.as_fd(), dst.as_fd())?;
                     self.finish_meta(dst.as_fd(), kind, &ovr, origin)?;

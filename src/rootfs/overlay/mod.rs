@@ -26,6 +26,9 @@
 //!   xattrs on them): chown on them is accepted and not kept;
 //! - a file opened read-only before it is copied up keeps reading the lower
 //!   copy;
+//! - the server reads the host as the caller: a host file the caller cannot
+//!   read (`/etc/shadow`) cannot be read inside either, and when it is
+//!   written inside its copy starts empty (so `useradd` works);
 //! - POSIX/flock locks are left to the kernel (local to the mount);
 //! - O_TMPFILE is not supported (EOPNOTSUPP from the kernel).
 
