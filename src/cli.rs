@@ -48,6 +48,39 @@ pub enum Command {
     Rm(RmArgs),
     /// Print the output of a detached sandbox
     Logs(NameArg),
+    /// What a stored sandbox changed outside its bound directories (A added, C changed, D deleted)
+    Diff(DiffArgs),
+    /// Throw away what a stored sandbox changed
+    Reset(OptNameArg),
+    /// Copy selected changes of a stopped sandbox onto the host, after printing them
+    Commit(CommitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+    /// The sandbox (default: the current project's)
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct OptNameArg {
+    /// The sandbox (default: the current project's)
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Only print what would be copied
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The sandbox
+    pub name: String,
+    /// Paths (as inside the sandbox) whose changes to copy
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +292,9 @@ pub fn run() -> ExitCode {
         Command::Start(a) => crate::cmd::lifecycle::start(&a.name),
         Command::Rm(a) => crate::cmd::lifecycle::rm(&a.name, a.force),
         Command::Logs(a) => crate::cmd::lifecycle::logs(&a.name),
+        Command::Diff(a) => crate::cmd::changes::diff(a.name, a.json),
+        Command::Reset(a) => crate::cmd::changes::reset(a.name),
+        Command::Commit(a) => crate::cmd::changes::commit(a.name, a.paths, a.dry_run),
     };
     match result {
         Ok(code) => ExitCode::from(code),

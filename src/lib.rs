@@ -4,6 +4,7 @@
 //! sandbox and relays; **init** (PID 1 inside) assembles the root and
 //! supervises; the **payload** is the user's command.
 
+pub mod changes;
 pub mod cli;
 pub mod cmd;
 pub mod confine;

@@ -154,6 +154,8 @@ pub struct Policy {
     pub env: BTreeMap<String, String>,
     pub map_user: bool,
     pub verbose: bool,
+    /// `sbox shell` keeps one sandbox per project (filesystem.persist).
+    pub persist_project: bool,
     /// Landlock, seccomp and rlimits, checked against this kernel.
     #[serde(skip)]
     pub confinement: crate::confine::plan::Confinement,
@@ -554,6 +556,15 @@ pub fn build(
         env,
         map_user: ov.map_user,
         verbose: ov.verbose,
+        persist_project: match fs.persist.as_deref() {
+            None | Some("none") => false,
+            Some("project") => true,
+            Some(other) => {
+                return Err(Error::Usage(format!(
+                    "filesystem.persist: {other:?} (expected \"project\" or \"none\")"
+                )))
+            }
+        },
         confinement,
         limits,
         limit_plan,

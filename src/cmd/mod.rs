@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod changes;
 pub mod doctor;
 pub mod exec;
 pub mod lifecycle;

@@ -108,6 +108,18 @@ pub fn run(
     let Some(name) = name else {
         return crate::sandbox::launcher::run(&policy, Default::default());
     };
+    run_named(&policy, opts, argv, &name, detach)
+}
+
+/// Run a sandbox under `name`: its upper layer is kept and reused.
+fn run_named(
+    policy: &Policy,
+    opts: SandboxOpts,
+    argv: Vec<String>,
+    name: &str,
+    detach: bool,
+) -> Result<u8> {
+    let name = name.to_string();
     crate::names::validate_name(&name)?;
     let paths = crate::names::Paths::new(
         &crate::state::runtime_base(policy.caller.uid)?,
@@ -127,10 +139,10 @@ pub fn run(
         },
     )?;
     if detach {
-        return detach_run(&policy, running, &name);
+        return detach_run(policy, running, &name);
     }
     crate::sandbox::launcher::run(
-        &policy,
+        policy,
         crate::sandbox::launcher::Extras {
             named: Some(running),
             ..Default::default()
@@ -227,9 +239,34 @@ fn detached_child(
     .map_err(|e| (e, ready))
 }
 
-/// `sbox shell [OPTIONS]`
+/// `sbox shell [OPTIONS]`. With a profile that persists per project, the
+/// project's sandbox keeps its changes between shells, and a second shell
+/// in the same project joins the running one.
 pub fn shell(opts: SandboxOpts) -> Result<u8> {
     let mut policy = make_policy(&opts, Vec::new(), true)?;
     policy.argv.push("-l".into());
-    crate::sandbox::launcher::run(&policy, Default::default())
+    if !policy.persist_project {
+        return crate::sandbox::launcher::run(&policy, Default::default());
+    }
+    let name = crate::cmd::changes::project_sandbox_name(&policy.project);
+    let paths = crate::names::Paths::new(
+        &crate::state::runtime_base(policy.caller.uid)?,
+        &data_dir(&policy.caller),
+        &name,
+    );
+    if crate::names::running(&paths).is_some() {
+        if policy.verbose {
+            crate::sandbox::say("launcher", &format!("joining the running sandbox {name}"));
+        }
+        return crate::cmd::exec::run(crate::cli::ExecArgs {
+            interactive: true,
+            tty: true,
+            env: Vec::new(),
+            workdir: Some(policy.chdir.to_string_lossy().into_owned()),
+            name,
+            command: policy.argv.clone(),
+        });
+    }
+    let argv = policy.argv.clone();
+    run_named(&policy, opts, argv, &name, false)
 }

@@ -51,6 +51,9 @@ pub struct FilesystemSection {
     /// Paths that do not exist (or are empty) inside: secrets.
     #[serde(default)]
     pub hidden: Vec<String>,
+    /// "project": `sbox shell` keeps the sandbox's changes outside the
+    /// project between shells (one sandbox per project); "none" (default).
+    pub persist: Option<String>,
     /// A directory under the project bound read-write even when the
     /// project is read-only; created on the host if missing.
     pub output: Option<String>,
@@ -234,6 +237,7 @@ impl ProfileFile {
         m.scalar("filesystem.overlay", &mut f.overlay, l.overlay);
         m.scalar("filesystem.project", &mut f.project, l.project);
         m.scalar("filesystem.output", &mut f.output, l.output);
+        m.scalar("filesystem.persist", &mut f.persist, l.persist);
         m.list("filesystem.bind", &mut f.bind, l.bind);
         m.list("filesystem.ro_bind", &mut f.ro_bind, l.ro_bind);
         m.list("filesystem.tmpfs", &mut f.tmpfs, l.tmpfs);

@@ -415,6 +415,7 @@ mod tests {
             env: Default::default(),
             map_user: false,
             verbose: false,
+            persist_project: false,
             confinement: Default::default(),
             limits: Default::default(),
             limit_plan: Default::default(),
