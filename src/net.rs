@@ -161,16 +161,23 @@ pub struct UserNetFiles {
     pub dns_forward: bool,
 }
 
-/// Pure: the files for a --net user sandbox.
+/// Pure: the files for a --net user sandbox. With slirp4netns the
+/// resolver and the host are at its fixed addresses.
 pub fn build_user_net_files(
     host_hosts: &str,
     nameservers: &[IpAddr],
     gateway: Option<Ipv4Addr>,
     hostname: &str,
     allow_host_loopback: bool,
+    slirp: bool,
 ) -> UserNetFiles {
     let loopback_dns = nameservers.is_empty() || nameservers.iter().any(|a| a.is_loopback());
-    let resolv_conf = loopback_dns.then(|| format!("nameserver {DNS_FORWARD}\n"));
+    let resolv_conf = if slirp {
+        Some(format!("nameserver {SLIRP_DNS}\n"))
+    } else {
+        loopback_dns.then(|| format!("nameserver {DNS_FORWARD}\n"))
+    };
+    let gateway = if slirp { Some(SLIRP_GATEWAY) } else { gateway };
     let mut hosts = String::new();
     for l in host_hosts.lines() {
         if !l.contains(HOST_ALIAS) {
@@ -245,6 +252,75 @@ pub fn build_pasta_args(
     a
 }
 
+/// The user-mode network stacks sbox can drive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stack {
+    Pasta(PathBuf),
+    Slirp4netns(PathBuf),
+}
+
+/// Environment variable that picks the stack ("pasta" or "slirp4netns");
+/// meant for tests of the fallback.
+pub const STACK_ENV: &str = "SBOX_NET_STACK";
+
+/// pasta when installed, else slirp4netns.
+pub fn choose_stack() -> Result<Stack> {
+    let want = std::env::var(STACK_ENV).ok();
+    let pasta = || find_program("pasta").map(Stack::Pasta);
+    let slirp = || find_program("slirp4netns").map(Stack::Slirp4netns);
+    let found = match want.as_deref() {
+        Some("pasta") => pasta(),
+        Some("slirp4netns") => slirp(),
+        _ => pasta().or_else(slirp),
+    };
+    found.ok_or_else(|| {
+        Error::Host(
+            "--net user needs pasta (package passt) or slirp4netns: apt install passt".into(),
+        )
+    })
+}
+
+/// slirp4netns's fixed addresses (its default 10.0.2.0/24 network).
+pub const SLIRP_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+pub const SLIRP_DNS: &str = "10.0.2.3";
+
+/// slirp4netns's command line for the sandbox whose init is `pid`.
+pub fn build_slirp_args(
+    pid: i32,
+    allow_host_loopback: bool,
+    ready_fd: i32,
+    api: &Path,
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "--configure".into(),
+        "--mtu=65520".into(),
+        format!("--ready-fd={ready_fd}"),
+        format!("--api-socket={}", api.display()),
+        "--enable-sandbox".into(),
+        "--enable-seccomp".into(),
+    ];
+    if !allow_host_loopback {
+        a.push("--disable-host-loopback".into());
+    }
+    a.push(pid.to_string());
+    a.push("tap0".into());
+    a
+}
+
+/// The API request that publishes one port through slirp4netns.
+pub fn slirp_hostfwd_request(p: &Publish) -> String {
+    serde_json::json!({
+        "execute": "add_hostfwd",
+        "arguments": {
+            "proto": p.proto.to_string(),
+            "host_addr": p.host_ip.to_string(),
+            "host_port": p.host_port,
+            "guest_port": p.sandbox_port,
+        }
+    })
+    .to_string()
+}
+
 /// The running user-mode network stack; stopped when dropped.
 #[derive(Debug)]
 pub struct NetHelper {
@@ -288,11 +364,78 @@ impl NetHelper {
     }
 }
 
+impl NetHelper {
+    /// Start slirp4netns, wait for it to configure the namespace, then
+    /// publish the ports through its API socket.
+    pub fn start_slirp(
+        program: &Path,
+        pid: i32,
+        allow_host_loopback: bool,
+        publish: &[Publish],
+        api: &Path,
+    ) -> Result<Self> {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        // The write end is inherited by slirp4netns (not close-on-exec).
+        let (r, w) = nix::unistd::pipe().map_err(|e| Error::sys("pipe", e))?;
+        let _ = nix::fcntl::fcntl(
+            r.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+        let args = build_slirp_args(pid, allow_host_loopback, w.as_raw_fd(), api);
+        let child = Command::new(program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io(format!("starting {}", program.display()), e))?;
+        drop(w);
+        let mut helper = NetHelper { child };
+        let mut ready = [0u8; 1];
+        let mut rf = std::fs::File::from(r);
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&rf),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16));
+        if !matches!(rf.read(&mut ready), Ok(1)) {
+            let mut err = String::new();
+            let _ = helper.child.kill();
+            if let Some(mut s) = helper.child.stderr.take() {
+                let _ = s.read_to_string(&mut err);
+            }
+            return Err(Error::Host(format!(
+                "slirp4netns did not come up: {}",
+                err.trim().replace('\n', "; ")
+            )));
+        }
+        for p in publish {
+            let mut s = std::os::unix::net::UnixStream::connect(api)
+                .map_err(|e| Error::io("connecting to the slirp4netns API", e))?;
+            s.write_all(slirp_hostfwd_request(p).as_bytes())
+                .map_err(|e| Error::io("publishing a port", e))?;
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            if answer.contains("\"error\"") || answer.is_empty() {
+                return Err(Error::Host(format!(
+                    "--publish {}:{}: slirp4netns refused: {}",
+                    p.host_port,
+                    p.sandbox_port,
+                    answer.trim()
+                )));
+            }
+        }
+        Ok(helper)
+    }
+}
+
 impl Drop for NetHelper {
     fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_millis(300);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -360,6 +503,7 @@ mod tests {
             Some(Ipv4Addr::new(192, 0, 2, 1)),
             "sbox",
             true,
+            false,
         );
         assert_eq!(f.resolv_conf.as_deref(), Some("nameserver 169.254.1.1\n"));
         assert!(f.dns_forward);
@@ -370,6 +514,20 @@ mod tests {
             Some(Ipv4Addr::new(192, 0, 2, 1)),
             "sbox",
             false,
+            false,
+        );
+        let s = build_user_net_files("", &[], None, "sbox", true, true);
+        assert_eq!(s.resolv_conf.as_deref(), Some("nameserver 10.0.2.3\n"));
+        assert!(s.hosts.contains("10.0.2.2\thost.sbox.internal"));
+        let a = build_slirp_args(7, false, 5, Path::new("/s/api")).join(" ");
+        assert!(
+            a.contains("--disable-host-loopback") && a.ends_with("7 tap0"),
+            "{a}"
+        );
+        let r = slirp_hostfwd_request(&parse_publish("18080:8080").expect("p"));
+        assert!(
+            r.contains("\"host_port\":18080") && r.contains("\"guest_port\":8080"),
+            "{r}"
         );
         assert_eq!(f.resolv_conf, None);
         assert!(!f.hosts.contains(HOST_ALIAS));

@@ -126,8 +126,10 @@ impl Peer {
             nix::unistd::getuid().is_root(),
             "this test makes a peer network namespace and needs root (CI runs as root)"
         );
-        let id = std::process::id() % 200 + 20;
-        let ns = format!("sbox-peer-{}", std::process::id());
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = (std::process::id() * 7 + n) % 200 + 20;
+        let ns = format!("sbox-peer-{}-{n}", std::process::id());
         let (host_if, peer_if) = (format!("vsb{id}"), format!("vsbp{id}"));
         let (host_ip, peer_ip) = (format!("198.18.{id}.1/30"), format!("198.18.{id}.2"));
         let ip = |args: &[&str]| {
@@ -333,4 +335,92 @@ fn landlock_ports_apply_with_user_networking() {
         l.next().is_some_and(|x| x.contains("Permission denied")),
         "{o}"
     );
+}
+
+#[test]
+fn slirp4netns_is_the_fallback_stack() {
+    let peer = Peer::new();
+    let (port, _h) = serve_host_loopback();
+    let p = Project::new("slirp");
+    let with_slirp = |args: &[&str]| {
+        let mut c = sbox(&p.dir, args);
+        c.env("SBOX_NET_STACK", "slirp4netns");
+        output(c)
+    };
+    let fetch = format!(
+        "import urllib.request\ntry:\n    r = urllib.request.urlopen('http://{}/', timeout=5)\n    print('status', r.status)\nexcept Exception as e:\n    print('failed', e)\n",
+        peer.addr
+    );
+    let o = ok(with_slirp(&[
+        "run", "--net", "user", "--", "python3", "-c", &fetch,
+    ]));
+    assert_eq!(o.trim(), "status 200", "{o}");
+    let links = ok(with_slirp(&[
+        "run",
+        "--net",
+        "user",
+        "--",
+        "ls",
+        "/sys/class/net",
+    ]));
+    assert!(links.contains("tap0"), "not slirp4netns: {links}");
+    let o = ok(with_slirp(&[
+        "run",
+        "--net",
+        "user",
+        "--",
+        "python3",
+        "-c",
+        &py_connect("10.0.2.2", port),
+    ]));
+    assert!(
+        o.starts_with("failed"),
+        "host loopback reachable by default: {o}"
+    );
+    let o = ok(with_slirp(&[
+        "run",
+        "--net",
+        "user",
+        "--allow-host-loopback",
+        "--",
+        "python3",
+        "-c",
+        &py_connect("host.sbox.internal", port),
+    ]));
+    assert_eq!(o.trim(), "connected host-service", "{o}");
+    // A published port.
+    let free = TcpListener::bind("127.0.0.1:0").expect("port");
+    let host_port = free.local_addr().expect("addr").port();
+    drop(free);
+    p.write("index.html", "hello over slirp\n");
+    let spec = format!("{host_port}:8080");
+    let mut c = sbox(
+        &p.dir,
+        &[
+            "run",
+            "--net",
+            "user",
+            "-p",
+            &spec,
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+        ],
+    );
+    c.env("SBOX_NET_STACK", "slirp4netns");
+    let mut child = spawn(c);
+    let addr = format!("127.0.0.1:{host_port}");
+    let got = wait_for(20, || {
+        http_get(&addr).is_some_and(|r| r.contains("hello over slirp"))
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let _ = child.wait();
+    assert!(got, "the published port did not answer");
+    TcpListener::bind(&addr).expect("the published port is still bound");
 }

@@ -195,7 +195,7 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     }
     // The user-mode stack configures the namespace before init goes on.
     let _net_helper = match &user_net {
-        Some(u) => match NetHelper::start(&u.program, &u.args_for(policy, child), &u.pid_file) {
+        Some(u) => match u.start(policy, child) {
             Ok(h) => Some(h),
             Err(e) => {
                 let _ = kill(child, Signal::SIGKILL);
@@ -282,36 +282,45 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
 
 /// What the launcher prepared for a --net user sandbox.
 struct UserNet {
-    program: std::path::PathBuf,
-    pid_file: std::path::PathBuf,
+    stack: crate::net::Stack,
+    dir: std::path::PathBuf,
     dns_forward: bool,
 }
 
 impl UserNet {
-    fn args_for(&self, policy: &Policy, pid: Pid) -> Vec<String> {
-        crate::net::build_pasta_args(
-            pid.as_raw(),
-            &policy.publish,
-            policy.allow_host_loopback,
-            self.dns_forward,
-            &self.pid_file,
-        )
+    /// Start the stack for the sandbox whose init is `pid`.
+    fn start(&self, policy: &Policy, pid: Pid) -> Result<NetHelper> {
+        match &self.stack {
+            crate::net::Stack::Pasta(program) => {
+                let pid_file = self.dir.join("pasta.pid");
+                let args = crate::net::build_pasta_args(
+                    pid.as_raw(),
+                    &policy.publish,
+                    policy.allow_host_loopback,
+                    self.dns_forward,
+                    &pid_file,
+                );
+                NetHelper::start(program, &args, &pid_file)
+            }
+            crate::net::Stack::Slirp4netns(program) => NetHelper::start_slirp(
+                program,
+                pid.as_raw(),
+                policy.allow_host_loopback,
+                &policy.publish,
+                &self.dir.join("slirp.sock"),
+            ),
+        }
     }
 }
 
-/// Find pasta, check the published ports, write the sandbox's resolv.conf
-/// and hosts, and add their binds to the plan.
+/// Pick the stack, check the published ports, write the sandbox's
+/// resolv.conf and hosts, and add their binds to the plan.
 fn prepare_user_net(
     policy: &Policy,
     dir: &std::path::Path,
     steps: &mut Vec<Step>,
 ) -> Result<UserNet> {
-    let program = crate::net::find_program("pasta").ok_or_else(|| {
-        Error::Host(
-            "--net user needs pasta: install the package passt (Debian/Ubuntu: apt install passt)"
-                .into(),
-        )
-    })?;
+    let stack = crate::net::choose_stack()?;
     for p in &policy.publish {
         crate::net::check_free(p)?;
     }
@@ -321,6 +330,7 @@ fn prepare_user_net(
         crate::net::default_gateway(),
         &policy.hostname,
         policy.allow_host_loopback,
+        matches!(stack, crate::net::Stack::Slirp4netns(_)),
     );
     let write = |name: &str, text: &str| -> Result<std::path::PathBuf> {
         let p = dir.join(name);
@@ -344,8 +354,8 @@ fn prepare_user_net(
         });
     }
     Ok(UserNet {
-        program,
-        pid_file: dir.join("pasta.pid"),
+        stack,
+        dir: dir.to_path_buf(),
         dns_forward: files.dns_forward,
     })
 }

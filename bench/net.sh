@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Network benchmark of sbox: TCP throughput from a server inside a
+# --net user sandbox to the host through a published port (-p), against the
+# same transfer over the host's loopback. Startup costs of --net none and
+# --net user are in bench/launch.sh.
+#
+#   bench/net.sh            (as root it re-runs itself as $SBOX_BENCH_USER)
+#
+# Environment: SBOX=PATH (default: the release build), SIZE_MB (default 1024),
+# SBOX_BENCH_USER (default sboxtest). Traffic stays on 127.0.0.1.
+set -euo pipefail
+PROG=bench/net.sh
+die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
+SIZE_MB=${SIZE_MB:-1024}
+[[ $SIZE_MB =~ ^[0-9]+$ ]] || die "SIZE_MB: not a number"
+for tool in python3 curl; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool not found: sudo apt-get install $tool"
+done
+if [ -z "${SBOX:-}" ]; then
+  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  SBOX=${CARGO_TARGET_DIR:-$repo/target}/release/sbox
+  [ -x "$SBOX" ] || (cd "$repo" && cargo build --release --locked) || die "cargo build --release failed"
+fi
+if [ "$(id -u)" -eq 0 ]; then
+  [ -z "${SBOX_BENCH_REEXEC:-}" ] || die "still root after switching users"
+  user=${SBOX_BENCH_USER:-sboxtest}
+  id "$user" >/dev/null 2>&1 || die "user $user does not exist (see bench/launch.sh)"
+  stage=$(mktemp -d /tmp/sbox-netbench-stage.XXXXXX)
+  trap 'rm -rf -- "$stage"' EXIT
+  chmod 0755 "$stage"
+  install -m 0755 "$SBOX" "$stage/sbox"
+  install -m 0755 "${BASH_SOURCE[0]}" "$stage/net.sh"
+  setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups -- \
+    env -i HOME="$(getent passwd "$user" | cut -d: -f6)" USER="$user" \
+    PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 SBOX="$stage/sbox" \
+    SIZE_MB="$SIZE_MB" SBOX_BENCH_REEXEC=1 bash "$stage/net.sh"
+  exit $?
+fi
+
+work=$(mktemp -d /tmp/sbox-netbench.XXXXXX)
+cleanup() {
+  [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null
+  [ -n "${box:-}" ] && kill "$box" 2>/dev/null
+  wait 2>/dev/null
+  rm -rf -- "$work"
+}
+trap cleanup EXIT
+cd "$work"
+head -c "$((SIZE_MB << 20))" /dev/zero >blob
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+fetch() { # URL → MB/s
+  local t0 t1
+  t0=$(date +%s.%N)
+  curl -s -o /dev/null --max-time 600 "$1" || die "download of $1 failed"
+  t1=$(date +%s.%N)
+  python3 -c "print(f'{$SIZE_MB/($t1-$t0):.0f}')"
+}
+wait_port() { for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.05; done; die "nothing answers on port $1"; }
+
+p1=$(free_port)
+python3 -m http.server "$p1" --bind 127.0.0.1 >/dev/null 2>&1 &
+srv=$!
+wait_port "$p1"
+host=$(fetch "http://127.0.0.1:$p1/blob")
+kill "$srv"; wait "$srv" 2>/dev/null || true; srv=
+
+p2=$(free_port)
+"$SBOX" run --net user -p "$p2:8000" -- python3 -m http.server 8000 --bind 127.0.0.1 >/dev/null 2>&1 &
+box=$!
+wait_port "$p2"
+sandbox=$(fetch "http://127.0.0.1:$p2/blob")
+kill "$box"; wait "$box" 2>/dev/null || true; box=
+
+printf '\n%-44s %8s\n' "transfer of ${SIZE_MB} MiB over HTTP" "MB/s"
+printf '%-44s %8s\n' "host loopback (python http.server)" "$host"
+printf '%-44s %8s\n' "--net user, published port (pasta)" "$sandbox"
+python3 -c "print(f'ratio sandbox / host loopback: {$sandbox/$host:.2f}')"
