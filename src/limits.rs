@@ -41,11 +41,17 @@ pub fn parse_size(s: &str) -> Result<u64> {
         .parse()
         .map_err(|_| Error::Usage(format!("--memory {s:?}: not a size (e.g. 512M, 2G)")))?;
     let bytes = n * mult as f64;
-    if !(bytes >= 4096.0 && bytes < u64::MAX as f64) {
+    if bytes.is_nan() || bytes < 4096.0 {
         return Err(Error::Usage(format!("--memory {s:?}: must be at least 4k")));
+    }
+    if bytes >= (1u64 << 60) as f64 {
+        return Err(Error::Usage(format!("--memory {s:?}: too large")));
     }
     Ok(bytes as u64)
 }
+
+/// Longest `--timeout` accepted (a deadline must fit in an `Instant`).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 86400);
 
 /// `90`, `90s`, `500ms`, `5m`, `2h`, `1h30m`.
 pub fn parse_duration(s: &str) -> Result<Duration> {
@@ -77,7 +83,16 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
             _ => return Err(bad()),
         };
         rest = &rest[uend..];
-        total += Duration::from_secs_f64(secs);
+        total = Duration::try_from_secs_f64(secs)
+            .ok()
+            .and_then(|d| total.checked_add(d))
+            .filter(|t| *t <= MAX_TIMEOUT)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--timeout {s:?}: too long (at most {} days)",
+                    MAX_TIMEOUT.as_secs() / 86400
+                ))
+            })?;
     }
     if total.is_zero() {
         return Err(bad());
@@ -270,9 +285,11 @@ mod tests {
         assert_eq!(parse_size("1.5g").expect("s"), 3 << 29);
         assert_eq!(parse_size("512KiB").expect("s"), 512 << 10);
         assert_eq!(parse_size("8192").expect("s"), 8192);
-        for bad in ["", "x", "12Q", "-5M", "1"] {
+        for bad in ["", "x", "12Q", "-5M", "1", "NaN", "inf", "99999999999T"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+        let huge = parse_size("99999999999T").expect_err("huge").to_string();
+        assert!(huge.contains("too large"), "{huge}");
     }
 
     #[test]
@@ -287,9 +304,23 @@ mod tests {
             parse_duration("500ms").expect("d"),
             Duration::from_millis(500)
         );
-        for bad in ["", "0", "s", "5x", "-1s"] {
+        for bad in [
+            "",
+            "0",
+            "s",
+            "5x",
+            "-1s",
+            "99999999999999999999999d",
+            &"9".repeat(400),
+            "101y",
+            "36600000d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_duration("36500d").expect("d"),
+            Duration::from_secs(36500 * 86400)
+        );
     }
 
     #[test]

@@ -131,24 +131,49 @@ pub struct Running {
 
 impl Running {
     /// Take the name: fails when a sandbox of that name is running.
+    ///
+    /// `running()` in another sbox process (ps, exec, …) briefly holds a
+    /// shared lock on a stale lock file and then removes the runtime
+    /// directory: neither that probe nor a lock file removed under us means
+    /// the name is taken, so both are retried.
     pub fn acquire(paths: Paths) -> Result<Self> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&paths.runtime)
-            .ctx(|| format!("creating {}", paths.runtime.display()))?;
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(paths.lock())
-            .ctx(|| format!("opening {}", paths.lock().display()))?;
-        let lock = Flock::lock(f, FlockArg::LockExclusiveNonblock)
-            .map_err(|_| Error::Usage(format!("sandbox {:?} is already running", paths.name)))?;
-        // Whatever a crashed predecessor left is ours to replace.
-        let _ = std::fs::remove_file(paths.info());
-        let _ = std::fs::remove_file(paths.control());
-        Ok(Running { _lock: lock, paths })
+        let taken = || Error::Usage(format!("sandbox {:?} is already running", paths.name));
+        for _ in 0..200 {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&paths.runtime)
+                .ctx(|| format!("creating {}", paths.runtime.display()))?;
+            let f = match std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(paths.lock())
+            {
+                Ok(f) => f,
+                // The directory went away (a stale-state cleanup): again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("opening {}", paths.lock().display()), e)),
+            };
+            match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) if still_linked(&lock, &paths.lock()) => {
+                    // Whatever a crashed predecessor left is ours to replace.
+                    let _ = std::fs::remove_file(paths.info());
+                    let _ = std::fs::remove_file(paths.control());
+                    return Ok(Running { _lock: lock, paths });
+                }
+                // Removed between our open and our lock: again.
+                Ok(_unlinked) => {}
+                Err((f, _)) => match Flock::lock(f, FlockArg::LockSharedNonblock) {
+                    // An exclusive holder: a running sandbox.
+                    Err(_) => return Err(taken()),
+                    // Only a probe of `running()`: let it finish.
+                    Ok(_probe) => {}
+                },
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Err(taken())
     }
 
     pub fn write_info(&self, info: &Info) -> Result<()> {
@@ -160,6 +185,15 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(self.paths.info());
         let _ = std::fs::remove_file(self.paths.control());
+    }
+}
+
+/// Is the locked file still the one at `path` (not removed meanwhile)?
+fn still_linked(f: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
@@ -242,6 +276,32 @@ mod tests {
         for _ in 0..20 {
             assert!(validate_name(&generate_name()).is_ok());
         }
+    }
+
+    #[test]
+    fn a_probe_of_stale_state_does_not_make_the_name_look_taken() {
+        let base = std::env::temp_dir().join(format!("sbox-names-probe-{}", std::process::id()));
+        let paths = Paths::new(&base, &base.join("data"), "t2");
+        // A crashed predecessor left its lock file; another sbox's
+        // `running()` is probing it right now and is about to remove it.
+        drop(Running::acquire(paths.clone()).expect("first"));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(paths.lock())
+            .expect("open");
+        let probe = Flock::lock(f, FlockArg::LockSharedNonblock).expect("probe");
+        let runtime = paths.runtime.clone();
+        let cleaner = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let _ = std::fs::remove_dir_all(&runtime);
+            drop(probe);
+        });
+        let r = Running::acquire(paths.clone()).expect("taken although only probed");
+        cleaner.join().expect("join");
+        assert!(paths.lock().exists(), "holding a removed lock file");
+        assert!(Running::acquire(paths.clone()).is_err(), "two holders");
+        drop(r);
+        std::fs::remove_dir_all(&base).ok();
     }
 
     #[test]

@@ -128,6 +128,17 @@ fn chmod_dirs_writable(p: &Path) {
     }
 }
 
+/// Whether a process runs (a zombie waiting to be reaped does not).
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 /// Remove state directories of sandboxes whose launcher is gone.
 pub fn clean_stale(base: &Path) {
     let Ok(rd) = std::fs::read_dir(base) else {
@@ -141,9 +152,7 @@ pub fn clean_stale(base: &Path) {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
             continue;
         };
-        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-            || Path::new(&format!("/proc/{pid}")).exists();
-        if !alive {
+        if !process_alive(pid) {
             let _ = remove_tree(&e.path());
         }
     }

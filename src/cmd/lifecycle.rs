@@ -168,19 +168,48 @@ fn wait_stopped(paths: &Paths, within: Duration) -> bool {
     }
 }
 
+/// A process's start time (field 22 of /proc/PID/stat) and whether it is
+/// still running (not a zombie); None once it is gone.
+fn proc_state(pid: i32) -> Option<(u64, bool)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let alive = !matches!(fields.first(), Some(&"Z") | Some(&"X"));
+    Some((fields.get(19)?.parse().ok()?, alive))
+}
+
+/// Wait until the process that had `start` as its start time has exited:
+/// the lock is released a moment before the launcher is done removing its
+/// state, and `stop` promises that nothing of the sandbox is left.
+fn wait_exited(pid: i32, start: Option<u64>, within: Duration) {
+    let Some(start) = start else { return };
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        match proc_state(pid) {
+            Some((s, true)) if s == start => std::thread::sleep(Duration::from_millis(10)),
+            _ => return,
+        }
+    }
+}
+
 /// Stop a running sandbox: SIGTERM through its launcher, SIGKILL to its
-/// init (the whole pid namespace) after `grace`.
+/// init (the whole pid namespace) after `grace`; return once the launcher
+/// has exited.
 fn stop_running(paths: &Paths, info: &Info, grace: Duration) -> Result<()> {
+    let launcher = proc_state(info.pid).map(|(s, _)| s);
     let _ = kill(Pid::from_raw(info.pid), Signal::SIGTERM);
     if wait_stopped(paths, grace) {
+        wait_exited(info.pid, launcher, Duration::from_secs(5));
         return Ok(());
     }
     let _ = kill(Pid::from_raw(info.init_pid), Signal::SIGKILL);
     if wait_stopped(paths, Duration::from_secs(5)) {
+        wait_exited(info.pid, launcher, Duration::from_secs(5));
         return Ok(());
     }
     let _ = kill(Pid::from_raw(info.pid), Signal::SIGKILL);
     if wait_stopped(paths, Duration::from_secs(5)) {
+        wait_exited(info.pid, launcher, Duration::from_secs(5));
         return Ok(());
     }
     Err(Error::Host(format!(
@@ -235,6 +264,10 @@ pub fn rm(name: &str, force: bool) -> Result<u8> {
     let ids = crate::idmap::IdPlan::for_caller(caller.uid, caller.gid, &caller.name, false);
     crate::state::remove_tree_mapped(&paths.data, &ids)?;
     let _ = std::fs::remove_dir_all(&paths.runtime);
+    // A launcher that was killed left its state directory behind.
+    if let Ok(base) = crate::state::runtime_base(caller.uid) {
+        crate::state::clean_stale(&base);
+    }
     println!("{name}");
     Ok(0)
 }

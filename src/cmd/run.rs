@@ -171,7 +171,7 @@ fn detach_run(policy: &Policy, running: crate::names::Running, name: &str) -> Re
             };
             exit_now(code)
         }
-        Forked::Parent(_) => {
+        Forked::Parent(child) => {
             drop(ready_w);
             // The child holds the lock now; ours must not remove its files.
             std::mem::forget(running);
@@ -191,9 +191,19 @@ fn detach_run(policy: &Policy, running: crate::names::Running, name: &str) -> Re
                 println!("{name}");
                 Ok(0)
             } else if answer.is_empty() {
-                Err(Error::Host(format!(
-                    "sandbox {name:?} did not start; see `sbox logs {name}`"
-                )))
+                // The command could not start: its status and message.
+                let status = nix::sys::wait::waitpid(child, None)
+                    .map(crate::error::status_code)
+                    .unwrap_or(crate::error::EXIT_SBOX_FAILED);
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if let Some(last) = log.lines().rev().find(|l| l.starts_with("sbox: error:")) {
+                    eprintln!("{last}");
+                } else {
+                    eprintln!(
+                        "sbox: error: sandbox {name:?} did not start; see `sbox logs {name}`"
+                    );
+                }
+                Ok(status)
             } else {
                 Err(Error::Host(answer.trim().to_string()))
             }

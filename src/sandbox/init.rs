@@ -74,7 +74,14 @@ fn run(args: &InitArgs) -> Result<u8> {
 
     let pty = if policy.tty { Some(open_pty()?) } else { None };
     let slave = pty.as_ref().map(|(_, path)| path.clone());
-    let started = spawn_payload(policy, args.payload_mask, slave.as_deref(), None)?;
+    // Without a terminal, tell the launcher only once the command really
+    // runs, so `run -d` reports a command that cannot start.
+    let wait_exec = pty.is_none();
+    let started = spawn_payload(policy, args.payload_mask, slave.as_deref(), None, wait_exec)?;
+    if started.exec_failed {
+        let mut sup = Supervisor::new(policy, args, started)?;
+        return sup.run();
+    }
     let master = pty.as_ref().map(|(m, _)| m.as_raw_fd());
     args.channel.send(
         &Msg::Ready {
@@ -92,6 +99,8 @@ fn run(args: &InitArgs) -> Result<u8> {
 struct Started {
     pid: Pid,
     listener: Option<OwnedFd>,
+    /// execve failed (only known when asked to wait for it).
+    exec_failed: bool,
 }
 
 /// Fork a payload for `policy` (the sandbox's command, or an exec'd one).
@@ -100,7 +109,13 @@ fn spawn_payload(
     mask: SigSet,
     pty_slave: Option<&str>,
     stdio: Option<Vec<OwnedFd>>,
+    wait_exec: bool,
 ) -> Result<Started> {
+    let status = if wait_exec {
+        Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe".into())?)
+    } else {
+        None
+    };
     let wants_listener = policy
         .confinement
         .seccomp
@@ -119,6 +134,7 @@ fn spawn_payload(
                 pty_slave,
                 denials.as_ref().map(|(_, theirs)| theirs),
                 stdio.as_deref(),
+                status.as_ref().map(|(_, w)| w.as_raw_fd()),
             )
         }
         Forked::Parent(pid) => pid,
@@ -134,7 +150,20 @@ fn spawn_payload(
         }
         None => None,
     };
-    Ok(Started { pid, listener })
+    let exec_failed = match status {
+        Some((r, w)) => {
+            drop(w);
+            let mut b = [0u8; 1];
+            // EOF: the pipe closed on a successful execve.
+            matches!(nix::unistd::read(r.as_raw_fd(), &mut b), Ok(1))
+        }
+        None => false,
+    };
+    Ok(Started {
+        pid,
+        listener,
+        exec_failed,
+    })
 }
 
 /// A command started by `sbox exec`.
@@ -142,6 +171,8 @@ struct ExecClient {
     conn: Channel,
     pid: Option<Pid>,
     master: Option<OwnedFd>,
+    /// The client closed its end.
+    gone: bool,
 }
 
 /// init's event loop: signals, reaping, seccomp notifications and exec
@@ -216,13 +247,19 @@ impl<'a> Supervisor<'a> {
         let client_fds: Vec<_> = self
             .clients
             .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.gone)
             // SAFETY: the client's socket lives in self.clients for the
             // duration of this poll.
-            .map(|c| unsafe { std::os::fd::BorrowedFd::borrow_raw(c.conn.raw()) })
+            .map(|(i, c)| {
+                (i, unsafe {
+                    std::os::fd::BorrowedFd::borrow_raw(c.conn.raw())
+                })
+            })
             .collect();
-        for (i, fd) in client_fds.iter().enumerate() {
+        for (i, fd) in client_fds.iter() {
             fds.push(PollFd::new(*fd, PollFlags::POLLIN));
-            kinds.push(Source::Client(i));
+            kinds.push(Source::Client(*i));
         }
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -293,6 +330,7 @@ impl<'a> Supervisor<'a> {
             conn,
             pid: None,
             master: None,
+            gone: false,
         };
         match self.start_exec(argv, env, cwd, tty, fds) {
             Ok((started, master)) => {
@@ -345,7 +383,7 @@ impl<'a> Supervisor<'a> {
         }
         if tty {
             let (master, slave) = open_pty()?;
-            let started = spawn_payload(&p, self.mask, Some(&slave), None)?;
+            let started = spawn_payload(&p, self.mask, Some(&slave), None, false)?;
             Ok((started, Some(master)))
         } else {
             if fds.len() != 3 {
@@ -353,7 +391,7 @@ impl<'a> Supervisor<'a> {
                     "exec without a terminal needs stdin, stdout and stderr".into(),
                 ));
             }
-            Ok((spawn_payload(&p, self.mask, None, Some(fds))?, None))
+            Ok((spawn_payload(&p, self.mask, None, Some(fds), false)?, None))
         }
     }
 
@@ -379,13 +417,9 @@ impl<'a> Supervisor<'a> {
                 }
             }
             Ok(Some(_)) => {}
-            // The client went away: the command goes on, like docker exec.
-            _ => {
-                c.conn = match Channel::pair() {
-                    Ok((a, _)) => a,
-                    Err(_) => return,
-                };
-            }
+            // The client went away: the command goes on, like docker exec;
+            // stop polling its connection (it stays readable at EOF).
+            _ => c.gone = true,
         }
     }
 

@@ -252,7 +252,13 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             supervise(policy, child, &signals, master, log_pipe)?
         }
         // init failed before starting the command; it said why.
-        _ => (waitpid(child, None).ctx(|| "waitpid".into())?, false),
+        _ => {
+            let st = waitpid(child, None).ctx(|| "waitpid".into())?;
+            if let Some((r, path)) = &log_pipe {
+                drain_log(r, path);
+            }
+            (st, false)
+        }
     };
     log(policy, || format!("sandbox ended: {status:?}"));
     drop(cgroup);
@@ -575,22 +581,28 @@ fn supervise(
                         drain(m, stdout, &mut buf);
                     }
                     if let Some((r, path)) = &log_pipe {
-                        let _ = nix::fcntl::fcntl(
-                            r.as_raw_fd(),
-                            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-                        );
-                        while let Ok(n) = nix::unistd::read(r.as_raw_fd(), &mut buf) {
-                            if n == 0 {
-                                break;
-                            }
-                            append_log(path, &buf[..n]);
-                        }
+                        drain_log(r, path);
                     }
                     return Ok((st, timed_out));
                 }
                 Err(e) => return Err(Error::sys("waitpid", e)),
             }
         }
+    }
+}
+
+/// Copy what is left in a detached sandbox's output pipe to its log.
+fn drain_log(r: &OwnedFd, path: &std::path::Path) {
+    let _ = nix::fcntl::fcntl(
+        r.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = nix::unistd::read(r.as_raw_fd(), &mut buf) {
+        if n == 0 {
+            break;
+        }
+        append_log(path, &buf[..n]);
     }
 }
 

@@ -39,6 +39,7 @@ pub fn exec(
     pty_slave: Option<&str>,
     denials: Option<&Channel>,
     stdio: Option<&[std::os::fd::OwnedFd]>,
+    exec_status: Option<std::os::fd::RawFd>,
 ) -> ! {
     if let Some(fds) = stdio {
         for (target, fd) in fds.iter().enumerate() {
@@ -80,7 +81,14 @@ pub fn exec(
         Ok(v) => v,
         Err(_) => fail("the command contains a NUL byte"),
     };
-    if let Err(e) = crate::sys::close_fds_from(3) {
+    // Keep the exec-status pipe as fd 3, closed by a successful execve.
+    let mut first_closed = 3;
+    if let Some(fd) = exec_status {
+        if nix::unistd::dup3(fd, 3, nix::fcntl::OFlag::O_CLOEXEC).is_ok() {
+            first_closed = 4;
+        }
+    }
+    if let Err(e) = crate::sys::close_fds_from(first_closed) {
         fail(&format!("closing file descriptors: {}", e.desc()));
     }
     let path = policy.env.get("PATH").map(String::as_str).unwrap_or("");
@@ -93,6 +101,13 @@ pub fn exec(
         _ => (EXIT_NOT_EXECUTABLE, err.desc()),
     };
     eprintln!("sbox: error: {}: {what}", policy.argv[0]);
+    if first_closed == 4 {
+        let _ = nix::unistd::write(
+            // SAFETY: fd 3 is the exec-status pipe installed above.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(3) },
+            &[code],
+        );
+    }
     crate::sys::exit_now(code as i32)
 }
 

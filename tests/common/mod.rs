@@ -291,7 +291,11 @@ pub fn stale_state() -> Vec<OsString> {
                 .next()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
-            !Path::new(&format!("/proc/{pid}")).exists()
+            !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().next())
+                    .is_some_and(|st| st != "Z" && st != "X")
+            })
         })
         .collect()
 }
