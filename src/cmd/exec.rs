@@ -135,30 +135,11 @@ fn relay(conn: &Channel, signals: &SigSet, master: Option<OwnedFd>, tty: bool) -
         let (s_ready, c_ready, m_ready, i_ready) =
             (ready(Some(0)), ready(Some(1)), ready(im), ready(is));
         drop(fds);
-        if m_ready {
-            if let Some(m) = &master {
-                match nix::unistd::read(m.as_raw_fd(), &mut buf) {
-                    Ok(0) | Err(nix::errno::Errno::EIO) => master_open = false,
-                    Ok(n) => {
-                        let _ = pty::write_all(stdout, &buf[..n]);
-                    }
-                    Err(_) => {}
-                }
-            }
+        if let (true, Some(m)) = (m_ready, &master) {
+            master_open = pty::pump_master(m, stdout, &mut buf);
         }
-        if i_ready {
-            if let Some(m) = &master {
-                match nix::unistd::read(0, &mut buf) {
-                    Ok(0) => {
-                        let _ = pty::write_all(m, b"\x04");
-                        stdin_open = false;
-                    }
-                    Ok(n) => {
-                        let _ = pty::write_all(m, &buf[..n]);
-                    }
-                    Err(_) => stdin_open = false,
-                }
-            }
+        if let (true, Some(m)) = (i_ready, &master) {
+            stdin_open = pty::pump_stdin(m, &mut buf);
         }
         if s_ready {
             while let Ok(Some(info)) = sfd.read_signal() {
@@ -184,15 +165,7 @@ fn relay(conn: &Channel, signals: &SigSet, master: Option<OwnedFd>, tty: bool) -
             match conn.recv()? {
                 Some((Msg::ExecExited { code }, _)) => {
                     if let Some(m) = &master {
-                        let _ = nix::fcntl::fcntl(
-                            m.as_raw_fd(),
-                            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-                        );
-                        while let Ok(n) = nix::unistd::read(m.as_raw_fd(), &mut buf) {
-                            if n == 0 || pty::write_all(stdout, &buf[..n]).is_err() {
-                                break;
-                            }
-                        }
+                        pty::drain(m, stdout, &mut buf);
                     }
                     return Ok(code);
                 }

@@ -530,35 +530,11 @@ fn supervise(
                 }
             }
         }
-        if m_ready {
-            if let Some(m) = &master {
-                match nix::unistd::read(m.as_raw_fd(), &mut buf) {
-                    Ok(0) | Err(nix::errno::Errno::EIO) => master_open = false,
-                    Ok(n) => {
-                        if pty::write_all(stdout, &buf[..n]).is_err() {
-                            master_open = false;
-                        }
-                    }
-                    Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(_) => master_open = false,
-                }
-            }
+        if let (true, Some(m)) = (m_ready, &master) {
+            master_open = pty::pump_master(m, stdout, &mut buf);
         }
-        if i_ready {
-            if let Some(m) = &master {
-                match nix::unistd::read(0, &mut buf) {
-                    Ok(0) => {
-                        // End of input: tell the terminal (^D), stop reading.
-                        let _ = pty::write_all(m, b"\x04");
-                        stdin_open = false;
-                    }
-                    Ok(n) => {
-                        let _ = pty::write_all(m, &buf[..n]);
-                    }
-                    Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(_) => stdin_open = false,
-                }
-            }
+        if let (true, Some(m)) = (i_ready, &master) {
+            stdin_open = pty::pump_stdin(m, &mut buf);
         }
         if s_ready {
             while let Ok(Some(info)) = sfd.read_signal() {
@@ -578,7 +554,7 @@ fn supervise(
                 Ok(WaitStatus::StillAlive) => {}
                 Ok(st) => {
                     if let Some(m) = &master {
-                        drain(m, stdout, &mut buf);
+                        pty::drain(m, stdout, &mut buf);
                     }
                     if let Some((r, path)) = &log_pipe {
                         drain_log(r, path);
@@ -618,18 +594,5 @@ fn append_log(path: &std::path::Path, data: &[u8]) {
         .open(path)
     {
         let _ = f.write_all(data);
-    }
-}
-
-/// Copy what is left in the pty master to stdout.
-fn drain(master: &OwnedFd, out: BorrowedFd<'_>, buf: &mut [u8]) {
-    let _ = nix::fcntl::fcntl(
-        master.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    );
-    while let Ok(n) = nix::unistd::read(master.as_raw_fd(), buf) {
-        if n == 0 || pty::write_all(out, &buf[..n]).is_err() {
-            break;
-        }
     }
 }

@@ -58,3 +58,46 @@ pub fn write_all(fd: impl AsFd, mut buf: &[u8]) -> nix::Result<()> {
     }
     Ok(())
 }
+
+/// Copy what the pty master has to `out`; false once the terminal is gone.
+pub fn pump_master(master: &impl AsFd, out: BorrowedFd<'_>, buf: &mut [u8]) -> bool {
+    use std::os::fd::AsRawFd;
+    match nix::unistd::read(master.as_fd().as_raw_fd(), buf) {
+        Ok(0) | Err(nix::errno::Errno::EIO) => false,
+        Ok(n) => write_all(out, &buf[..n]).is_ok(),
+        Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => true,
+        Err(_) => false,
+    }
+}
+
+/// Copy what the caller typed (fd 0) to the pty master; false at the end
+/// of input, after passing it on as ^D.
+pub fn pump_stdin(master: &impl AsFd, buf: &mut [u8]) -> bool {
+    match nix::unistd::read(0, buf) {
+        Ok(0) => {
+            let _ = write_all(master, b"\x04");
+            false
+        }
+        Ok(n) => {
+            let _ = write_all(master, &buf[..n]);
+            true
+        }
+        Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => true,
+        Err(_) => false,
+    }
+}
+
+/// Copy what is left in the pty master to `out`.
+pub fn drain(master: &impl AsFd, out: BorrowedFd<'_>, buf: &mut [u8]) {
+    use std::os::fd::AsRawFd;
+    let fd = master.as_fd().as_raw_fd();
+    let _ = nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    while let Ok(n) = nix::unistd::read(fd, buf) {
+        if n == 0 || write_all(out, &buf[..n]).is_err() {
+            break;
+        }
+    }
+}
