@@ -744,55 +744,58 @@ fn check_subids(name: &'static str, file: &str, user: &UserInfo) -> Check {
     }
 }
 
-fn check_dev_fuse() -> Check {
-    const NAME: &str = "/dev/fuse";
-    match fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-    {
-        Ok(_) => check(NAME, Status::Ok, "openable read-write".into(), None),
-        Err(e) if e.kind() == ErrorKind::NotFound => check(
-            NAME,
-            Status::Missing,
-            "no /dev/fuse: the FUSE overlay is unavailable".into(),
-            Some("modprobe fuse (and add fuse to /etc/modules)".into()),
-        ),
+/// A device the caller must open read-write; `absent` and `denied` say
+/// what is lost without it, `kernel` the name for a udev rule.
+fn check_device(
+    path: &'static str,
+    status: Status,
+    absent: (&str, &str),
+    denied: &str,
+    kernel: &str,
+) -> Check {
+    match fs::OpenOptions::new().read(true).write(true).open(path) {
+        Ok(_) => check(path, Status::Ok, "openable read-write".into(), None),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            check(path, status, absent.0.into(), Some(absent.1.into()))
+        }
         Err(e) => {
-            let mode = fs::metadata("/dev/fuse")
+            let mode = fs::metadata(path)
                 .map(|m| format!(" (mode {:o})", m.mode() & 0o7777))
                 .unwrap_or_default();
             check(
-                NAME,
-                Status::Missing,
-                format!("cannot open read-write: {e}{mode}"),
-                Some("chmod 0666 /dev/fuse (persist with a udev rule: KERNEL==\"fuse\", MODE=\"0666\")".into()),
+                path,
+                status,
+                format!("cannot open read-write: {e}{mode}; {denied}"),
+                Some(format!(
+                    "chmod 0666 {path} (distributions ship it so; persist with a udev rule: KERNEL==\"{kernel}\", MODE=\"0666\")"
+                )),
             )
         }
     }
 }
 
+fn check_dev_fuse() -> Check {
+    check_device(
+        "/dev/fuse",
+        Status::Missing,
+        (
+            "no /dev/fuse: the FUSE root (the default) is unavailable",
+            "modprobe fuse (and add fuse to /etc/modules)",
+        ),
+        "the FUSE root (the default) is unavailable; --overlay kernel still works",
+        "fuse",
+    )
+}
+
 /// pasta and slirp4netns create their interface through /dev/net/tun.
 fn check_dev_tun() -> Check {
-    const NAME: &str = "/dev/net/tun";
-    match fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-    {
-        Ok(_) => check(NAME, Status::Ok, "openable read-write".into(), None),
-        Err(e) => {
-            let mode = fs::metadata("/dev/net/tun")
-                .map(|m| format!(" (mode {:o})", m.mode() & 0o7777))
-                .unwrap_or_default();
-            check(
-                NAME,
-                Status::Warn,
-                format!("cannot open read-write: {e}{mode}; --net user unavailable"),
-                Some("chmod 0666 /dev/net/tun (distributions ship it so; persist with a udev rule: KERNEL==\"tun\", MODE=\"0666\")".into()),
-            )
-        }
-    }
+    check_device(
+        "/dev/net/tun",
+        Status::Warn,
+        ("no /dev/net/tun: --net user unavailable", "modprobe tun"),
+        "--net user unavailable",
+        "tun",
+    )
 }
 
 fn check_fuse_in_userns() -> Check {
@@ -922,10 +925,15 @@ fn check_landlock() -> Check {
     if missing.is_empty() {
         check(NAME, Status::Ok, format!("ABI {abi}"), None)
     } else {
+        let refused = if abi < 6 {
+            "; the profiles build, strict and net (scoping, ABI 6) refuse to start, dev runs best-effort"
+        } else {
+            ""
+        };
         check(
             NAME,
             Status::Warn,
-            format!("ABI {abi}; missing: {}", missing.join(", ")),
+            format!("ABI {abi}; missing: {}{refused}", missing.join(", ")),
             Some("a kernel ≥ 6.12 gives ABI 6".into()),
         )
     }
