@@ -421,14 +421,15 @@ if ((userns_ok)) && command -v unshare >/dev/null 2>&1 && ! unshare --user true 
     "run sbox on the host, or allow nested user namespaces in the container runtime"
 fi
 
-# The kernel: overlayfs in a user namespace (userxattr) needs Linux 5.11.
+# The kernel: --overlay kernel (overlayfs with userxattr in a user
+# namespace) needs Linux 5.11; the default FUSE root does not.
 kver=$(uname -r)
 kmaj=${kver%%.*}
 kmin=${kver#*.}
 kmin=${kmin%%[!0-9]*}
 if [[ $kmaj =~ ^[0-9]+$ && $kmin =~ ^[0-9]+$ ]] && ((kmaj < 5 || (kmaj == 5 && kmin < 11))); then
-  warn "Linux $kver is older than 5.11: no copy-on-write overlay in a user namespace" \
-    "upgrade the kernel, or use --overlay none"
+  warn "Linux $kver is older than 5.11: --overlay kernel is unavailable (the default FUSE root works)" \
+    "upgrade the kernel to use --overlay kernel"
 fi
 
 # PATH.

@@ -13,7 +13,8 @@ use std::process::ExitCode;
 inside, the project directory is read-write, the rest of the host is seen copy-on-write, and \
 your secrets (~/.ssh, ~/.aws, tokens…) are hidden. No root, no daemon.",
     after_help = "Exit status: the command's own; 128+N when it was killed by signal N; 125 when \
-sbox itself failed; 126 when the command could not be executed; 127 when it was not found."
+sbox itself failed (also for invalid option values); 126 when the command could not be executed; \
+127 when it was not found; 124 when --timeout stopped it; 2 for a command line that does not parse."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -280,6 +281,15 @@ pub fn run() -> ExitCode {
             return ExitCode::from(code.clamp(0, 255) as u8);
         }
     };
+    // Commands that only print end quietly when their reader goes away
+    // (`sbox ps | head`), like other Unix tools. The sandbox commands keep
+    // SIGPIPE ignored: the launcher must survive a closed pipe.
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Shell(_) | Command::Exec(_)
+    ) {
+        crate::sys::default_sigpipe();
+    }
     let result = match cli.command {
         Command::Run(a) => crate::cmd::run::run(a.opts, a.command, a.tty, a.name, a.detach),
         Command::Shell(a) => crate::cmd::run::shell(a.opts),

@@ -31,7 +31,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
                 "m" => 1 << 20,
                 "g" => 1 << 30,
                 "t" => 1 << 40,
-                _ => return Err(Error::Usage(format!("--memory {s:?}: unknown unit"))),
+                _ => return Err(Error::Usage(format!("--memory/process.memory {s:?}: unknown unit"))),
             };
             (&t[..i], m)
         }
@@ -39,13 +39,15 @@ pub fn parse_size(s: &str) -> Result<u64> {
     };
     let n: f64 = num
         .parse()
-        .map_err(|_| Error::Usage(format!("--memory {s:?}: not a size (e.g. 512M, 2G)")))?;
+        .map_err(|_| Error::Usage(format!("--memory/process.memory {s:?}: not a size (e.g. 512M, 2G)")))?;
     let bytes = n * mult as f64;
     if bytes.is_nan() || bytes < 4096.0 {
-        return Err(Error::Usage(format!("--memory {s:?}: must be at least 4k")));
+        return Err(Error::Usage(format!(
+            "--memory/process.memory {s:?}: must be at least 4k"
+        )));
     }
     if bytes >= (1u64 << 60) as f64 {
-        return Err(Error::Usage(format!("--memory {s:?}: too large")));
+        return Err(Error::Usage(format!("--memory/process.memory {s:?}: too large")));
     }
     Ok(bytes as u64)
 }
@@ -57,7 +59,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 86400);
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let bad = || {
         Error::Usage(format!(
-            "--timeout {s:?}: not a duration (e.g. 30s, 5m, 1h30m)"
+            "--timeout/process.timeout {s:?}: not a duration (e.g. 30s, 5m, 1h30m)"
         ))
     };
     let mut total = Duration::ZERO;
@@ -89,7 +91,7 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
             .filter(|t| *t <= MAX_TIMEOUT)
             .ok_or_else(|| {
                 Error::Usage(format!(
-                    "--timeout {s:?}: too long (at most {} days)",
+                    "--timeout/process.timeout {s:?}: too long (at most {} days)",
                     MAX_TIMEOUT.as_secs() / 86400
                 ))
             })?;

@@ -81,6 +81,10 @@ pub struct Config {
     pub opts: crate::cli::SandboxOpts,
     pub command: Vec<String>,
     pub project: PathBuf,
+    /// The per-project sandbox of `sbox shell` (started by `sbox shell`,
+    /// not `sbox start`).
+    #[serde(default)]
+    pub shell: bool,
 }
 
 /// Directories of one named sandbox.

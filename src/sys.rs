@@ -292,3 +292,12 @@ pub fn lgetxattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
     buf.truncate(r as usize);
     Some(buf)
 }
+
+/// Restore the default action of SIGPIPE (Rust ignores it), so a printing
+/// command ends quietly when its output pipe closes.
+pub fn default_sigpipe() {
+    // SAFETY: SIG_DFL is a valid disposition; no handler code is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

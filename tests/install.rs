@@ -12,7 +12,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const MAN1: &[&str] = &["sbox.1", "sbox-run.1", "sbox-shell.1", "sbox-doctor.1"];
+const MAN1: &[&str] = &[
+    "sbox.1",
+    "sbox-run.1",
+    "sbox-shell.1",
+    "sbox-doctor.1",
+    "sbox-ps.1",
+    "sbox-exec.1",
+    "sbox-stop.1",
+    "sbox-start.1",
+    "sbox-rm.1",
+    "sbox-logs.1",
+    "sbox-diff.1",
+    "sbox-reset.1",
+    "sbox-commit.1",
+    "sbox-trust.1",
+];
 const MAN5: &[&str] = &["sbox-profile.5"];
 
 struct User {

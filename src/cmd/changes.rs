@@ -130,13 +130,19 @@ pub fn commit(name: String, targets: Vec<String>, dry_run: bool) -> Result<u8> {
         )));
     }
     let hidden = hidden_of(&paths)?;
+    // Compare as the host resolves paths, so a host symlink into a hidden
+    // directory does not let a change in.
+    let hidden: Vec<PathBuf> = hidden
+        .iter()
+        .flat_map(|h| [h.clone(), resolve_existing(h)])
+        .collect();
     let mut wanted = Vec::new();
     for t in &targets {
         let t = crate::policy::clean_absolute(t, "commit")?;
-        if let Some(h) = hidden
-            .iter()
-            .find(|h| t.starts_with(h) || h.starts_with(&t))
-        {
+        let real = resolve_existing(&t);
+        if let Some(h) = hidden.iter().find(|h| {
+            t.starts_with(h) || h.starts_with(&t) || real.starts_with(h) || h.starts_with(&real)
+        }) {
             return Err(Error::Usage(format!(
                 "{}: the profile hides {}; sbox will not write there",
                 t.display(),
@@ -152,6 +158,15 @@ pub fn commit(name: String, targets: Vec<String>, dry_run: bool) -> Result<u8> {
     if selected.is_empty() {
         return Err(Error::Usage("no changes under the given paths".into()));
     }
+    if let Some(c) = selected.iter().find(|c| {
+        let real = resolve_existing(&c.path);
+        hidden.iter().any(|h| real.starts_with(h))
+    }) {
+        return Err(Error::Usage(format!(
+            "{}: the host resolves it into a path the profile hides; sbox will not write there",
+            c.path.display()
+        )));
+    }
     for c in &selected {
         println!("{} {}", letter(c.kind), c.path.display());
     }
@@ -162,6 +177,29 @@ pub fn commit(name: String, targets: Vec<String>, dry_run: bool) -> Result<u8> {
         apply(&paths.upper(), c)?;
     }
     Ok(0)
+}
+
+/// `p` with its longest existing prefix resolved by the host (symlinks
+/// followed) and the rest appended.
+fn resolve_existing(p: &Path) -> PathBuf {
+    let mut head = p.to_path_buf();
+    let mut tail = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&head) {
+            let mut out = real;
+            for part in tail.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (head.file_name().map(|n| n.to_os_string()), head.parent()) {
+            (Some(name), Some(parent)) => {
+                tail.push(name);
+                head = parent.to_path_buf();
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
 }
 
 fn apply(upper: &Path, c: &Change) -> Result<()> {

@@ -237,6 +237,12 @@ pub fn start(name: &str) -> Result<u8> {
     }
     let cfg: names::Config = names::read_json(&paths.config())
         .ok_or_else(|| Error::Usage(format!("no sandbox named {name:?} (see `sbox ps -a`)")))?;
+    if cfg.shell {
+        return Err(Error::Usage(format!(
+            "{name:?} is the shell sandbox of {}: run `sbox shell` there",
+            cfg.project.display()
+        )));
+    }
     std::env::set_current_dir(&cfg.project).map_err(|e| {
         Error::path(
             &cfg.project,

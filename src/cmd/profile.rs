@@ -37,6 +37,13 @@ pub fn run(cmd: ProfileCommand) -> Result<u8> {
                 format!("./{file}")
             };
             profile::load(&path, &search)?;
+            // The values too: build the policy a run in this directory
+            // would get (backends, modes, syscall and limit names…).
+            let opts = crate::cli::SandboxOpts {
+                profile: Some(path),
+                ..Default::default()
+            };
+            crate::cmd::run::make_policy(&opts, vec!["true".into()], false)?;
             println!("{file}: ok");
             Ok(0)
         }

@@ -136,6 +136,7 @@ fn run_named(
             opts,
             command: argv,
             project: policy.project.clone(),
+            shell: policy.tty && policy.persist_project,
         },
     )?;
     if detach {

@@ -35,7 +35,7 @@ pub struct ProfileFile {
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilesystemSection {
-    /// Root backend: "kernel" or "none".
+    /// Root backend: "fuse" (default), "kernel" or "none".
     pub overlay: Option<String>,
     /// How the project (current directory) is bound: "rw", "ro" or "none".
     pub project: Option<String>,
@@ -76,7 +76,7 @@ pub struct EnvironmentSection {
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSection {
-    /// "none" or "host".
+    /// "none", "host" or "user".
     pub mode: Option<String>,
     /// When set, TCP connections only to these ports (Landlock, ABI 4).
     pub allowed_connect_ports: Option<Vec<u16>>,
@@ -111,7 +111,8 @@ pub struct LandlockSection {
     pub scope_signals: Option<bool>,
     /// No connections to abstract unix sockets outside (ABI 6).
     pub scope_abstract_unix: Option<bool>,
-    /// Restrict ioctls on device files (ABI 5) to those of the write set.
+    /// Deny ioctls on device files opened inside (ABI 5); terminals
+    /// inherited at start keep working.
     pub restrict_device_ioctl: Option<bool>,
 }
 
@@ -145,7 +146,7 @@ pub struct ProcessSection {
     /// Shell for `sbox shell`.
     pub shell: Option<String>,
     /// Resource limits (setrlimit), by name: nofile, nproc, as, data,
-    /// fsize, cpu, core, stack.
+    /// fsize, cpu, core, stack, memlock.
     #[serde(default)]
     pub rlimits: BTreeMap<String, u64>,
     /// Memory of the sandbox ("512M", "2G").

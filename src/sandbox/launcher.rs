@@ -123,6 +123,12 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             .any(|e| e.inside <= 5 && 5 < e.inside + e.count))
     .then_some(5);
     let mut steps = build_plan(policy, &host, &state_dir.paths, tty_gid);
+    // sbox's own data (other sandboxes' layers, trust records) is not the
+    // sandbox's business; the FUSE root shows it empty, the others mask it.
+    let data = crate::cmd::run::data_dir(&policy.caller);
+    if policy.backend != crate::policy::Backend::Fuse && data.exists() {
+        steps.push(Step::Mask { dest: data });
+    }
     let user_net = match policy.net {
         NetMode::User => Some(prepare_user_net(policy, &state_dir.dir, &mut steps)?),
         _ => None,

@@ -115,6 +115,29 @@ impl Project {
 impl Drop for Project {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        remove_project_sandboxes(&self.dir);
+    }
+}
+
+/// Stored sandboxes that belong to `project` (`sbox shell` keeps one per
+/// project in the dev profile): removed with the project.
+pub fn remove_project_sandboxes(project: &Path) {
+    let dir = user().home.join(".local/share/sbox/sandboxes");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path().join("config.json")) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        if v["project"].as_str() == Some(&*project.to_string_lossy()) {
+            if let Some(name) = e.file_name().to_str() {
+                let _ = output(as_user(sbox_bin(), &["rm", "-f", name]));
+            }
+        }
     }
 }
 
