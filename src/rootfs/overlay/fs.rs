@@ -643,7 +643,22 @@ impl OverlayFs {
         let (ofd, on) = self.layers.parent_of(Layer::Upper, orel)?;
         let (nfd, nn) = self.layers.parent_of(Layer::Upper, nrel)?;
         let mut need_whiteout = old_has_lower;
-        if old_has_lower && !self.layers.xattr_whiteouts {
+        let onto_whiteout = dst.is_none()
+            && src_dir
+            && matches!(sys::fstatat(nfd.as_fd(), &nn),
+                Ok(st) if whiteout::is_whiteout_at(nfd.as_fd(), &nn, &st));
+        if onto_whiteout {
+            // A directory cannot replace the whiteout (a device or file):
+            // swap them, then the whiteout marks or leaves the old name.
+            sys::renameat2(ofd.as_fd(), &on, nfd.as_fd(), &nn, libc::RENAME_EXCHANGE)?;
+            if old_has_lower {
+                if self.layers.xattr_whiteouts {
+                    whiteout::mark_xwhiteouts(ofd.as_fd())?;
+                }
+            } else {
+                sys::unlinkat(ofd.as_fd(), &on, 0)?;
+            }
+        } else if old_has_lower && !self.layers.xattr_whiteouts {
             match sys::renameat2(ofd.as_fd(), &on, nfd.as_fd(), &nn, libc::RENAME_WHITEOUT) {
                 Ok(()) => need_whiteout = false,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EPERM)) => {
@@ -654,7 +669,7 @@ impl OverlayFs {
         } else {
             sys::renameat2(ofd.as_fd(), &on, nfd.as_fd(), &nn, 0)?;
         }
-        if need_whiteout {
+        if need_whiteout && !onto_whiteout {
             // Not atomic with the rename: the lower entry may show for an
             // instant under the old name.
             whiteout::whiteout_over(&self.layers, ofd.as_fd(), &on, false)?;
@@ -720,7 +735,11 @@ impl FileSystem for OverlayFs {
             | FsOptions::DO_READDIRPLUS
             | FsOptions::READDIRPLUS_AUTO
             | FsOptions::ATOMIC_O_TRUNC
-            | FsOptions::CACHE_SYMLINKS;
+            | FsOptions::CACHE_SYMLINKS
+            // Lower files are opened with KEEP_CACHE: drop their cached
+            // pages when the host changes them (mtime or size differ once
+            // the attributes are fetched again).
+            | FsOptions::AUTO_INVAL_DATA;
         Ok(capable & want)
     }
 

@@ -65,7 +65,7 @@ pub(crate) fn set_opaque(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Marks a directory as holding xattr whiteouts.
-fn mark_xwhiteouts(dir: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn mark_xwhiteouts(dir: BorrowedFd<'_>) -> io::Result<()> {
     sys::setxattr(dir, WHITEOUTS_XATTR, b"y", 0)?;
     if !is_opaque(dir) {
         sys::setxattr(dir, OPAQUE_XATTR, b"x", 0)?;
