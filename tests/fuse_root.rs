@@ -421,7 +421,7 @@ fn host_changes_show_inside_after_the_cache_window() {
         sleep {wait_secs}
         echo after; cat same-size grows replaced new; ls"
     );
-    let mut child = spawn(sbox(
+    let child = spawn(sbox(
         &p.dir,
         &["run", "--overlay", "fuse", "--", "sh", "-c", &script],
     ));
@@ -518,7 +518,7 @@ fn killing_the_fuse_server_mid_io_ends_the_sandbox_cleanly() {
             .filter_map(|pid| {
                 let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
                 let state = stat.rsplit(')').next()?.split_whitespace().next()?;
-                (!matches!(state, "Z" | "X")).then(|| (*pid, stat))
+                (!matches!(state, "Z" | "X")).then_some((*pid, stat))
             })
             .collect()
     };
