@@ -31,15 +31,21 @@ pub fn parse_size(s: &str) -> Result<u64> {
                 "m" => 1 << 20,
                 "g" => 1 << 30,
                 "t" => 1 << 40,
-                _ => return Err(Error::Usage(format!("--memory/process.memory {s:?}: unknown unit"))),
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "--memory/process.memory {s:?}: unknown unit"
+                    )))
+                }
             };
             (&t[..i], m)
         }
         None => (t, 1),
     };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| Error::Usage(format!("--memory/process.memory {s:?}: not a size (e.g. 512M, 2G)")))?;
+    let n: f64 = num.parse().map_err(|_| {
+        Error::Usage(format!(
+            "--memory/process.memory {s:?}: not a size (e.g. 512M, 2G)"
+        ))
+    })?;
     let bytes = n * mult as f64;
     if bytes.is_nan() || bytes < 4096.0 {
         return Err(Error::Usage(format!(
@@ -47,7 +53,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
         )));
     }
     if bytes >= (1u64 << 60) as f64 {
-        return Err(Error::Usage(format!("--memory/process.memory {s:?}: too large")));
+        return Err(Error::Usage(format!(
+            "--memory/process.memory {s:?}: too large"
+        )));
     }
     Ok(bytes as u64)
 }
