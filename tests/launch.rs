@@ -54,6 +54,13 @@ fn map_user_keeps_the_callers_ids() {
     let out = ok(run_sh(&p.dir, &["--map-user"], "id -u; id -g"));
     let u = user();
     assert_eq!(out, format!("{}\n{}\n", u.uid, u.gid));
+    // On the FUSE root the caller's own files are theirs, root's are root's.
+    let out = ok(run_sh(
+        &p.dir,
+        &["--map-user"],
+        "stat -c %u ~; echo x > ~/.sbox-map-user-probe && echo home-writable; touch /usr/bin/sbox-x 2>/dev/null || echo usr-refused",
+    ));
+    assert_eq!(out, format!("{}\nhome-writable\nusr-refused\n", u.uid));
 }
 
 #[test]

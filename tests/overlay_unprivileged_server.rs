@@ -35,6 +35,7 @@ fn server_child() {
         empty: vec!["/proc".into()],
         caller_uid: UID,
         caller_gid: UID,
+        caller_inside: (0, 0),
         threads: 2,
         attr_timeout: Duration::from_secs(1),
         entry_timeout: Duration::from_secs(1),

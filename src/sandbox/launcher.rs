@@ -235,6 +235,11 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             ),
             caller_uid: policy.caller.uid,
             caller_gid: policy.caller.gid,
+            caller_inside: if policy.map_user {
+                (policy.caller.uid, policy.caller.gid)
+            } else {
+                (0, 0)
+            },
             threads: 2,
             attr_timeout: std::time::Duration::from_secs(FUSE_CACHE_SECS),
             entry_timeout: std::time::Duration::from_secs(FUSE_CACHE_SECS),

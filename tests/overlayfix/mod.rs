@@ -203,6 +203,7 @@ impl Fx {
             empty: opts.empty,
             caller_uid: 0,
             caller_gid: 0,
+            caller_inside: (0, 0),
             threads: opts.threads,
             attr_timeout: Duration::from_secs(1),
             entry_timeout: Duration::from_secs(1),

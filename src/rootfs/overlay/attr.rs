@@ -51,18 +51,25 @@ impl Override {
 pub(crate) struct Ids {
     pub caller_uid: u32,
     pub caller_gid: u32,
+    /// What the caller is inside (0 unless --map-user).
+    pub inside_uid: u32,
+    pub inside_gid: u32,
 }
 
 impl Ids {
     pub(crate) fn uid(&self, host: u32) -> u32 {
-        if host == self.caller_uid || host == 0 {
+        if host == self.caller_uid {
+            self.inside_uid
+        } else if host == 0 {
             0
         } else {
             NOBODY
         }
     }
     pub(crate) fn gid(&self, host: u32) -> u32 {
-        if host == self.caller_gid || host == 0 {
+        if host == self.caller_gid {
+            self.inside_gid
+        } else if host == 0 {
             0
         } else {
             NOBODY
@@ -189,6 +196,8 @@ mod tests {
         let ids = Ids {
             caller_uid: 1001,
             caller_gid: 1002,
+            inside_uid: 0,
+            inside_gid: 0,
         };
         assert_eq!(ids.uid(1001), 0);
         assert_eq!(ids.uid(0), 0);

@@ -164,6 +164,8 @@ impl OverlayFs {
         let ids = Ids {
             caller_uid: cfg.caller_uid,
             caller_gid: cfg.caller_gid,
+            inside_uid: cfg.caller_inside.0,
+            inside_gid: cfg.caller_inside.1,
         };
 
         // Masks: the paths as given, their canonical host form, and the

@@ -63,6 +63,9 @@ pub struct OverlayConfig {
     pub caller_uid: u32,
     /// Host gid of the caller (shown as 0 inside).
     pub caller_gid: u32,
+    /// The caller's ids inside the sandbox: (0, 0) normally, the caller's
+    /// own with --map-user. The caller's host files are shown as theirs.
+    pub caller_inside: (u32, u32),
     /// Serving threads (at least 1).
     pub threads: usize,
     /// How long the kernel may cache attributes.
