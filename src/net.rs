@@ -432,16 +432,9 @@ impl NetHelper {
 }
 
 impl Drop for NetHelper {
+    /// The stack keeps no state worth a graceful end (its namespace is
+    /// gone with the sandbox), and pasta takes its time over SIGTERM: kill.
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_millis(300);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
