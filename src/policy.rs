@@ -154,6 +154,8 @@ pub struct Policy {
     pub env: BTreeMap<String, String>,
     pub map_user: bool,
     pub verbose: bool,
+    /// Report what the layers refused (--log-denials).
+    pub log_denials: bool,
     /// `sbox shell` keeps one sandbox per project (filesystem.persist).
     pub persist_project: bool,
     /// Landlock, seccomp and rlimits, checked against this kernel.
@@ -556,6 +558,7 @@ pub fn build(
         env,
         map_user: ov.map_user,
         verbose: ov.verbose,
+        log_denials: ov.log_denials,
         persist_project: match fs.persist.as_deref() {
             None | Some("none") => false,
             Some("project") => true,

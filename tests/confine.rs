@@ -472,3 +472,35 @@ fn log_denials_names_each_denied_call_and_sums_up() {
     assert_eq!(stdout(&quiet), "keyctl=EPERM\n");
     assert!(!stderr(&quiet).contains("denied"), "{}", stderr(&quiet));
 }
+
+#[test]
+fn log_denials_names_hidden_paths_the_command_asked_for() {
+    let secret = canary_secret();
+    let p = Project::new("loghidden");
+    let o = run_sh(
+        &p.dir,
+        &["--log-denials"],
+        &format!(
+            "cat {} 2>/dev/null; ls ~ >/dev/null; true",
+            secret.display()
+        ),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = secret.parent().expect("dir").display().to_string();
+    assert!(
+        stderr(&o).contains(&format!("sbox: denied: hidden path {dir} (1 time)")),
+        "{}",
+        stderr(&o)
+    );
+    // Listing the home directory is no denial; nothing is said without the flag.
+    let quiet = run_sh(
+        &p.dir,
+        &[],
+        &format!("cat {} 2>/dev/null; true", secret.display()),
+    );
+    assert!(
+        !stderr(&quiet).contains("hidden path"),
+        "{}",
+        stderr(&quiet)
+    );
+}

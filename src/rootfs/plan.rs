@@ -415,6 +415,7 @@ mod tests {
             env: Default::default(),
             map_user: false,
             verbose: false,
+            log_denials: false,
             persist_project: false,
             confinement: Default::default(),
             limits: Default::default(),

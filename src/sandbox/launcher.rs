@@ -274,6 +274,20 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     log(policy, || format!("sandbox ended: {status:?}"));
     drop(cgroup);
     if let Some(s) = fuse_server {
+        if policy.log_denials {
+            let refused = s.stats().hidden_refusals;
+            for (path, n) in &refused {
+                eprintln!(
+                    "sbox: denied: hidden path {} ({n} time{})",
+                    path.display(),
+                    if *n == 1 { "" } else { "s" }
+                );
+            }
+            if !refused.is_empty() {
+                let total: u32 = refused.iter().map(|(_, n)| n).sum();
+                eprintln!("sbox: {total} access(es) to hidden paths refused by the overlay");
+            }
+        }
         // The mount went away with the sandbox: the server ends.
         if let Err(e) = s.wait() {
             log(policy, || format!("FUSE server: {e}"));

@@ -30,11 +30,31 @@ use super::{OverlayConfig, OverlayError};
 pub(crate) struct Masks {
     hidden: HashSet<Vec<u8>>,
     empty: HashSet<Vec<u8>>,
+    /// How often each hidden path was asked for (reported by --log-denials).
+    refusals: std::sync::Mutex<std::collections::BTreeMap<Vec<u8>, u32>>,
 }
 
 impl Masks {
     pub(crate) fn hidden(&self, rel: &[u8]) -> bool {
         self.hidden.contains(rel)
+    }
+    /// Like `hidden`, for a request that names the path (lookup, create,
+    /// rename, remove): counts the refusal.
+    pub(crate) fn refuses(&self, rel: &[u8]) -> bool {
+        if !self.hidden.contains(rel) {
+            return false;
+        }
+        if let Ok(mut m) = self.refusals.lock() {
+            *m.entry(rel.to_vec()).or_default() += 1;
+        }
+        true
+    }
+    /// The hidden paths that were asked for, with how often.
+    pub(crate) fn refusals(&self) -> Vec<(Vec<u8>, u32)> {
+        self.refusals
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
     }
     pub(crate) fn empty(&self, rel: &[u8]) -> bool {
         self.empty.contains(rel)
@@ -243,6 +263,21 @@ impl OverlayFs {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Hidden paths (absolute, as inside) that were asked for, with how often.
+    pub(crate) fn hidden_refusals(&self) -> Vec<(std::path::PathBuf, u32)> {
+        use std::os::unix::ffi::OsStrExt;
+        self.masks
+            .refusals()
+            .into_iter()
+            .map(|(rel, n)| {
+                (
+                    std::path::Path::new("/").join(std::ffi::OsStr::from_bytes(&rel)),
+                    n,
+                )
+            })
+            .collect()
+    }
+
     pub(crate) fn inode_count(&self) -> usize {
         self.table().len()
     }
@@ -315,7 +350,7 @@ impl OverlayFs {
             return Err(err(libc::ENOTDIR));
         }
         let rel = join(&pinfo.path, name);
-        if self.masks.hidden(&rel) {
+        if self.masks.refuses(&rel) {
             return Err(err(libc::ENOENT));
         }
         if self.masks.empty(&rel) {
@@ -403,7 +438,7 @@ impl OverlayFs {
             return Err(err(libc::EPERM));
         }
         let rel = join(&pinfo.path, name);
-        if self.masks.hidden(&rel) || self.masks.empty(&rel) {
+        if self.masks.refuses(&rel) || self.masks.empty(&rel) {
             return Err(err(libc::EACCES));
         }
         self.copy_up(parent, true)?;
@@ -504,13 +539,13 @@ impl OverlayFs {
         }
         let orel = join(&opi.path, oname);
         let nrel = join(&npi.path, nname);
-        if self.masks.hidden(&orel) {
+        if self.masks.refuses(&orel) {
             return Err(err(libc::ENOENT));
         }
         if self.masks.empty(&orel) {
             return Err(err(libc::EBUSY));
         }
-        if self.masks.hidden(&nrel) || self.masks.empty(&nrel) {
+        if self.masks.refuses(&nrel) || self.masks.empty(&nrel) {
             return Err(err(libc::EACCES));
         }
         if self.masks.masks_below(&orel)
@@ -1000,7 +1035,7 @@ impl FileSystem for OverlayFs {
             return Err(err(libc::ENOENT));
         }
         let rel = join(&pinfo.path, name);
-        if self.masks.hidden(&rel) {
+        if self.masks.refuses(&rel) {
             return Err(err(libc::ENOENT));
         }
         if self.masks.empty(&rel) {
@@ -1033,7 +1068,7 @@ impl FileSystem for OverlayFs {
             return Err(err(libc::ENOENT));
         }
         let rel = join(&pinfo.path, name);
-        if self.masks.hidden(&rel) {
+        if self.masks.refuses(&rel) {
             return Err(err(libc::ENOENT));
         }
         if self.masks.empty(&rel) || self.masks.masks_below(&rel) {

@@ -31,12 +31,14 @@ pub fn mount_options(fd: RawFd) -> String {
 }
 
 /// Counters of a running server.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OverlayStats {
     /// Inodes the kernel holds references on (plus pinned parents).
     pub inodes: usize,
     /// Open file and directory handles.
     pub handles: usize,
+    /// Hidden paths the sandbox asked for, with how often.
+    pub hidden_refusals: Vec<(std::path::PathBuf, u32)>,
 }
 
 /// A running overlay server.
@@ -75,6 +77,7 @@ impl OverlayServer {
         OverlayStats {
             inodes: self.fs.inode_count(),
             handles: self.fs.handle_count(),
+            hidden_refusals: self.fs.hidden_refusals(),
         }
     }
 }
