@@ -13,7 +13,7 @@ use crate::sandbox::pty;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 const RELAYED: &[Signal] = &[
     Signal::SIGINT,
@@ -90,9 +90,8 @@ pub fn run(a: ExecArgs) -> Result<u8> {
 fn relay(conn: &Channel, signals: &SigSet, master: Option<OwnedFd>, tty: bool) -> Result<u8> {
     let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .ctx(|| "signalfd".into())?;
-    // SAFETY: fds 0 and 1 stay open for the life of the process.
-    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
-    let stdout = unsafe { BorrowedFd::borrow_raw(1) };
+    let (stdin_handle, stdout_handle) = (std::io::stdin(), std::io::stdout());
+    let (stdin, stdout) = (stdin_handle.as_fd(), stdout_handle.as_fd());
     let resize = |m: &OwnedFd| {
         if let Some(ws) = crate::sys::get_winsize(0) {
             let _ = crate::sys::set_winsize(m.as_raw_fd(), &ws);
@@ -105,8 +104,7 @@ fn relay(conn: &Channel, signals: &SigSet, master: Option<OwnedFd>, tty: bool) -
         }
         _ => None,
     };
-    // SAFETY: the connection outlives every poll below.
-    let conn_fd = unsafe { BorrowedFd::borrow_raw(conn.raw()) };
+    let conn_fd = conn.as_fd();
     let mut stdin_open = master.is_some();
     let mut master_open = master.is_some();
     let mut buf = vec![0u8; 64 * 1024];

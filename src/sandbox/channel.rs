@@ -48,6 +48,12 @@ pub enum Msg {
 #[derive(Debug)]
 pub struct Channel(OwnedFd);
 
+impl std::os::fd::AsFd for Channel {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
 impl Channel {
     /// A connected pair, close-on-exec.
     pub fn pair() -> Result<(Channel, Channel)> {

@@ -249,13 +249,7 @@ impl<'a> Supervisor<'a> {
             .iter()
             .enumerate()
             .filter(|(_, c)| !c.gone)
-            // SAFETY: the client's socket lives in self.clients for the
-            // duration of this poll.
-            .map(|(i, c)| {
-                (i, unsafe {
-                    std::os::fd::BorrowedFd::borrow_raw(c.conn.raw())
-                })
-            })
+            .map(|(i, c)| (i, c.conn.as_fd()))
             .collect();
         for (i, fd) in client_fds.iter() {
             fds.push(PollFd::new(*fd, PollFlags::POLLIN));

@@ -20,7 +20,7 @@ use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// Signals the launcher forwards to the sandbox.
 pub const FORWARDED: &[Signal] = &[
@@ -476,9 +476,8 @@ fn supervise(
 ) -> Result<(WaitStatus, bool)> {
     let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .ctx(|| "signalfd".into())?;
-    // SAFETY: fd 0 and 1 stay open for the life of the process.
-    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
-    let stdout = unsafe { BorrowedFd::borrow_raw(1) };
+    let (stdin_handle, stdout_handle) = (std::io::stdin(), std::io::stdout());
+    let (stdin, stdout) = (stdin_handle.as_fd(), stdout_handle.as_fd());
     let _raw = match (&master, policy.tty) {
         (Some(m), true) => {
             pty::copy_winsize(0, m.as_raw_fd());
