@@ -156,6 +156,8 @@ pub struct Policy {
     pub verbose: bool,
     /// Report what the layers refused (--log-denials).
     pub log_denials: bool,
+    /// The command gets a session of its own (always with a terminal).
+    pub new_session: bool,
     /// `sbox shell` keeps one sandbox per project (filesystem.persist).
     pub persist_project: bool,
     /// Landlock, seccomp and rlimits, checked against this kernel.
@@ -559,6 +561,7 @@ pub fn build(
         map_user: ov.map_user,
         verbose: ov.verbose,
         log_denials: ov.log_denials,
+        new_session: tty || profile.process.new_session.unwrap_or(true),
         persist_project: match fs.persist.as_deref() {
             None | Some("none") => false,
             Some("project") => true,

@@ -194,6 +194,10 @@ pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Pat
             w.push(format!("allows {what}"));
         }
     }
+    if reference.process.new_session != Some(false) && effective.process.new_session == Some(false)
+    {
+        w.push("keeps your terminal session (no new session)".into());
+    }
     if rs.io_uring.as_deref() != Some("allow") && es.io_uring.as_deref() == Some("allow") {
         w.push("allows io_uring".into());
     }

@@ -504,3 +504,30 @@ fn log_denials_names_hidden_paths_the_command_asked_for() {
         stderr(&quiet)
     );
 }
+
+#[test]
+fn the_command_gets_its_own_session_unless_the_profile_says_otherwise() {
+    let p = Project::new("session");
+    // Field 6 of /proc/self/stat is the session id (0: a session outside
+    // the sandbox's pid namespace, i.e. the caller's).
+    let script = "set -- $(cat /proc/$$/stat); echo $6";
+    let own = ok(run_sh(&p.dir, &[], script));
+    assert_ne!(own.trim(), "0", "no session of its own: {own}");
+    let prof = p.write(
+        "keep.toml",
+        "include = [\"dev\"]\n[process]\nnew_session = false\n",
+    );
+    let kept = ok(run_sh(
+        &p.dir,
+        &["--profile", &prof.to_string_lossy()],
+        script,
+    ));
+    assert_eq!(kept.trim(), "0", "{kept}");
+    // A terminal always comes with a new session.
+    let t = ok(run_sh(
+        &p.dir,
+        &["--profile", &prof.to_string_lossy(), "-t"],
+        script,
+    ));
+    assert_ne!(t.trim(), "0", "{t}");
+}

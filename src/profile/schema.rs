@@ -145,6 +145,10 @@ pub struct ProcessSection {
     pub hostname: Option<String>,
     /// Shell for `sbox shell`.
     pub shell: Option<String>,
+    /// Start the command in a new session (default true): it then has no
+    /// controlling terminal it could push keystrokes into (TIOCSTI). false
+    /// keeps the caller's session for `run` without a terminal of its own.
+    pub new_session: Option<bool>,
     /// Resource limits (setrlimit), by name: nofile, nproc, as, data,
     /// fsize, cpu, core, stack, memlock.
     #[serde(default)]
@@ -298,6 +302,7 @@ impl ProfileFile {
         let (p, l) = (&mut self.process, later.process);
         m.scalar("process.hostname", &mut p.hostname, l.hostname);
         m.scalar("process.shell", &mut p.shell, l.shell);
+        m.scalar("process.new_session", &mut p.new_session, l.new_session);
         m.map("process.rlimits", &mut p.rlimits, l.rlimits);
         m.scalar("process.memory", &mut p.memory, l.memory);
         m.scalar("process.pids", &mut p.pids, l.pids);

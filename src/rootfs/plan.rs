@@ -416,6 +416,7 @@ mod tests {
             map_user: false,
             verbose: false,
             log_denials: false,
+            new_session: true,
             persist_project: false,
             confinement: Default::default(),
             limits: Default::default(),

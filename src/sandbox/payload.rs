@@ -48,8 +48,10 @@ pub fn exec(
             }
         }
     }
-    if let Err(e) = nix::unistd::setsid() {
-        fail(&format!("setsid: {}", e.desc()));
+    if policy.new_session || pty_slave.is_some() {
+        if let Err(e) = nix::unistd::setsid() {
+            fail(&format!("setsid: {}", e.desc()));
+        }
     }
     if let Some(path) = pty_slave {
         attach_terminal(path);
