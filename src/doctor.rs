@@ -1053,7 +1053,11 @@ fn check_network_helper(name: &'static str, package: &str) -> Check {
         None => check(
             name,
             Status::Warn,
-            "not installed; --net user unavailable through it".into(),
+            if name == "pasta" {
+                "not installed; --net user falls back to slirp4netns".into()
+            } else {
+                "not installed; --net user needs pasta then".into()
+            },
             Some(format!("apt install {package}")),
         ),
     }
