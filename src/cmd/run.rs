@@ -244,7 +244,6 @@ fn detached_child(
             named: Some(running),
             ready: Some(ready_copy),
             log: Some((log_r, log_path)),
-            command: policy.argv.clone(),
         },
     )
     .map_err(|e| (e, ready))

@@ -62,8 +62,6 @@ pub struct Extras {
     pub ready: Option<OwnedFd>,
     /// `run -d`: the read end of our own stdout/stderr, copied to this log.
     pub log: Option<(OwnedFd, std::path::PathBuf)>,
-    /// The arguments of `run` (stored for `ps`).
-    pub command: Vec<String>,
 }
 
 /// How long the kernel caches the FUSE root's entries and attributes: a
