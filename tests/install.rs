@@ -7,6 +7,8 @@
 //! through setpriv; the test fails if that user does not exist. As an
 //! ordinary user it runs as you.
 
+mod common;
+use common::{user, TestUser};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -30,47 +32,6 @@ const MAN1: &[&str] = &[
 ];
 const MAN5: &[&str] = &["sbox-profile.5"];
 
-struct User {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: PathBuf,
-    /// We are root and switch to the user for each command.
-    switch: bool,
-}
-
-fn user() -> User {
-    let me = nix::unistd::getuid();
-    if !me.is_root() {
-        let pw = nix::unistd::User::from_uid(me)
-            .ok()
-            .flatten()
-            .expect("the current user is in /etc/passwd");
-        return User {
-            name: pw.name,
-            uid: me.as_raw(),
-            gid: pw.gid.as_raw(),
-            home: pw.dir,
-            switch: false,
-        };
-    }
-    let name = std::env::var("SBOX_TEST_USER").unwrap_or_else(|_| "sboxtest".into());
-    let pw = nix::unistd::User::from_name(&name)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| {
-            panic!("test user {name} does not exist: run .ci/run or create it (useradd {name})")
-        });
-    assert_ne!(pw.uid.as_raw(), 0, "the test user must not be root");
-    User {
-        name,
-        uid: pw.uid.as_raw(),
-        gid: pw.gid.as_raw(),
-        home: pw.dir,
-        switch: true,
-    }
-}
-
 /// A scratch tree under /tmp that the test user can read: `src/` holds
 /// install.sh, man/, profiles/ and the binary; `prefix/` belongs to the
 /// user. Removed when dropped.
@@ -81,7 +42,7 @@ struct Stage {
 }
 
 impl Stage {
-    fn new(tag: &str, u: &User) -> Self {
+    fn new(tag: &str, u: &TestUser) -> Self {
         let root = PathBuf::from(format!(
             "/tmp/sbox-install-test-{}-{tag}",
             std::process::id()
@@ -140,7 +101,7 @@ fn copy(from: &Path, to: &Path, mode: u32) {
 }
 
 /// `program args…` as the test user, with a clean environment, in `dir`.
-fn as_user(u: &User, dir: &Path, path_var: &str, program: &Path, args: &[&str]) -> Command {
+fn as_user(u: &TestUser, dir: &Path, path_var: &str, program: &Path, args: &[&str]) -> Command {
     let mut c = if u.switch {
         let mut c = Command::new("setpriv");
         c.arg(format!("--reuid={}", u.uid))
@@ -211,7 +172,7 @@ fn files_below(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[track_caller]
-fn assert_installed(path: &Path, mode: u32, same_as: &Path, u: &User) {
+fn assert_installed(path: &Path, mode: u32, same_as: &Path, u: &TestUser) {
     let md = std::fs::symlink_metadata(path)
         .unwrap_or_else(|e| panic!("{} was not installed: {e}", path.display()));
     assert!(md.is_file(), "{} is not a regular file", path.display());
@@ -239,7 +200,7 @@ fn assert_installed(path: &Path, mode: u32, same_as: &Path, u: &User) {
 }
 
 /// Render a man page the way a user would and demand silence on stderr.
-fn check_man_page(u: &User, stage: &Stage, page: &Path) {
+fn check_man_page(u: &TestUser, stage: &Stage, page: &Path) {
     let shown = page.display();
     if have("man") {
         let mut c = as_user(u, &stage.src, SYSTEM_PATH, Path::new("man"), &[]);
@@ -291,13 +252,13 @@ fn check_man_page(u: &User, stage: &Stage, page: &Path) {
 #[test]
 fn installs_under_a_prefix_finds_its_profiles_and_uninstalls() {
     let u = user();
-    let stage = Stage::new("prefix", &u);
+    let stage = Stage::new("prefix", u);
     let script = stage.src.join("install.sh");
     let binary = stage.src.join("sbox");
     let prefix = stage.prefix.to_string_lossy().into_owned();
     let install = |path_var: &str| {
         run(as_user(
-            &u,
+            u,
             &stage.src,
             path_var,
             &script,
@@ -317,13 +278,13 @@ fn installs_under_a_prefix_finds_its_profiles_and_uninstalls() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let man = stage.prefix.join("share/man");
     let profiles = stage.prefix.join("share/sbox/profiles");
-    assert_installed(&bin_dir.join("sbox"), 0o755, &binary, &u);
+    assert_installed(&bin_dir.join("sbox"), 0o755, &binary, u);
     for p in MAN1 {
         assert_installed(
             &man.join("man1").join(p),
             0o644,
             &repo.join("man").join(p),
-            &u,
+            u,
         );
     }
     for p in MAN5 {
@@ -331,7 +292,7 @@ fn installs_under_a_prefix_finds_its_profiles_and_uninstalls() {
             &man.join("man5").join(p),
             0o644,
             &repo.join("man").join(p),
-            &u,
+            u,
         );
     }
     let mut names = Vec::new();
@@ -341,7 +302,7 @@ fn installs_under_a_prefix_finds_its_profiles_and_uninstalls() {
     {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(stem) = name.strip_suffix(".toml") {
-            assert_installed(&profiles.join(&name), 0o644, &e.path(), &u);
+            assert_installed(&profiles.join(&name), 0o644, &e.path(), u);
             names.push(stem.to_string());
         }
     }
@@ -352,7 +313,7 @@ fn installs_under_a_prefix_finds_its_profiles_and_uninstalls() {
 
     // The installed binary lists the installed profiles, naming their origin.
     let mut list = as_user(
-        &u,
+        u,
         &stage.src,
         SYSTEM_PATH,
         &bin_dir.join("sbox"),
@@ -371,21 +332,21 @@ fn installs_under_a_prefix_finds_its_profiles_and_uninstalls() {
     }
 
     for p in MAN1 {
-        check_man_page(&u, &stage, &man.join("man1").join(p));
+        check_man_page(u, &stage, &man.join("man1").join(p));
     }
     for p in MAN5 {
-        check_man_page(&u, &stage, &man.join("man5").join(p));
+        check_man_page(u, &stage, &man.join("man5").join(p));
     }
 
     // Again, with the bin dir on PATH: idempotent, and no PATH warning.
     let with_bin = format!("{}:{SYSTEM_PATH}", bin_dir.display());
     let again = ok(install(&with_bin), "second install.sh");
     assert!(!again.contains("is not on PATH"), "{again}");
-    assert_installed(&bin_dir.join("sbox"), 0o755, &binary, &u);
+    assert_installed(&bin_dir.join("sbox"), 0o755, &binary, u);
 
     let out = ok(
         run(as_user(
-            &u,
+            u,
             &stage.src,
             SYSTEM_PATH,
             &script,
@@ -401,7 +362,7 @@ fn installs_under_a_prefix_finds_its_profiles_and_uninstalls() {
     // Uninstalling what is not there is not an error.
     ok(
         run(as_user(
-            &u,
+            u,
             &stage.src,
             SYSTEM_PATH,
             &script,
@@ -432,16 +393,16 @@ fn assert_one_line_error(o: &Output, needle: &str) {
 #[test]
 fn bad_option_and_missing_binary_are_one_line_errors() {
     let u = user();
-    let stage = Stage::new("bad", &u);
+    let stage = Stage::new("bad", u);
     let script = stage.src.join("install.sh");
     let prefix = stage.prefix.to_string_lossy().into_owned();
 
-    let o = run(as_user(&u, &stage.src, SYSTEM_PATH, &script, &["--bogus"]));
+    let o = run(as_user(u, &stage.src, SYSTEM_PATH, &script, &["--bogus"]));
     assert_one_line_error(&o, "--bogus");
     assert_eq!(o.status.code(), Some(2), "usage errors exit 2");
 
     let o = run(as_user(
-        &u,
+        u,
         &stage.src,
         SYSTEM_PATH,
         &script,
@@ -454,7 +415,7 @@ fn bad_option_and_missing_binary_are_one_line_errors() {
     );
 
     let help = ok(
-        run(as_user(&u, &stage.src, SYSTEM_PATH, &script, &["--help"])),
+        run(as_user(u, &stage.src, SYSTEM_PATH, &script, &["--help"])),
         "install.sh --help",
     );
     for opt in ["--prefix", "--binary", "--system-deps", "--uninstall"] {

@@ -507,6 +507,21 @@ impl OverlayFs {
         let _ = sys::unlinkat(self.layers.work(), tmp, flag);
     }
 
+    /// The parent and relative path of a name to unlink or rmdir; names
+    /// inside an empty directory or hidden do not exist.
+    fn removal_target(&self, parent: u64, name: &[u8]) -> io::Result<(NodeInfo, Vec<u8>)> {
+        valid_name(name)?;
+        let pinfo = self.info(parent)?;
+        if pinfo.state.special == Special::Empty {
+            return Err(err(libc::ENOENT));
+        }
+        let rel = join(&pinfo.path, name);
+        if self.masks.refuses(&rel) {
+            return Err(err(libc::ENOENT));
+        }
+        Ok((pinfo, rel))
+    }
+
     /// The merged, masked listing of a directory node (no "." / "..").
     fn listing(&self, info: &NodeInfo) -> io::Result<Vec<super::layer::MergedEnt>> {
         if info.state.special == Special::Empty {
@@ -1029,15 +1044,7 @@ impl FileSystem for OverlayFs {
 
     fn unlink(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
         let name = name.to_bytes();
-        valid_name(name)?;
-        let pinfo = self.info(parent)?;
-        if pinfo.state.special == Special::Empty {
-            return Err(err(libc::ENOENT));
-        }
-        let rel = join(&pinfo.path, name);
-        if self.masks.refuses(&rel) {
-            return Err(err(libc::ENOENT));
-        }
+        let (pinfo, rel) = self.removal_target(parent, name)?;
         if self.masks.empty(&rel) {
             return Err(err(libc::EBUSY));
         }
@@ -1062,15 +1069,7 @@ impl FileSystem for OverlayFs {
 
     fn rmdir(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
         let name = name.to_bytes();
-        valid_name(name)?;
-        let pinfo = self.info(parent)?;
-        if pinfo.state.special == Special::Empty {
-            return Err(err(libc::ENOENT));
-        }
-        let rel = join(&pinfo.path, name);
-        if self.masks.refuses(&rel) {
-            return Err(err(libc::ENOENT));
-        }
+        let (pinfo, rel) = self.removal_target(parent, name)?;
         if self.masks.empty(&rel) || self.masks.masks_below(&rel) {
             return Err(err(libc::EBUSY));
         }
