@@ -4,7 +4,7 @@
 # (`sbox run --overlay kernel`), fuse-overlayfs (lower = the host /, in
 # `unshare -Urm`, chrooted into its mount) and sbox's FUSE root (`sbox run`).
 #
-#   bench/fs.sh [--runs N] [--files N] [--sources N]
+#   bench/fs.sh [--runs N] [--files N] [--sources N] [--envs LIST] [--rows LIST]
 #
 # Rows: (a) untar N small files (default 10000) into a lower-layer
 # directory; (b) `find | xargs stat` over /usr/share, warm and cold; (c)
@@ -13,6 +13,8 @@
 # project directory while compiler and headers come through the root.
 # Times are measured inside each environment (sandbox start-up excluded);
 # each row is the median of --runs runs (default 3; the build runs once).
+# --envs picks environments (comma-separated: native, kernel, fuse-overlayfs,
+# sbox-fuse; native always runs) and --rows picks rows by letter (e.g. b,c).
 # Cold runs drop the page cache first, which needs root: started as root,
 # the script keeps a small root helper for that and re-runs itself as the
 # user; otherwise "cold" is a fresh sandbox on a warm host cache.
@@ -38,8 +40,16 @@ note() { printf '%s\n' "$*" >&2; }
 RUNS=${RUNS:-3}
 FILES=${FILES:-10000}
 SOURCES=${SOURCES:-300}
+ONLY_ENVS=${ONLY_ENVS:-}
+ONLY_ROWS=${ONLY_ROWS:-}
 while (($#)); do
   case $1 in
+    --envs | --rows)
+      (($# >= 2)) || die "$1 needs a list"
+      [[ $2 =~ ^[a-z,-]+$ ]] || die "$1: not a comma-separated list: $2"
+      if [ "$1" = --envs ]; then ONLY_ENVS=$2; else ONLY_ROWS=$2; fi
+      shift 2
+      ;;
     --runs | --files | --sources)
       (($# >= 2)) || die "$1 needs a number"
       [[ $2 =~ ^[0-9]+$ && $2 -ge 1 ]] || die "$1: not a positive number: $2"
@@ -51,7 +61,7 @@ while (($#)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown option: $1 (see --help)" ;;
@@ -112,6 +122,7 @@ if [ "$(id -u)" -eq 0 ]; then
     env -i HOME="$home" USER="$user" LOGNAME="$user" \
     PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin LANG=C.UTF-8 \
     SBOX="$stage/sbox" RUNS="$RUNS" FILES="$FILES" SOURCES="$SOURCES" \
+    ONLY_ENVS="$ONLY_ENVS" ONLY_ROWS="$ONLY_ROWS" \
     FUSE_OVERLAYFS="${FUSE_OVERLAYFS:-}" SBOX_BENCH_REEXEC=1 \
     SBOX_BENCH_DROP="$stage/drop" \
     bash "$stage/fs.sh"
@@ -189,7 +200,11 @@ head -c $((1 << 30)) /dev/urandom >"$base/big"
 
 # ------------------------------------------------------- the environments
 
-ENVS=(native kernel fuse-overlayfs sbox-fuse)
+ENVS=(native)
+for env in kernel fuse-overlayfs sbox-fuse; do
+  [ -z "$ONLY_ENVS" ] || [[ ,$ONLY_ENVS, == *",$env,"* ]] || continue
+  ENVS+=("$env")
+done
 declare -A ENV_NOTE=()
 [ -n "$FOVL" ] && [ -x "$FOVL" ] || ENV_NOTE[fuse-overlayfs]="not installed (apt-get install fuse-overlayfs)"
 
@@ -247,7 +262,12 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)
 
 # The rows: name, runs, cold (drop caches first), prep, timed command.
 ROWS=()
-row() { ROWS+=("$1"$'\x1f'"$2"$'\x1f'"$3"$'\x1f'"$4"$'\x1f'"$5"); }
+row() {
+  if [ -n "$ONLY_ROWS" ]; then
+    local letter=${1:1:1}
+    [[ ,$ONLY_ROWS, == *",$letter,"* ]] || return 0
+  fi
+  ROWS+=("$1"$'\x1f'"$2"$'\x1f'"$3"$'\x1f'"$4"$'\x1f'"$5"); }
 row "(a) untar $FILES files" "$RUNS" 0 ":" \
   "d=$base/targets/t\$(date +%s%N) && mkdir \$d && tar --no-same-owner -C \$d -xf $base/files.tar && test -e \$d/d000"
 # Unreadable directories and vanishing /usr/share entries are not errors.

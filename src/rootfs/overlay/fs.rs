@@ -20,6 +20,7 @@ use fuse_backend_rs::api::filesystem::{
 
 use super::attr::{self, Ids, Override};
 use super::inode::{NodeInfo, NodeState, Special, Table, ROOT};
+use super::iofd::{IoFds, Need, Opened};
 use super::layer::{join, Layer, Layers};
 use super::sys::{self, err};
 use super::whiteout;
@@ -91,6 +92,8 @@ pub(crate) struct OverlayFs {
     table: Mutex<Table>,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     next_handle: AtomicU64,
+    /// Files for I/O without handles (OPEN answers ENOSYS).
+    io: IoFds,
     pub(crate) copyup_lock: Mutex<()>,
     pub(crate) masks: Masks,
     pub(crate) ids: Ids,
@@ -250,6 +253,7 @@ impl OverlayFs {
             table: Mutex::new(Table::new(root_state)),
             handles: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            io: IoFds::default(),
             copyup_lock: Mutex::new(()),
             masks,
             ids,
@@ -283,7 +287,7 @@ impl OverlayFs {
     }
 
     pub(crate) fn handle_count(&self) -> usize {
-        self.handles.read().map(|h| h.len()).unwrap_or(0)
+        self.handles.read().map(|h| h.len()).unwrap_or(0) + self.io.len()
     }
 
     pub(crate) fn info(&self, ino: u64) -> io::Result<NodeInfo> {
@@ -396,7 +400,156 @@ impl OverlayFs {
     }
 
     fn forget_one(&self, ino: u64, n: u64) {
-        self.table().forget(ino, n);
+        if self.table().forget(ino, n) {
+            self.io.remove(ino);
+        }
+    }
+
+    /// Opens `rel` for I/O: upper files read-write when the host allows
+    /// (else as `need` requires), lower files read-only.
+    fn open_io(&self, upper: bool, rel: &[u8], need: Need) -> io::Result<(OwnedFd, Opened)> {
+        let layer = if upper { Layer::Upper } else { Layer::Lower };
+        let tries: &[(i32, bool, bool)] = match (upper, need) {
+            (false, _) => &[(libc::O_RDONLY, true, false)],
+            (true, Need::Read) => &[(libc::O_RDWR, true, true), (libc::O_RDONLY, true, false)],
+            (true, Need::Write) => &[(libc::O_RDWR, true, true), (libc::O_WRONLY, false, true)],
+        };
+        let mut last = err(libc::EACCES);
+        for &(flags, readable, writable) in tries {
+            match self.layers.open(layer, rel, flags) {
+                Ok(fd) => {
+                    let st = sys::fstat(fd.as_fd())?;
+                    let how = Opened {
+                        readable,
+                        writable,
+                        upper,
+                        id: (st.st_dev, st.st_ino),
+                    };
+                    return Ok((fd, how));
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// The file for handle-less I/O on `ino`; copied up first for writing.
+    fn io_file(&self, ino: u64, need: Need) -> io::Result<Arc<File>> {
+        let (mut state, named) = {
+            let t = self.table();
+            let s = t.state(ino).cloned().ok_or_else(|| err(libc::ENOENT))?;
+            let named = t.refs(ino).map(|(_, links)| links > 0).unwrap_or(false) || ino == ROOT;
+            (s, named)
+        };
+        if state.kind == libc::S_IFDIR || state.special == Special::Empty {
+            return Err(err(libc::EISDIR));
+        }
+        if !named {
+            // Unlinked while open: only the fd pinned at removal serves it.
+            return self
+                .io
+                .get(ino, need, state.upper)
+                .ok_or_else(|| err(libc::EBADF));
+        }
+        if self.io.pinned(ino) {
+            // The number names another file now (the host reused the inode).
+            self.io.remove(ino);
+        }
+        if need == Need::Write && !state.upper {
+            self.copy_up(ino, true)?;
+            state.upper = true;
+        }
+        if let Some(f) = self.io.get(ino, need, state.upper) {
+            return Ok(f);
+        }
+        let info = self.info(ino)?;
+        let (fd, how) = self.open_io(info.state.upper, &info.path, need)?;
+        Ok(self.io.put(ino, File::from(fd), how, false))
+    }
+
+    /// Attributes of a file that lost its last name, from its pinned fd.
+    fn unlinked_stat(&self, ino: u64) -> Option<io::Result<(libc::stat64, Duration)>> {
+        let state = self.table().state(ino).cloned()?;
+        let f = self.io.get(ino, Need::Read, state.upper)?;
+        Some(sys::fstat(f.as_fd()).map(|st| (self.present(ino, &state, st), self.attr_timeout)))
+    }
+
+    /// `ftruncate`/`futimens` on a file that lost its last name (through
+    /// its pinned fd); its owner and mode are no longer kept anywhere.
+    fn unlinked_setattr(
+        &self,
+        ino: u64,
+        attr: &libc::stat64,
+        valid: SetattrValid,
+    ) -> Option<io::Result<(libc::stat64, Duration)>> {
+        let upper = self.table().state(ino)?.upper;
+        let f = self.io.get(ino, Need::Write, upper)?;
+        let r = (|| {
+            if valid.contains(SetattrValid::SIZE) {
+                let size = u64::try_from(attr.st_size).map_err(|_| err(libc::EINVAL))?;
+                sys::ftruncate(f.as_fd(), size)?;
+            }
+            if valid.intersects(SetattrValid::ATIME | SetattrValid::MTIME) {
+                let pick = |now: SetattrValid, set: SetattrValid, sec, nsec| {
+                    if valid.contains(now) {
+                        ts(0, libc::UTIME_NOW)
+                    } else if valid.contains(set) {
+                        ts(sec, nsec)
+                    } else {
+                        ts(0, libc::UTIME_OMIT)
+                    }
+                };
+                let a = pick(
+                    SetattrValid::ATIME_NOW,
+                    SetattrValid::ATIME,
+                    attr.st_atime,
+                    attr.st_atime_nsec,
+                );
+                let m = pick(
+                    SetattrValid::MTIME_NOW,
+                    SetattrValid::MTIME,
+                    attr.st_mtime,
+                    attr.st_mtime_nsec,
+                );
+                sys::futimens(f.as_fd(), &[a, m])?;
+            }
+            Ok(())
+        })();
+        Some(r.and_then(|()| match self.unlinked_stat(ino) {
+            Some(r) => r,
+            None => Err(err(libc::ENOENT)),
+        }))
+    }
+
+    /// Before `name` in `parent` goes away: if it is the last name of a
+    /// regular file the kernel still holds, keep the file open for the
+    /// processes that may have it open (unlinked files stay readable).
+    fn pin_before_removal(&self, parent: u64, name: &[u8]) {
+        let (ino, upper, path) = {
+            let t = self.table();
+            let Some(ino) = t.child_number(parent, name) else {
+                return;
+            };
+            match (t.refs(ino), t.state(ino)) {
+                (Some((lookups, 1)), Some(s)) if lookups > 0 && s.kind == libc::S_IFREG => {}
+                _ => return,
+            }
+            let upper = t.state(ino).map(|s| s.upper).unwrap_or(false);
+            let Some(path) = t.path(ino) else {
+                return;
+            };
+            (ino, upper, path)
+        };
+        match self.open_io(upper, &path, Need::Read) {
+            Ok((fd, how)) => {
+                self.io.put(ino, File::from(fd), how, true);
+            }
+            Err(e) => log::debug!(
+                "overlay: cannot keep {} open before its removal: {e}",
+                String::from_utf8_lossy(&path)
+            ),
+        }
     }
 
     fn new_handle(&self, h: Handle) -> u64 {
@@ -581,6 +734,9 @@ impl OverlayFs {
                 return Err(e);
             }
         };
+        if flags & libc::RENAME_EXCHANGE == 0 && dst.is_some() {
+            self.pin_before_removal(np, nname);
+        }
         let res = self.rename_nodes(
             op,
             oname,
@@ -786,7 +942,8 @@ impl FileSystem for OverlayFs {
             | FsOptions::MAX_PAGES
             | FsOptions::DO_READDIRPLUS
             | FsOptions::READDIRPLUS_AUTO
-            | FsOptions::ATOMIC_O_TRUNC
+            // No ATOMIC_O_TRUNC: opens never reach the server (OPEN gets
+            // ENOSYS), so O_TRUNC must come as a SETATTR.
             | FsOptions::CACHE_SYMLINKS
             // Lower files are opened with KEEP_CACHE: drop their cached
             // pages when the host changes them (mtime or size differ once
@@ -818,9 +975,16 @@ impl FileSystem for OverlayFs {
     }
 
     fn batch_forget(&self, _ctx: &Context, requests: Vec<(u64, u64)>) {
-        let mut t = self.table();
-        for (ino, n) in requests {
-            t.forget(ino, n);
+        let gone: Vec<u64> = {
+            let mut t = self.table();
+            requests
+                .into_iter()
+                .filter(|&(ino, n)| t.forget(ino, n))
+                .map(|(ino, _)| ino)
+                .collect()
+        };
+        for ino in gone {
+            self.io.remove(ino);
         }
     }
 
@@ -843,8 +1007,16 @@ impl FileSystem for OverlayFs {
                 }
             }
         }
-        let info = self.info(inode)?;
-        Ok((self.stat_of(&info)?, self.attr_timeout))
+        let info = match self.info(inode) {
+            Ok(i) => i,
+            Err(e) => return self.unlinked_stat(inode).unwrap_or(Err(e)),
+        };
+        let st = self.real_stat(&info)?;
+        if info.state.kind == libc::S_IFREG {
+            // The host may have replaced the file: stop reading the old one.
+            self.io.check(inode, (st.st_dev, st.st_ino));
+        }
+        Ok((self.present(inode, &info.state, st), self.attr_timeout))
     }
 
     fn setattr(
@@ -855,7 +1027,10 @@ impl FileSystem for OverlayFs {
         handle: Option<u64>,
         valid: SetattrValid,
     ) -> io::Result<(libc::stat64, Duration)> {
-        let info = self.info(inode)?;
+        let info = match self.info(inode) {
+            Ok(i) => i,
+            Err(e) => return self.unlinked_setattr(inode, &attr, valid).unwrap_or(Err(e)),
+        };
         if info.state.special == Special::Empty {
             return Err(err(libc::EPERM));
         }
@@ -1055,6 +1230,7 @@ impl FileSystem for OverlayFs {
         if r.st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             return Err(err(libc::EISDIR));
         }
+        self.pin_before_removal(parent, name);
         if self.layers.lower_has(&pinfo.state, &rel)? {
             self.copy_up(parent, true)?;
             let (pfd, n) = self.layers.parent_of(Layer::Upper, &rel)?;
@@ -1170,40 +1346,17 @@ impl FileSystem for OverlayFs {
         Ok(self.entry(inode, self.present(inode, &state, st)))
     }
 
+    /// ENOSYS: the kernel then opens files without asking (`no_open`),
+    /// keeps their cached pages, sends no FLUSH/RELEASE, and I/O comes
+    /// without a handle (served by `io_file`).
     fn open(
         &self,
         _ctx: &Context,
-        inode: u64,
-        flags: u32,
+        _inode: u64,
+        _flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
-        let flags = flags as i32;
-        let info = self.info(inode)?;
-        if info.state.special == Special::Empty || info.state.kind == libc::S_IFDIR {
-            return Err(err(libc::EISDIR));
-        }
-        let acc = flags & libc::O_ACCMODE;
-        let trunc = flags & libc::O_TRUNC != 0;
-        let writing = acc != libc::O_RDONLY || trunc;
-        if writing && !info.state.upper {
-            self.copy_up(inode, !trunc)?;
-        }
-        let info = self.info(inode)?;
-        let layer = Self::layer_of(&info);
-        // O_DIRECT is the kernel's business: the request buffers here are
-        // not aligned for it.
-        let oflags = open_flags(flags);
-        let fd = self.layers.open(layer, &info.path, oflags)?;
-        let mut opts = if layer == Layer::Lower {
-            OpenOptions::KEEP_CACHE
-        } else {
-            OpenOptions::empty()
-        };
-        if acc == libc::O_RDONLY {
-            opts |= no_flush();
-        }
-        let h = self.new_handle(Handle::File(File::from(fd)));
-        Ok((Some(h), opts, None))
+        Err(err(libc::ENOSYS))
     }
 
     fn create(
@@ -1241,14 +1394,23 @@ impl FileSystem for OverlayFs {
     fn read(
         &self,
         _ctx: &Context,
-        _inode: u64,
+        inode: u64,
         handle: u64,
         w: &mut dyn ZeroCopyWriter,
         size: u32,
         offset: u64,
         _lock_owner: Option<u64>,
-        _flags: u32,
+        flags: u32,
     ) -> io::Result<usize> {
+        if handle == 0 {
+            // A file opened for writing is copied up at its first read too,
+            // as it was at open: so a host file the caller cannot read
+            // (/etc/gshadow for useradd) reads as the empty copy.
+            let writer = flags as i32 & libc::O_ACCMODE != libc::O_RDONLY;
+            let need = if writer { Need::Write } else { Need::Read };
+            let f = self.io_file(inode, need)?;
+            return w.write_from(&mut *borrow_file(&f), size as usize, offset);
+        }
         let h = self.file_handle(handle)?;
         let Handle::File(f) = &*h else {
             return Err(err(libc::EISDIR));
@@ -1260,7 +1422,7 @@ impl FileSystem for OverlayFs {
     fn write(
         &self,
         _ctx: &Context,
-        _inode: u64,
+        inode: u64,
         handle: u64,
         r: &mut dyn ZeroCopyReader,
         size: u32,
@@ -1270,6 +1432,10 @@ impl FileSystem for OverlayFs {
         _flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<usize> {
+        if handle == 0 {
+            let f = self.io_file(inode, Need::Write)?;
+            return r.read_to(&mut *borrow_file(&f), size as usize, offset);
+        }
         let h = self.file_handle(handle)?;
         let Handle::File(f) = &*h else {
             return Err(err(libc::EISDIR));
@@ -1278,11 +1444,22 @@ impl FileSystem for OverlayFs {
         r.read_to(&mut *f, size as usize, offset)
     }
 
+    /// ENOSYS: nothing to do at close (writes are not buffered here, POSIX
+    /// locks are the kernel's), so the kernel stops sending FLUSH.
     fn flush(&self, _ctx: &Context, _inode: u64, _handle: u64, _lock_owner: u64) -> io::Result<()> {
-        Ok(())
+        Err(err(libc::ENOSYS))
     }
 
-    fn fsync(&self, _ctx: &Context, _inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
+    fn fsync(&self, _ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
+        if handle == 0 {
+            let upper = self.table().state(inode).map(|s| s.upper).unwrap_or(false);
+            if !upper {
+                // Nothing was written: the host copy is not ours to sync.
+                return Ok(());
+            }
+            let f = self.io_file(inode, Need::Read)?;
+            return sys::fsync(f.as_fd(), datasync);
+        }
         let h = self.file_handle(handle)?;
         match &*h {
             Handle::File(f) => sys::fsync(f.as_fd(), datasync),
@@ -1293,12 +1470,16 @@ impl FileSystem for OverlayFs {
     fn fallocate(
         &self,
         _ctx: &Context,
-        _inode: u64,
+        inode: u64,
         handle: u64,
         mode: u32,
         offset: u64,
         length: u64,
     ) -> io::Result<()> {
+        if handle == 0 {
+            let f = self.io_file(inode, Need::Write)?;
+            return sys::fallocate(f.as_fd(), mode as i32, offset, length);
+        }
         let h = self.file_handle(handle)?;
         match &*h {
             Handle::File(f) => sys::fallocate(f.as_fd(), mode as i32, offset, length),
@@ -1580,16 +1761,20 @@ impl FileSystem for OverlayFs {
     fn lseek(
         &self,
         _ctx: &Context,
-        _inode: u64,
+        inode: u64,
         handle: u64,
         offset: u64,
         whence: u32,
     ) -> io::Result<u64> {
+        let off = i64::try_from(offset).map_err(|_| err(libc::EINVAL))?;
+        if handle == 0 {
+            let f = self.io_file(inode, Need::Read)?;
+            return Ok(sys::lseek(f.as_fd(), off, whence as i32)? as u64);
+        }
         let h = self.file_handle(handle)?;
         let Handle::File(f) = &*h else {
             return Err(err(libc::EISDIR));
         };
-        let off = i64::try_from(offset).map_err(|_| err(libc::EINVAL))?;
         let r = sys::lseek(f.as_fd(), off, whence as i32)?;
         Ok(r as u64)
     }
@@ -1609,16 +1794,4 @@ fn open_flags(flags: i32) -> i32 {
             | libc::O_DSYNC
             | libc::O_SYNC
             | libc::O_LARGEFILE)
-}
-
-/// FOPEN_NOFLUSH: the kernel need not send FLUSH when a read-only file is
-/// closed (nothing to write back; POSIX locks are the kernel's, local to
-/// the mount). Saves one round trip per open, e.g. for every tool that reads
-/// /etc/passwd. fuse-backend-rs 0.14 has no name for it.
-fn no_flush() -> OpenOptions {
-    const FOPEN_NOFLUSH: u32 = 1 << 5;
-    // SAFETY: bitflags 1.x's from_bits_unchecked only stores the bits; the
-    // value is passed to the kernel as open_flags, where 1 << 5 is
-    // FOPEN_NOFLUSH (Linux 5.4+; older kernels ignore unknown flags).
-    unsafe { OpenOptions::from_bits_unchecked(FOPEN_NOFLUSH) }
 }

@@ -281,12 +281,18 @@ impl Table {
         number
     }
 
-    /// Drops `count` kernel references.
-    pub(crate) fn forget(&mut self, ino: u64, count: u64) {
+    /// Drops `count` kernel references; true when the node is gone.
+    pub(crate) fn forget(&mut self, ino: u64, count: u64) -> bool {
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.lookups = n.lookups.saturating_sub(count);
         }
         self.try_remove(ino);
+        !self.nodes.contains_key(&ino)
+    }
+
+    /// The kernel's references on a node and how many names it has.
+    pub(crate) fn refs(&self, ino: u64) -> Option<(u64, usize)> {
+        self.nodes.get(&ino).map(|n| (n.lookups, n.links.len()))
     }
 
     fn try_remove(&mut self, ino: u64) {

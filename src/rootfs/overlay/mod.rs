@@ -15,8 +15,13 @@
 //! - no fd is kept per inode: nodes keep (parent, name) links and paths are
 //!   reopened beneath the layer root fds with `openat2(RESOLVE_BENEATH |
 //!   RESOLVE_NO_SYMLINKS)`; the table follows FORGET, so fds stay bounded
-//!   (layer roots + one per open file/dir handle) and memory follows the
+//!   (layer roots, a bounded cache of files for I/O, files that lost their
+//!   last name while the kernel holds them) and memory follows the
 //!   kernel's dentry cache;
+//! - files are not opened through the server: OPEN gets ENOSYS, so the
+//!   kernel opens files without a round trip and keeps their pages, and
+//!   I/O arrives without a handle (see `iofd`); a file is copied up at its
+//!   first write, not when it is opened for writing;
 //! - renaming a directory that has lower content copies its whole tree up
 //!   and makes it opaque (no redirects); a directory holding masked paths
 //!   cannot be renamed (EXDEV, so `mv` copies through the view);
@@ -24,8 +29,8 @@
 //!   overlayfs without `index`); links made inside are real upper links;
 //! - owners of symlinks, fifos and sockets cannot be overridden (no user
 //!   xattrs on them): chown on them is accepted and not kept;
-//! - a file opened read-only before it is copied up keeps reading the lower
-//!   copy;
+//! - a file that was never written inside and is written after its last
+//!   name went away (open, unlink, then write) gets EBADF;
 //! - the server reads the host as the caller: a host file the caller cannot
 //!   read (`/etc/shadow`) cannot be read inside either, and when it is
 //!   written inside its copy starts empty (so `useradd` works);
@@ -36,6 +41,7 @@ mod attr;
 mod copyup;
 mod fs;
 mod inode;
+mod iofd;
 mod layer;
 mod server;
 mod sys;
