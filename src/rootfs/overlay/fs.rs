@@ -71,26 +71,43 @@ impl Masks {
     }
 }
 
-/// An entry of a directory handle's snapshot.
+/// An entry of a directory listing: `cookie` is its stable offset.
 #[derive(Debug)]
 struct SnapEnt {
     name: Vec<u8>,
     ino: u64,
     dtype: u32,
+    cookie: u64,
 }
 
-/// An open file or directory.
-#[derive(Debug)]
-enum Handle {
-    File(File),
-    Dir(Vec<SnapEnt>),
+/// How many directory listings are kept for readers part-way through.
+const LISTINGS: usize = 64;
+
+/// The offset cookie of a directory entry: a hash of its name, so that it
+/// stays valid whatever else is added or removed ("." is 1, ".." is 2).
+/// Offsets are signed 64-bit in the kernel: cookies stay below 2^63.
+fn cookie(name: &[u8]) -> u64 {
+    match name {
+        b"." => 1,
+        b".." => 2,
+        _ => {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            name.hash(&mut h);
+            (h.finish() >> 2).max(3)
+        }
+    }
 }
 
 /// The overlay filesystem.
 pub(crate) struct OverlayFs {
     pub(crate) layers: Layers,
     table: Mutex<Table>,
-    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    /// Files opened by CREATE (the only requests that make handles).
+    handles: RwLock<HashMap<u64, Arc<File>>>,
+    /// Directory listings by node, for readers part-way through (OPENDIR
+    /// answers ENOSYS, so listings have no handle).
+    listings: Mutex<HashMap<u64, Arc<Vec<SnapEnt>>>>,
     next_handle: AtomicU64,
     /// Files for I/O without handles (OPEN answers ENOSYS).
     io: IoFds,
@@ -254,6 +271,7 @@ impl OverlayFs {
             handles: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             io: IoFds::default(),
+            listings: Mutex::new(HashMap::new()),
             copyup_lock: Mutex::new(()),
             masks,
             ids,
@@ -310,7 +328,13 @@ impl OverlayFs {
         let fd = self
             .layers
             .open(Self::layer_of(info), &info.path, libc::O_PATH)?;
-        sys::fstat(fd.as_fd())
+        let mut st = sys::fstat(fd.as_fd())?;
+        if info.state.upper && info.state.lower_dir {
+            if let Ok(Some((_, l))) = self.layers.probe(Layer::Lower, &info.path) {
+                super::layer::take_newer_mtime(&mut st, &l);
+            }
+        }
+        Ok(st)
     }
 
     fn present(&self, ino: u64, state: &NodeState, mut st: libc::stat64) -> libc::stat64 {
@@ -468,6 +492,73 @@ impl OverlayFs {
         Ok(self.io.put(ino, File::from(fd), how, false))
     }
 
+    /// The listing of directory `inode` sorted by cookie: read afresh when
+    /// a reader starts (offset 0), else the one that reader started with
+    /// (when still kept; cookies are names' hashes, so a fresh listing
+    /// continues correctly too).
+    fn dir_listing(&self, inode: u64, offset: u64) -> io::Result<Arc<Vec<SnapEnt>>> {
+        if offset != 0 {
+            let kept = self
+                .listings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&inode)
+                .cloned();
+            if let Some(l) = kept {
+                return Ok(l);
+            }
+        }
+        let info = self.info(inode)?;
+        if info.state.kind != libc::S_IFDIR {
+            return Err(err(libc::ENOTDIR));
+        }
+        let list = self.listing(&info)?;
+        let mut entries = Vec::with_capacity(list.len() + 2);
+        {
+            let mut t = self.table();
+            let parent = if inode == ROOT {
+                ROOT
+            } else {
+                t.parent_of(inode).unwrap_or(ROOT)
+            };
+            for (name, ino) in [(&b"."[..], inode), (&b".."[..], parent)] {
+                entries.push(SnapEnt {
+                    name: name.to_vec(),
+                    ino,
+                    dtype: libc::DT_DIR as u32,
+                    cookie: cookie(name),
+                });
+            }
+            for e in list {
+                let ino = match t.child_number(inode, &e.name) {
+                    Some(n) => n,
+                    None => t.number_for(e.dev, e.ino),
+                };
+                entries.push(SnapEnt {
+                    cookie: cookie(&e.name),
+                    name: e.name,
+                    ino,
+                    dtype: e.dtype,
+                });
+            }
+        }
+        entries.sort_unstable_by(|a, b| a.cookie.cmp(&b.cookie).then_with(|| a.name.cmp(&b.name)));
+        // Two names with one hash (about 1 in 2^63 per pair): the later
+        // one gets the next free number, so no entry is skipped.
+        for i in 1..entries.len() {
+            if entries[i].cookie <= entries[i - 1].cookie {
+                entries[i].cookie = entries[i - 1].cookie + 1;
+            }
+        }
+        let entries = Arc::new(entries);
+        let mut kept = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= LISTINGS && !kept.contains_key(&inode) {
+            kept.clear();
+        }
+        kept.insert(inode, entries.clone());
+        Ok(entries)
+    }
+
     /// Attributes of a file that lost its last name, from its pinned fd.
     fn unlinked_stat(&self, ino: u64) -> Option<io::Result<(libc::stat64, Duration)>> {
         let state = self.table().state(ino).cloned()?;
@@ -552,7 +643,7 @@ impl OverlayFs {
         }
     }
 
-    fn new_handle(&self, h: Handle) -> u64 {
+    fn new_handle(&self, h: File) -> u64 {
         let id = self.next_handle.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.handles.write() {
             m.insert(id, Arc::new(h));
@@ -560,7 +651,7 @@ impl OverlayFs {
         id
     }
 
-    fn handle(&self, id: u64) -> io::Result<Arc<Handle>> {
+    fn handle(&self, id: u64) -> io::Result<Arc<File>> {
         self.handles
             .read()
             .ok()
@@ -571,14 +662,6 @@ impl OverlayFs {
     fn drop_handle(&self, id: u64) {
         if let Ok(mut m) = self.handles.write() {
             m.remove(&id);
-        }
-    }
-
-    fn file_handle(&self, id: u64) -> io::Result<Arc<Handle>> {
-        let h = self.handle(id)?;
-        match *h {
-            Handle::File(_) => Ok(h),
-            Handle::Dir(_) => Err(err(libc::EISDIR)),
         }
     }
 
@@ -995,16 +1078,14 @@ impl FileSystem for OverlayFs {
         handle: Option<u64>,
     ) -> io::Result<(libc::stat64, Duration)> {
         if let Some(h) = handle {
-            if let Ok(h) = self.handle(h) {
-                if let Handle::File(f) = &*h {
-                    let st = sys::fstat(f.as_fd())?;
-                    let state = self
-                        .table()
-                        .state(inode)
-                        .cloned()
-                        .ok_or_else(|| err(libc::ENOENT))?;
-                    return Ok((self.present(inode, &state, st), self.attr_timeout));
-                }
+            if let Ok(f) = self.handle(h) {
+                let st = sys::fstat(f.as_fd())?;
+                let state = self
+                    .table()
+                    .state(inode)
+                    .cloned()
+                    .ok_or_else(|| err(libc::ENOENT))?;
+                return Ok((self.present(inode, &state, st), self.attr_timeout));
             }
         }
         let info = match self.info(inode) {
@@ -1038,13 +1119,7 @@ impl FileSystem for OverlayFs {
         self.copy_up(inode, !truncating)?;
         let info = self.info(inode)?;
         let kind = info.state.kind;
-        let file = match handle.map(|h| self.handle(h)) {
-            Some(Ok(h)) => match &*h {
-                Handle::File(_) => Some(h),
-                Handle::Dir(_) => None,
-            },
-            _ => None,
-        };
+        let file = handle.and_then(|h| self.handle(h).ok());
         let (pfd, n) = self.layers.parent_of(Layer::Upper, &info.path)?;
 
         if valid.contains(SetattrValid::SIZE) {
@@ -1053,7 +1128,7 @@ impl FileSystem for OverlayFs {
             }
             let size = u64::try_from(attr.st_size).map_err(|_| err(libc::EINVAL))?;
             match file.as_deref() {
-                Some(Handle::File(f)) if sys::ftruncate(f.as_fd(), size).is_ok() => {}
+                Some(f) if sys::ftruncate(f.as_fd(), size).is_ok() => {}
                 _ => {
                     let fd = self.layers.open(Layer::Upper, &info.path, libc::O_WRONLY)?;
                     sys::ftruncate(fd.as_fd(), size)?;
@@ -1387,7 +1462,7 @@ impl FileSystem for OverlayFs {
         }
         self.install(&rel, &tmp, false)?;
         let entry = self.do_lookup(parent, name.to_bytes())?;
-        let h = self.new_handle(Handle::File(File::from(fd)));
+        let h = self.new_handle(File::from(fd));
         Ok((entry, Some(h), OpenOptions::empty(), None))
     }
 
@@ -1411,11 +1486,8 @@ impl FileSystem for OverlayFs {
             let f = self.io_file(inode, need)?;
             return w.write_from(&mut *borrow_file(&f), size as usize, offset);
         }
-        let h = self.file_handle(handle)?;
-        let Handle::File(f) = &*h else {
-            return Err(err(libc::EISDIR));
-        };
-        let mut f = borrow_file(f);
+        let h = self.handle(handle)?;
+        let mut f = borrow_file(&h);
         w.write_from(&mut *f, size as usize, offset)
     }
 
@@ -1436,11 +1508,8 @@ impl FileSystem for OverlayFs {
             let f = self.io_file(inode, Need::Write)?;
             return r.read_to(&mut *borrow_file(&f), size as usize, offset);
         }
-        let h = self.file_handle(handle)?;
-        let Handle::File(f) = &*h else {
-            return Err(err(libc::EISDIR));
-        };
-        let mut f = borrow_file(f);
+        let h = self.handle(handle)?;
+        let mut f = borrow_file(&h);
         r.read_to(&mut *f, size as usize, offset)
     }
 
@@ -1460,11 +1529,7 @@ impl FileSystem for OverlayFs {
             let f = self.io_file(inode, Need::Read)?;
             return sys::fsync(f.as_fd(), datasync);
         }
-        let h = self.file_handle(handle)?;
-        match &*h {
-            Handle::File(f) => sys::fsync(f.as_fd(), datasync),
-            Handle::Dir(_) => Ok(()),
-        }
+        sys::fsync(self.handle(handle)?.as_fd(), datasync)
     }
 
     fn fallocate(
@@ -1480,11 +1545,7 @@ impl FileSystem for OverlayFs {
             let f = self.io_file(inode, Need::Write)?;
             return sys::fallocate(f.as_fd(), mode as i32, offset, length);
         }
-        let h = self.file_handle(handle)?;
-        match &*h {
-            Handle::File(f) => sys::fallocate(f.as_fd(), mode as i32, offset, length),
-            Handle::Dir(_) => Err(err(libc::EISDIR)),
-        }
+        sys::fallocate(self.handle(handle)?.as_fd(), mode as i32, offset, length)
     }
 
     fn release(
@@ -1593,68 +1654,34 @@ impl FileSystem for OverlayFs {
         sys::removexattr(fd.as_fd(), name)
     }
 
+    /// ENOSYS: the kernel then opens directories without asking
+    /// (`no_opendir`), sends no RELEASEDIR, and caches listings in its page
+    /// cache (dropped when the directory changes through the mount, or when
+    /// its mtime changed once attributes are fetched again).
     fn opendir(
         &self,
         _ctx: &Context,
-        inode: u64,
+        _inode: u64,
         _flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions)> {
-        let info = self.info(inode)?;
-        if info.state.kind != libc::S_IFDIR {
-            return Err(err(libc::ENOTDIR));
-        }
-        let list = self.listing(&info)?;
-        let mut entries = Vec::with_capacity(list.len() + 2);
-        {
-            let mut t = self.table();
-            let parent = if inode == ROOT {
-                ROOT
-            } else {
-                t.parent_of(inode).unwrap_or(ROOT)
-            };
-            entries.push(SnapEnt {
-                name: b".".to_vec(),
-                ino: inode,
-                dtype: libc::DT_DIR as u32,
-            });
-            entries.push(SnapEnt {
-                name: b"..".to_vec(),
-                ino: parent,
-                dtype: libc::DT_DIR as u32,
-            });
-            for e in list {
-                let ino = match t.child_number(inode, &e.name) {
-                    Some(n) => n,
-                    None => t.number_for(e.dev, e.ino),
-                };
-                entries.push(SnapEnt {
-                    name: e.name,
-                    ino,
-                    dtype: e.dtype,
-                });
-            }
-        }
-        let h = self.new_handle(Handle::Dir(entries));
-        Ok((Some(h), OpenOptions::empty()))
+        Err(err(libc::ENOSYS))
     }
 
     fn readdir(
         &self,
         _ctx: &Context,
-        _inode: u64,
-        handle: u64,
+        inode: u64,
+        _handle: u64,
         _size: u32,
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        let h = self.handle(handle)?;
-        let Handle::Dir(entries) = &*h else {
-            return Err(err(libc::ENOTDIR));
-        };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+        let entries = self.dir_listing(inode, offset)?;
+        let from = entries.partition_point(|e| e.cookie <= offset);
+        for e in &entries[from..] {
             let n = add_entry(DirEntry {
                 ino: e.ino,
-                offset: i as u64 + 1,
+                offset: e.cookie,
                 type_: e.dtype,
                 name: &e.name,
             })?;
@@ -1669,16 +1696,14 @@ impl FileSystem for OverlayFs {
         &self,
         _ctx: &Context,
         inode: u64,
-        handle: u64,
+        _handle: u64,
         _size: u32,
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        let h = self.handle(handle)?;
-        let Handle::Dir(entries) = &*h else {
-            return Err(err(libc::ENOTDIR));
-        };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+        let entries = self.dir_listing(inode, offset)?;
+        let from = entries.partition_point(|e| e.cookie <= offset);
+        for e in &entries[from..] {
             let dot = e.name == b"." || e.name == b"..";
             let entry = if dot {
                 None
@@ -1687,7 +1712,7 @@ impl FileSystem for OverlayFs {
             };
             let d = DirEntry {
                 ino: entry.as_ref().map(|x| x.inode).unwrap_or(e.ino),
-                offset: i as u64 + 1,
+                offset: e.cookie,
                 type_: e.dtype,
                 name: &e.name,
             };
@@ -1720,8 +1745,7 @@ impl FileSystem for OverlayFs {
         Ok(())
     }
 
-    fn releasedir(&self, _ctx: &Context, _inode: u64, _flags: u32, handle: u64) -> io::Result<()> {
-        self.drop_handle(handle);
+    fn releasedir(&self, _ctx: &Context, _inode: u64, _flags: u32, _handle: u64) -> io::Result<()> {
         Ok(())
     }
 
@@ -1771,11 +1795,7 @@ impl FileSystem for OverlayFs {
             let f = self.io_file(inode, Need::Read)?;
             return Ok(sys::lseek(f.as_fd(), off, whence as i32)? as u64);
         }
-        let h = self.file_handle(handle)?;
-        let Handle::File(f) = &*h else {
-            return Err(err(libc::EISDIR));
-        };
-        let r = sys::lseek(f.as_fd(), off, whence as i32)?;
+        let r = sys::lseek(self.handle(handle)?.as_fd(), off, whence as i32)?;
         Ok(r as u64)
     }
 }

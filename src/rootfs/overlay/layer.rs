@@ -55,6 +55,16 @@ pub(crate) struct MergedEnt {
 }
 
 /// `parent/name` of relative paths ("" is the root).
+/// A merged directory shows the later of its layers' mtimes, so that a
+/// host change to its lower part also changes what the kernel sees (the
+/// kernel drops its cached listing of a directory whose mtime changed).
+pub(crate) fn take_newer_mtime(st: &mut libc::stat64, lower: &libc::stat64) {
+    if (lower.st_mtime, lower.st_mtime_nsec) > (st.st_mtime, st.st_mtime_nsec) {
+        st.st_mtime = lower.st_mtime;
+        st.st_mtime_nsec = lower.st_mtime_nsec;
+    }
+}
+
 pub(crate) fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     if parent.is_empty() {
         name.to_vec()
@@ -171,7 +181,7 @@ impl Layers {
         rel: &[u8],
     ) -> io::Result<Option<Resolved>> {
         if parent.upper {
-            if let Some((fd, st)) = self.probe(Layer::Upper, rel)? {
+            if let Some((fd, mut st)) = self.probe(Layer::Upper, rel)? {
                 if whiteout::is_whiteout(fd.as_fd(), &st) {
                     return Ok(None);
                 }
@@ -186,10 +196,12 @@ impl Layers {
                 };
                 let mut lower_dir = false;
                 if kind == libc::S_IFDIR && parent.lower_dir && !whiteout::is_opaque(fd.as_fd()) {
-                    lower_dir = matches!(
-                        self.probe(Layer::Lower, rel)?,
-                        Some((_, l)) if l.st_mode & libc::S_IFMT == libc::S_IFDIR
-                    );
+                    if let Some((_, l)) = self.probe(Layer::Lower, rel)? {
+                        if l.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                            lower_dir = true;
+                            take_newer_mtime(&mut st, &l);
+                        }
+                    }
                 }
                 return Ok(Some(Resolved {
                     st,
