@@ -160,6 +160,9 @@ pub struct Policy {
     pub new_session: bool,
     /// `sbox shell` keeps one sandbox per project (filesystem.persist).
     pub persist_project: bool,
+    /// How long the FUSE root's names and attributes are cached by the
+    /// kernel (filesystem.host_cache): how stale a host change may look.
+    pub host_cache: std::time::Duration,
     /// Landlock, seccomp and rlimits, checked against this kernel.
     #[serde(skip)]
     pub confinement: crate::confine::plan::Confinement,
@@ -571,11 +574,36 @@ pub fn build(
                 )))
             }
         },
+        host_cache: host_cache(fs.host_cache.as_deref())?,
         confinement,
         limits,
         limit_plan,
         cgroup_parent,
     })
+}
+
+/// Default of `filesystem.host_cache`, in seconds.
+pub const DEFAULT_HOST_CACHE_SECS: u64 = 10;
+/// Longest `filesystem.host_cache`.
+pub const MAX_HOST_CACHE_SECS: u64 = 3600;
+
+fn host_cache(v: Option<&str>) -> Result<std::time::Duration> {
+    let Some(s) = v else {
+        return Ok(std::time::Duration::from_secs(DEFAULT_HOST_CACHE_SECS));
+    };
+    let bad = || {
+        Error::Usage(format!(
+            "filesystem.host_cache: {s:?} (expected a duration from 0 to 1h, e.g. \"10s\")"
+        ))
+    };
+    if matches!(s.trim(), "0" | "0s" | "0ms") {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let d = crate::limits::parse_duration(s).map_err(|_| bad())?;
+    if d > std::time::Duration::from_secs(MAX_HOST_CACHE_SECS) {
+        return Err(bad());
+    }
+    Ok(d)
 }
 
 fn build_limits(profile: &ProfileFile, ov: &Overrides) -> Result<crate::limits::Limits> {
@@ -645,6 +673,28 @@ mod tests {
             "/home/u/.local/share/sbox/x"
         );
         assert!(expand("$NOPE/x", &c).is_err());
+    }
+
+    #[test]
+    fn host_cache_window() {
+        use std::time::Duration;
+        assert_eq!(
+            host_cache(None).expect("default"),
+            Duration::from_secs(DEFAULT_HOST_CACHE_SECS)
+        );
+        assert_eq!(host_cache(Some("0")).expect("0"), Duration::ZERO);
+        assert_eq!(
+            host_cache(Some("500ms")).expect("ms"),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            host_cache(Some("1h")).expect("1h"),
+            Duration::from_secs(3600)
+        );
+        for bad in ["1h1s", "soon", "", "-1s"] {
+            let e = host_cache(Some(bad)).expect_err(bad).to_string();
+            assert!(e.contains("filesystem.host_cache"), "{e}");
+        }
     }
 
     #[test]

@@ -448,7 +448,7 @@ fn host_changes_show_inside_after_the_cache_window() {
 
 /// The launcher's cache window for the FUSE root.
 fn sbox_cache_secs() -> u64 {
-    sbox::sandbox::launcher::FUSE_CACHE_SECS
+    sbox::policy::DEFAULT_HOST_CACHE_SECS
 }
 
 #[test]
@@ -1199,6 +1199,50 @@ def symlinks_fifos_and_times():
     W(f"{WORK}/script.sh", "#!/bin/sh\necho ran\n")
     os.chmod(f"{WORK}/script.sh", 0o755)
     check(os.popen(f"{WORK}/script.sh").read() == "ran\n", "exec")
+
+
+@case
+def io_through_fds_across_copy_up_and_unlink():
+    # Files are opened without the server: a reader of a host file sees
+    # what another fd writes (the copy-up), not the host's copy.
+    p = "/usr/share/dpkg/cputable"
+    with open(p, "rb") as f:
+        host = f.read()
+    r = os.open(p, os.O_RDONLY)
+    check(os.pread(r, 16, 0) == host[:16], "read of the host file")
+    w = os.open(p, os.O_WRONLY)
+    os.pwrite(w, b"XXXX", 0)
+    os.close(w)
+    check(os.pread(r, 8, 0) == b"XXXX" + host[4:8], "reader does not see the copy-up")
+    os.close(r)
+    with open(p, "rb") as f:
+        check(f.read() == b"XXXX" + host[4:], "copy-up content")
+    # Unlinked while open: write, read, truncate and stat through the fd.
+    u = f"{WORK}/unlinked"
+    W(u, "0123456789")
+    fd = os.open(u, os.O_RDWR)
+    os.unlink(u)
+    os.pwrite(fd, b"ab", 0)
+    check(os.pread(fd, 10, 0) == b"ab23456789", "write after unlink")
+    os.ftruncate(fd, 4)
+    st = os.fstat(fd)
+    check(st.st_size == 4 and st.st_nlink == 0, f"fstat after unlink {st}")
+    os.close(fd)
+    check(not os.path.exists(u), "unlinked name is back")
+    # Replaced by a rename while open: the old file stays readable.
+    a, b = f"{WORK}/old", f"{WORK}/new"
+    W(a, "old content")
+    W(b, "new content")
+    fd = os.open(a, os.O_RDONLY)
+    os.rename(b, a)
+    check(os.pread(fd, 20, 0) == b"old content", "replaced file through its fd")
+    check(R(a) == "new content", "new file under the name")
+    os.close(fd)
+    # Opened for writing and only read: reads as the copy (as for a host
+    # file the caller could not read, which starts empty).
+    fd = os.open(f"{WORK}/new-rw", os.O_RDWR | os.O_CREAT, 0o644)
+    check(os.read(fd, 4) == b"", "empty new file")
+    os.close(fd)
 
 
 def main():

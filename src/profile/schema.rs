@@ -57,6 +57,9 @@ pub struct FilesystemSection {
     /// A directory under the project bound read-write even when the
     /// project is read-only; created on the host if missing.
     pub output: Option<String>,
+    /// How long the FUSE root's kernel cache may show a host file or
+    /// directory as it was ("10s" by default; "0" asks the host every time).
+    pub host_cache: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -243,6 +246,7 @@ impl ProfileFile {
         m.scalar("filesystem.project", &mut f.project, l.project);
         m.scalar("filesystem.output", &mut f.output, l.output);
         m.scalar("filesystem.persist", &mut f.persist, l.persist);
+        m.scalar("filesystem.host_cache", &mut f.host_cache, l.host_cache);
         m.list("filesystem.bind", &mut f.bind, l.bind);
         m.list("filesystem.ro_bind", &mut f.ro_bind, l.ro_bind);
         m.list("filesystem.tmpfs", &mut f.tmpfs, l.tmpfs);

@@ -418,6 +418,7 @@ mod tests {
             log_denials: false,
             new_session: true,
             persist_project: false,
+            host_cache: std::time::Duration::from_secs(2),
             confinement: Default::default(),
             limits: Default::default(),
             limit_plan: Default::default(),

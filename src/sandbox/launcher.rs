@@ -64,10 +64,6 @@ pub struct Extras {
     pub log: Option<(OwnedFd, std::path::PathBuf)>,
 }
 
-/// How long the kernel caches the FUSE root's entries and attributes: a
-/// change the host makes under a running sandbox shows after at most this.
-pub const FUSE_CACHE_SECS: u64 = 2;
-
 /// Largest log of a detached sandbox before it is rotated to `log.1`.
 pub const LOG_CAP: u64 = 10 << 20;
 
@@ -239,8 +235,8 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
                 (0, 0)
             },
             threads: fuse_threads(),
-            attr_timeout: std::time::Duration::from_secs(FUSE_CACHE_SECS),
-            entry_timeout: std::time::Duration::from_secs(FUSE_CACHE_SECS),
+            attr_timeout: policy.host_cache,
+            entry_timeout: policy.host_cache,
         };
         match crate::rootfs::overlay::serve(fd, cfg) {
             Ok(s) => fuse_server = Some(s),
