@@ -162,6 +162,37 @@ fn ts(sec: i64, nsec: i64) -> libc::timespec {
     }
 }
 
+/// The (atime, mtime) a SETATTR asks for, as utimensat(2) takes them;
+/// None when it sets neither.
+fn set_times(attr: &libc::stat64, valid: SetattrValid) -> Option<[libc::timespec; 2]> {
+    if !valid.intersects(SetattrValid::ATIME | SetattrValid::MTIME) {
+        return None;
+    }
+    let pick = |now: SetattrValid, set: SetattrValid, sec, nsec| {
+        if valid.contains(now) {
+            ts(0, libc::UTIME_NOW)
+        } else if valid.contains(set) {
+            ts(sec, nsec)
+        } else {
+            ts(0, libc::UTIME_OMIT)
+        }
+    };
+    Some([
+        pick(
+            SetattrValid::ATIME_NOW,
+            SetattrValid::ATIME,
+            attr.st_atime,
+            attr.st_atime_nsec,
+        ),
+        pick(
+            SetattrValid::MTIME_NOW,
+            SetattrValid::MTIME,
+            attr.st_mtime,
+            attr.st_mtime_nsec,
+        ),
+    ])
+}
+
 fn valid_name(name: &[u8]) -> io::Result<()> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
         return Err(err(libc::EINVAL));
@@ -581,29 +612,8 @@ impl OverlayFs {
                 let size = u64::try_from(attr.st_size).map_err(|_| err(libc::EINVAL))?;
                 sys::ftruncate(f.as_fd(), size)?;
             }
-            if valid.intersects(SetattrValid::ATIME | SetattrValid::MTIME) {
-                let pick = |now: SetattrValid, set: SetattrValid, sec, nsec| {
-                    if valid.contains(now) {
-                        ts(0, libc::UTIME_NOW)
-                    } else if valid.contains(set) {
-                        ts(sec, nsec)
-                    } else {
-                        ts(0, libc::UTIME_OMIT)
-                    }
-                };
-                let a = pick(
-                    SetattrValid::ATIME_NOW,
-                    SetattrValid::ATIME,
-                    attr.st_atime,
-                    attr.st_atime_nsec,
-                );
-                let m = pick(
-                    SetattrValid::MTIME_NOW,
-                    SetattrValid::MTIME,
-                    attr.st_mtime,
-                    attr.st_mtime_nsec,
-                );
-                sys::futimens(f.as_fd(), &[a, m])?;
+            if let Some(times) = set_times(attr, valid) {
+                sys::futimens(f.as_fd(), &times)?;
             }
             Ok(())
         })();
@@ -1173,25 +1183,8 @@ impl FileSystem for OverlayFs {
             }
         }
 
-        let tbits = SetattrValid::ATIME | SetattrValid::MTIME;
-        if valid.intersects(tbits) {
-            let omit = ts(0, libc::UTIME_OMIT);
-            let now = ts(0, libc::UTIME_NOW);
-            let a = if valid.contains(SetattrValid::ATIME_NOW) {
-                now
-            } else if valid.contains(SetattrValid::ATIME) {
-                ts(attr.st_atime, attr.st_atime_nsec)
-            } else {
-                omit
-            };
-            let m = if valid.contains(SetattrValid::MTIME_NOW) {
-                now
-            } else if valid.contains(SetattrValid::MTIME) {
-                ts(attr.st_mtime, attr.st_mtime_nsec)
-            } else {
-                omit
-            };
-            sys::utimensat(pfd.as_fd(), &n, &[a, m])?;
+        if let Some(times) = set_times(&attr, valid) {
+            sys::utimensat(pfd.as_fd(), &n, &times)?;
         }
         let info = self.info(inode)?;
         Ok((self.stat_of(&info)?, self.attr_timeout))
