@@ -446,6 +446,50 @@ fn host_changes_show_inside_after_the_cache_window() {
     );
 }
 
+#[test]
+fn host_cache_zero_shows_host_changes_at_once() {
+    let p = Project::new("fuse-nocache");
+    let host = HostDir::new("nocache");
+    std::fs::write(host.path("same-size"), "one\n").expect("write");
+    let profile = p.dir.join("no-cache.toml");
+    std::fs::write(
+        &profile,
+        "include = [\"base\"]\n[filesystem]\nhost_cache = \"0\"\n",
+    )
+    .expect("profile");
+    let d = host.0.display();
+    // No sleep after the change: with the default window (10 s) the old
+    // content and listing would still show.
+    let script = format!(
+        "cd {d}
+        cat same-size; ls
+        touch \"$OLDPWD/ready\"
+        i=0; while [ ! -e \"$OLDPWD/go\" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
+        echo after; cat same-size; ls"
+    );
+    let child = spawn(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--profile",
+            &profile.display().to_string(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    ));
+    assert!(
+        wait_for(30, || p.dir.join("ready").exists()),
+        "the sandbox did not start"
+    );
+    std::fs::write(host.path("same-size"), "two\n").expect("write");
+    std::fs::write(host.path("new"), "n\n").expect("write");
+    std::fs::write(p.dir.join("go"), "").expect("go");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(ok(o), "one\nsame-size\nafter\ntwo\nnew\nsame-size\n");
+}
+
 /// The launcher's cache window for the FUSE root.
 fn sbox_cache_secs() -> u64 {
     sbox::policy::DEFAULT_HOST_CACHE_SECS

@@ -590,6 +590,21 @@ impl OverlayFs {
         Ok(entries)
     }
 
+    /// The upper file (copied up) whose xattr `name` is to be changed;
+    /// sbox's own xattrs and masked directories are off limits.
+    fn xattr_target(&self, inode: u64, name: &CStr) -> io::Result<OwnedFd> {
+        if attr::is_internal_xattr(name.to_bytes()) {
+            return Err(err(libc::EPERM));
+        }
+        let info = self.info(inode)?;
+        if info.state.special == Special::Empty {
+            return Err(err(libc::EPERM));
+        }
+        self.copy_up(inode, true)?;
+        let info = self.info(inode)?;
+        self.layers.open(Layer::Upper, &info.path, libc::O_PATH)
+    }
+
     /// Attributes of a file that lost its last name, from its pinned fd.
     fn unlinked_stat(&self, ino: u64) -> Option<io::Result<(libc::stat64, Duration)>> {
         let state = self.table().state(ino).cloned()?;
@@ -1567,16 +1582,7 @@ impl FileSystem for OverlayFs {
         value: &[u8],
         flags: u32,
     ) -> io::Result<()> {
-        if attr::is_internal_xattr(name.to_bytes()) {
-            return Err(err(libc::EPERM));
-        }
-        let info = self.info(inode)?;
-        if info.state.special == Special::Empty {
-            return Err(err(libc::EPERM));
-        }
-        self.copy_up(inode, true)?;
-        let info = self.info(inode)?;
-        let fd = self.layers.open(Layer::Upper, &info.path, libc::O_PATH)?;
+        let fd = self.xattr_target(inode, name)?;
         sys::setxattr(fd.as_fd(), name, value, flags as i32)
     }
 
@@ -1634,16 +1640,7 @@ impl FileSystem for OverlayFs {
     }
 
     fn removexattr(&self, _ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
-        if attr::is_internal_xattr(name.to_bytes()) {
-            return Err(err(libc::EPERM));
-        }
-        let info = self.info(inode)?;
-        if info.state.special == Special::Empty {
-            return Err(err(libc::EPERM));
-        }
-        self.copy_up(inode, true)?;
-        let info = self.info(inode)?;
-        let fd = self.layers.open(Layer::Upper, &info.path, libc::O_PATH)?;
+        let fd = self.xattr_target(inode, name)?;
         sys::removexattr(fd.as_fd(), name)
     }
 
