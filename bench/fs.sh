@@ -14,7 +14,11 @@
 # Times are measured inside each environment (sandbox start-up excluded);
 # each row is the median of --runs runs (default 3; the build runs once).
 # --envs picks environments (comma-separated: native, kernel, fuse-overlayfs,
-# sbox-fuse; native always runs) and --rows picks rows by letter (e.g. b,c).
+# sbox-fuse, sbox-none; native always runs) and --rows picks rows by letter
+# (e.g. b,c). sbox-none is `sbox run --overlay none`: the host read-only, no
+# overlay, the same confinement (Landlock, seccomp, namespaces), so the
+# columns tell the overlay's cost from the sandbox's; it cannot untar into
+# the read-only host (row a fails there).
 # Cold runs drop the page cache first, which needs root: started as root,
 # the script keeps a small root helper for that and re-runs itself as the
 # user; otherwise "cold" is a fresh sandbox on a warm host cache.
@@ -61,7 +65,7 @@ while (($#)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown option: $1 (see --help)" ;;
@@ -201,7 +205,7 @@ head -c $((1 << 30)) /dev/urandom >"$base/big"
 # ------------------------------------------------------- the environments
 
 ENVS=(native)
-for env in kernel fuse-overlayfs sbox-fuse; do
+for env in kernel fuse-overlayfs sbox-fuse sbox-none; do
   [ -z "$ONLY_ENVS" ] || [[ ,$ONLY_ENVS, == *",$env,"* ]] || continue
   ENVS+=("$env")
 done
@@ -216,6 +220,7 @@ in_env() {
     native) (cd "$project" && sh -c "$script") ;;
     kernel) (cd "$project" && "$SBOX" run --overlay kernel -- sh -c "$script") ;;
     sbox-fuse) (cd "$project" && "$SBOX" run --overlay fuse -- sh -c "$script") ;;
+    sbox-none) (cd "$project" && "$SBOX" run --overlay none -- sh -c "$script") ;;
     fuse-overlayfs)
       fo_n=$((fo_n + 1))
       local d=$fo_state/$fo_n
