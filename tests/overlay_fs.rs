@@ -553,6 +553,36 @@ fn readdir_snapshot_is_stable() {
 }
 
 #[test]
+fn reading_and_writing_many_files_keeps_fds_bounded() {
+    // Files are opened without the server (OPEN answers ENOSYS): the fds it
+    // opens for I/O are a bounded cache, whatever the number of files.
+    let fx = Fx::new("iofds", Opts::default(), |l, _u| {
+        for i in 0..2000 {
+            fs::write(l.join(format!("f{i}")), format!("lower {i}\n")).unwrap();
+        }
+    });
+    let before = fd_count();
+    let mut max_fds = 0;
+    for i in 0..2000 {
+        let p = fx.m(&format!("f{i}"));
+        assert_eq!(fs::read_to_string(&p).unwrap(), format!("lower {i}\n"));
+        if i % 2 == 0 {
+            // A write copies up: the reader's fd is replaced.
+            fs::write(&p, format!("upper {i}\n")).unwrap();
+            assert_eq!(fs::read_to_string(&p).unwrap(), format!("upper {i}\n"));
+        }
+        if i % 100 == 0 {
+            max_fds = max_fds.max(fd_count());
+        }
+    }
+    assert!(
+        max_fds < before + 256 + 50,
+        "the I/O fd cache grew past its bound: {before} -> {max_fds}"
+    );
+    fx.finish();
+}
+
+#[test]
 fn bounded_fds_on_a_big_tree() {
     let fx = Fx::new("fds", Opts::default(), |l, _u| {
         for d in 0..20 {
