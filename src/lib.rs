@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod confine;
 pub mod doctor;
 pub mod error;
+pub mod hostpath;
 pub mod idmap;
 pub mod limits;
 pub mod names;

@@ -158,6 +158,9 @@ pub struct Policy {
     pub log_denials: bool,
     /// The command gets a session of its own (always with a terminal).
     pub new_session: bool,
+    /// Lines the launcher prints on stderr before starting (what the user
+    /// should know about how the policy was applied).
+    pub notes: Vec<String>,
     /// `sbox shell` keeps one sandbox per project (filesystem.persist).
     pub persist_project: bool,
     /// How long the FUSE root's names and attributes are cached by the
@@ -294,6 +297,38 @@ pub fn clean_absolute(p: &str, what: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// A destination inside the sandbox: absolute, and without `..` (a `..`
+/// there would be resolved against whatever the new root holds).
+pub fn clean_destination(p: &str, what: &str) -> Result<PathBuf> {
+    if Path::new(p)
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err(Error::Usage(format!(
+            "{what} {p:?}: \"..\" is not allowed in a destination"
+        )));
+    }
+    clean_absolute(p, what)
+}
+
+/// Resolve a host path by the rule of `crate::hostpath`: beneath the
+/// project when it is written inside it (a symlink there may not lead out),
+/// else following the user's own symlinks once. The result is canonical.
+pub fn resolve_host_path(path: &Path, project: &Path, what: &str) -> Result<PathBuf> {
+    if path.starts_with(project) {
+        let r = crate::hostpath::resolve_beneath(project, path)
+            .map_err(|e| Error::Usage(format!("{what}: {e}")))?;
+        if !r.exists {
+            return Err(Error::path(
+                path,
+                format!("{what}: No such file or directory"),
+            ));
+        }
+        return Ok(r.path);
+    }
+    std::fs::canonicalize(path).map_err(|e| Error::path(path, format!("{what}: {}", io_reason(&e))))
+}
+
 /// Parse `SRC[:DEST]`: SRC must exist on the host; DEST defaults to SRC.
 pub fn parse_bind(spec: &str, readonly: bool, what: &str, ctx: &Context) -> Result<Bind> {
     let expanded = expand(spec, ctx)?;
@@ -302,11 +337,20 @@ pub fn parse_bind(spec: &str, readonly: bool, what: &str, ctx: &Context) -> Resu
         None => (expanded.clone(), None),
     };
     let src_clean = clean_absolute(&src, what)?;
-    let src_real = std::fs::canonicalize(&src_clean)
-        .map_err(|e| Error::path(&src_clean, format!("{what}: {}", io_reason(&e))))?;
+    let src_real = resolve_host_path(&src_clean, &ctx.cwd, what)?;
     let dest = match dest {
-        Some(d) => clean_absolute(&d, what)?,
-        None => src_clean,
+        Some(d) => clean_destination(&d, what)?,
+        None => {
+            if Path::new(&src)
+                .components()
+                .any(|c| matches!(c, Component::ParentDir))
+            {
+                return Err(Error::Usage(format!(
+                    "{what} {spec}: \"..\" is not allowed in a destination (give SRC:DEST)"
+                )));
+            }
+            src_clean
+        }
     };
     if dest == Path::new("/") {
         return Err(Error::Usage(format!(
@@ -434,22 +478,75 @@ pub fn build(
         ));
     }
     let project = ctx.cwd.clone();
-    let mut binds = Vec::new();
-    match fs.project.as_deref().unwrap_or("rw") {
-        "rw" | "ro" if project == Path::new("/") => {
-            return Err(Error::Usage(
-                "the current directory is /: run sbox from a project directory".into(),
-            ))
+    // Hidden paths first: binds are checked against them.
+    let mut hidden = Vec::new();
+    for h in &fs.hidden {
+        let p = clean_absolute(&expand(h, ctx)?, "filesystem.hidden")?;
+        if !hidden.contains(&p) {
+            hidden.push(p);
         }
-        "rw" => binds.push(Bind {
+    }
+    let hidden_real: Vec<(PathBuf, PathBuf)> = hidden
+        .iter()
+        .map(|h| {
+            (
+                h.clone(),
+                std::fs::canonicalize(h).unwrap_or_else(|_| h.clone()),
+            )
+        })
+        .collect();
+    let hidden_holding = |p: &Path| {
+        hidden_real
+            .iter()
+            .find(|(h, c)| p.starts_with(h) || p.starts_with(c))
+            .map(|(h, _)| h.clone())
+    };
+    let project_mode = fs.project.as_deref().unwrap_or("rw");
+    if project_mode != "none" {
+        if let Some(h) = hidden_holding(&project) {
+            return Err(Error::Usage(format!(
+                "the project directory {} is inside the hidden path {}: sbox will not expose it",
+                project.display(),
+                h.display()
+            )));
+        }
+    }
+    let mut notes = Vec::new();
+    let home = std::fs::canonicalize(&ctx.caller.home).unwrap_or_else(|_| ctx.caller.home.clone());
+    let home_like = project_mode != "none" && home.starts_with(&project);
+    let bind_project = if home_like {
+        match fs.home_project.as_deref().unwrap_or("refuse") {
+            "refuse" => {
+                return Err(Error::Usage(format!(
+                    "{} {} your home directory: the {profile_name} profile runs in a project directory — cd into one (or use --profile dev)",
+                    project.display(),
+                    if project == home { "is" } else { "contains" }
+                )))
+            }
+            "overlay" => {
+                notes.push(format!(
+                    "{} {} your home directory, so it is not bound read-write: changes there stay in the sandbox (see `sbox diff`)",
+                    project.display(),
+                    if project == home { "is" } else { "contains" }
+                ));
+                false
+            }
+            other => {
+                return Err(Error::Usage(format!(
+                    "filesystem.home_project: {other:?} (expected \"refuse\" or \"overlay\")"
+                )))
+            }
+        }
+    } else {
+        true
+    };
+    let mut binds = Vec::new();
+    match project_mode {
+        "rw" | "ro" if !bind_project => {}
+        "rw" | "ro" => binds.push(Bind {
             src: project.clone(),
             dest: project.clone(),
-            readonly: false,
-        }),
-        "ro" => binds.push(Bind {
-            src: project.clone(),
-            dest: project.clone(),
-            readonly: true,
+            readonly: project_mode == "ro",
         }),
         "none" => {}
         other => {
@@ -458,17 +555,28 @@ pub fn build(
             )))
         }
     }
+    let mut extra = Vec::new();
     for b in &fs.bind {
-        binds.push(parse_bind(b, false, "filesystem.bind", ctx)?);
+        extra.push((parse_bind(b, false, "filesystem.bind", ctx)?, b));
     }
     for b in &fs.ro_bind {
-        binds.push(parse_bind(b, true, "filesystem.ro_bind", ctx)?);
+        extra.push((parse_bind(b, true, "filesystem.ro_bind", ctx)?, b));
     }
     for b in &ov.bind {
-        binds.push(parse_bind(b, false, "--bind", ctx)?);
+        extra.push((parse_bind(b, false, "--bind", ctx)?, b));
     }
     for b in &ov.ro_bind {
-        binds.push(parse_bind(b, true, "--ro-bind", ctx)?);
+        extra.push((parse_bind(b, true, "--ro-bind", ctx)?, b));
+    }
+    for (b, spec) in extra {
+        if let Some(h) = hidden_holding(&b.src) {
+            return Err(Error::Usage(format!(
+                "bind {spec}: {} is inside the hidden path {} (a profile that does not hide it can bind it)",
+                b.src.display(),
+                h.display()
+            )));
+        }
+        binds.push(b);
     }
     let output = match &fs.output {
         Some(o) => {
@@ -479,36 +587,44 @@ pub fn build(
                     out.display()
                 )));
             }
+            let r = crate::hostpath::resolve_beneath(&project, &out)
+                .map_err(|e| Error::Usage(format!("filesystem.output: {e}")))?;
+            if r.path == project {
+                return Err(Error::Usage(format!(
+                    "filesystem.output {}: resolves to the project itself",
+                    out.display()
+                )));
+            }
             binds.push(Bind {
-                src: out.clone(),
-                dest: out.clone(),
+                src: r.path.clone(),
+                dest: r.path.clone(),
                 readonly: false,
             });
-            Some(out)
+            Some(r.path)
         }
         None => None,
     };
     let mut tmpfs = Vec::new();
     for t in fs.tmpfs.iter().chain(&ov.tmpfs) {
-        let p = clean_absolute(&expand(t, ctx)?, "--tmpfs")?;
+        let p = clean_destination(&expand(t, ctx)?, "--tmpfs")?;
         if p == Path::new("/") {
             return Err(Error::Usage("--tmpfs /: cannot replace the root".into()));
         }
         tmpfs.push(p);
     }
-    let mut hidden = Vec::new();
-    for h in &fs.hidden {
-        let p = clean_absolute(&expand(h, ctx)?, "filesystem.hidden")?;
-        if project.starts_with(&p) && fs.project.as_deref() != Some("none") {
+    let mut dests: Vec<&Path> = Vec::new();
+    for d in binds
+        .iter()
+        .map(|b| b.dest.as_path())
+        .chain(tmpfs.iter().map(PathBuf::as_path))
+    {
+        if dests.contains(&d) {
             return Err(Error::Usage(format!(
-                "the project directory {} is inside the hidden path {}: sbox will not expose it",
-                project.display(),
-                p.display()
+                "{} is given twice as a mount destination (bind, output or tmpfs)",
+                d.display()
             )));
         }
-        if !hidden.contains(&p) {
-            hidden.push(p);
-        }
+        dests.push(d);
     }
     let hostname = ov
         .hostname
@@ -565,6 +681,7 @@ pub fn build(
         verbose: ov.verbose,
         log_denials: ov.log_denials,
         new_session: tty || profile.process.new_session.unwrap_or(true),
+        notes,
         persist_project: match fs.persist.as_deref() {
             None | Some("none") => false,
             Some("project") => true,
@@ -743,8 +860,10 @@ mod tests {
         assert!(parse_bind("relative", false, "--bind", &c).is_err());
         assert!(parse_bind("", false, "--bind", &c).is_err());
         assert!(parse_bind("/tmp:/", false, "--bind", &c).is_err());
-        let b = parse_bind("/tmp:/mnt/x/../y", true, "--bind", &c).expect("bind");
-        assert_eq!(b.dest, Path::new("/mnt/y"));
+        assert!(parse_bind("/tmp:/tmp/../etc/x", false, "--bind", &c).is_err());
+        assert!(parse_bind("/tmp/../tmp", false, "--bind", &c).is_err());
+        let b = parse_bind("/tmp:/mnt/x/./y", true, "--bind", &c).expect("bind");
+        assert_eq!(b.dest, Path::new("/mnt/x/y"));
         assert!(b.readonly);
     }
 

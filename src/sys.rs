@@ -224,39 +224,32 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Open `path` (absolute, as seen inside `root`) with O_PATH, resolving
-/// every symlink as if `root` were `/` (openat2 RESOLVE_IN_ROOT), so a
-/// link cannot lead outside the new root.
-pub fn open_in_root(
-    root: &std::path::Path,
+/// `openat2(2)`: open `path` relative to `dir` with `flags` (O_CLOEXEC is
+/// always added) and the `resolve` restrictions (RESOLVE_* bits).
+pub fn openat2(
+    dir: std::os::fd::BorrowedFd<'_>,
     path: &std::path::Path,
+    flags: libc::c_int,
+    resolve: u64,
 ) -> nix::Result<std::os::fd::OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
-    let root_fd = nix::fcntl::open(
-        root,
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )?;
-    // SAFETY: open returned a new descriptor that nothing else owns.
-    let root_fd = unsafe { OwnedFd::from_raw_fd(root_fd) };
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    let rel = if rel.as_os_str().is_empty() {
+    let path = if path.as_os_str().is_empty() {
         std::path::Path::new(".")
     } else {
-        rel
+        path
     };
-    let c = std::ffi::CString::new(rel.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
     // SAFETY: open_how is plain old data; all-zero is valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = resolve;
     // SAFETY: openat2 reads the path string and the open_how struct, both
     // alive for the call; it returns a new descriptor or -1.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            root_fd.as_raw_fd(),
+            dir.as_raw_fd(),
             c.as_ptr(),
             &how as *const libc::open_how,
             std::mem::size_of::<libc::open_how>(),
@@ -267,6 +260,31 @@ pub fn open_in_root(
     }
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Open `path` (absolute, inside the tree at `root`) as O_PATH with every
+/// symlink resolved as if `root` were `/`: nothing can lead out of it.
+pub fn open_in_root(
+    root: &std::path::Path,
+    path: &std::path::Path,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    let root_fd = openat2(cwd(), root, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    openat2(
+        root_fd.as_fd(),
+        rel,
+        libc::O_PATH,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// The current directory as a descriptor, for `*at` calls on absolute or
+/// cwd-relative paths.
+pub fn cwd() -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: AT_FDCWD is a constant the kernel interprets as "the current
+    // directory"; it is never closed.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) }
 }
 
 /// The value of extended attribute `name` of `path` (not following a final
@@ -300,4 +318,85 @@ pub fn default_sigpipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// `open_tree(2)` with OPEN_TREE_CLONE: a detached copy of the mount tree
+/// at the object `fd` refers to (recursively when `recursive`).
+pub fn open_tree_clone(
+    fd: std::os::fd::BorrowedFd<'_>,
+    recursive: bool,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let mut flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: open_tree reads the empty NUL-terminated path and returns a new
+    // descriptor or -1; `fd` is a valid descriptor for the call.
+    let r = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// `mount_setattr(2)`: make the detached or attached mount tree at `fd`
+/// read-only, every mount below it included.
+pub fn mount_tree_readonly(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
+    // SAFETY: mount_setattr reads the empty path and `attr` (size passed),
+    // both alive for the call; `fd` is a valid descriptor.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// `move_mount(2)`: attach the detached tree `from` on the object `to`
+/// refers to (both descriptors, no path lookup).
+pub fn move_mount_fd(
+    from: std::os::fd::BorrowedFd<'_>,
+    to: std::os::fd::BorrowedFd<'_>,
+) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    // SAFETY: move_mount reads two empty NUL-terminated paths; both
+    // descriptors are valid for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            c"".as_ptr(),
+            to.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    Errno::result(r).map(drop)
 }

@@ -76,8 +76,11 @@ pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Pat
     let in_project = |spec: &str| {
         let src = spec.split(':').next().unwrap_or(spec);
         let src = src.replace("$PWD", &project.to_string_lossy());
-        // Lexically clean, so "$PWD/../.." is not inside the project.
-        crate::policy::clean_absolute(&src, "trust").is_ok_and(|p| p.starts_with(project))
+        // Lexically clean, so "$PWD/../.." is not inside the project; then
+        // resolved on the host, so a symlink in the project that leads out
+        // of it makes the path a widening (and sbox refuses it at run time).
+        crate::policy::clean_absolute(&src, "trust")
+            .is_ok_and(|p| p.starts_with(project) && crate::hostpath::stays_beneath(project, &p))
     };
     let (rf, ef) = (&reference.filesystem, &effective.filesystem);
     for b in &ef.bind {
@@ -88,6 +91,11 @@ pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Pat
     for b in &ef.ro_bind {
         if !rf.ro_bind.contains(b) && !rf.bind.contains(b) && !in_project(b) {
             w.push(format!("binds {b} read-only"));
+        }
+    }
+    if let Some(o) = &ef.output {
+        if rf.output.as_ref() != Some(o) && !in_project(o) {
+            w.push(format!("binds {o} read-write (output)"));
         }
     }
     for h in &rf.hidden {
@@ -102,6 +110,13 @@ pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Pat
     };
     if rank(ef.project.as_deref()) > rank(rf.project.as_deref()) {
         w.push("makes the project writable".into());
+    }
+    let home_rank = |p: Option<&str>| match p {
+        None | Some("refuse") => 0,
+        _ => 1,
+    };
+    if home_rank(ef.home_project.as_deref()) > home_rank(rf.home_project.as_deref()) {
+        w.push("runs with your home directory as the project".into());
     }
     if net_rank(effective.network.mode.as_deref()) > net_rank(reference.network.mode.as_deref()) {
         w.push(format!(
@@ -223,11 +238,16 @@ mod tests {
 
     #[test]
     fn widenings_are_named() {
+        let d = std::env::temp_dir().join(format!("sbox-trust-unit-{}", std::process::id()));
+        let p = d.join("p");
+        std::fs::create_dir_all(p.join("out")).expect("mkdir");
+        std::os::unix::fs::symlink("../..", p.join("up")).expect("ln");
+        let p = std::fs::canonicalize(&p).expect("canon");
         let r = parse("[filesystem]\nhidden=[\"~/.ssh\"]\n[network]\nmode=\"none\"");
         let e = parse(
-            "[filesystem]\nro_bind=[\"~/.ssh\"]\nbind=[\"/p/out\"]\n[network]\nmode=\"host\"\n[seccomp]\nallow=[\"ptrace\"]\n[environment]\npass=[\"SSH_AUTH_SOCK\"]",
+            "[filesystem]\nro_bind=[\"~/.ssh\"]\nbind=[\"$PWD/out\"]\n[network]\nmode=\"host\"\n[seccomp]\nallow=[\"ptrace\"]\n[environment]\npass=[\"SSH_AUTH_SOCK\"]",
         );
-        let w = widenings(&r, &e, Path::new("/p"));
+        let w = widenings(&r, &e, &p);
         assert!(
             w.iter().any(|x| x.contains("binds ~/.ssh read-only")),
             "{w:?}"
@@ -236,10 +256,19 @@ mod tests {
         assert!(w.iter().any(|x| x.contains("network")), "{w:?}");
         assert!(w.iter().any(|x| x.contains("ptrace")), "{w:?}");
         assert!(w.iter().any(|x| x.contains("SSH_AUTH_SOCK")), "{w:?}");
-        assert!(!w.iter().any(|x| x.contains("/p/out")), "{w:?}");
+        assert!(!w.iter().any(|x| x.contains("$PWD/out")), "{w:?}");
         let sneaky = parse("[filesystem]\nbind=[\"$PWD/../../home/u\"]");
-        let w = widenings(&r, &sneaky, Path::new("/p"));
+        let w = widenings(&r, &sneaky, &p);
         assert!(w.iter().any(|x| x.contains("../../home/u")), "{w:?}");
+        // A symlink in the project that leads out of it is a widening.
+        let linked = parse("[filesystem]\nbind=[\"$PWD/up/x\"]\noutput=\"$PWD/up\"");
+        let w = widenings(&r, &linked, &p);
+        assert!(w.iter().any(|x| x.contains("binds $PWD/up/x")), "{w:?}");
+        assert!(
+            w.iter().any(|x| x.contains("$PWD/up read-write (output)")),
+            "{w:?}"
+        );
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

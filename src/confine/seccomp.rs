@@ -113,6 +113,15 @@ const ALWAYS_DENIED: &[&str] = &[
     "vm86old",
     "iopl",
     "ioperm",
+    // per-process LDT: old kernel attack surface (docker refuses it too)
+    "modify_ldt",
+    // obsolete interfaces docker's default profile refuses
+    "create_module",
+    "get_kernel_syms",
+    "query_module",
+    "_sysctl",
+    "sysfs",
+    "ustat",
     // mounts and namespaces: the assembled root must stay as it is
     "mount",
     "umount2",
@@ -693,6 +702,7 @@ mod tests {
             "open_by_handle_at",
             "clone3",
             "io_uring_setup",
+            "modify_ldt",
         ] {
             assert!(list.contains(&name), "{name} missing");
         }

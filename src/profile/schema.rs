@@ -54,6 +54,10 @@ pub struct FilesystemSection {
     /// "project": `sbox shell` keeps the sandbox's changes outside the
     /// project between shells (one sandbox per project); "none" (default).
     pub persist: Option<String>,
+    /// When the project directory is the home directory, or contains it
+    /// (`/`, `/home`): "refuse" (default) or "overlay" (the project is not
+    /// bound; it is seen copy-on-write like the rest of the host).
+    pub home_project: Option<String>,
     /// A directory under the project bound read-write even when the
     /// project is read-only; created on the host if missing.
     pub output: Option<String>,
@@ -245,6 +249,11 @@ impl ProfileFile {
         m.scalar("filesystem.overlay", &mut f.overlay, l.overlay);
         m.scalar("filesystem.project", &mut f.project, l.project);
         m.scalar("filesystem.output", &mut f.output, l.output);
+        m.scalar(
+            "filesystem.home_project",
+            &mut f.home_project,
+            l.home_project,
+        );
         m.scalar("filesystem.persist", &mut f.persist, l.persist);
         m.scalar("filesystem.host_cache", &mut f.host_cache, l.host_cache);
         m.list("filesystem.bind", &mut f.bind, l.bind);

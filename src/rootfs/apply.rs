@@ -3,9 +3,11 @@
 
 use super::plan::{EntryKind, HostView, StatePaths, Step};
 use crate::error::{Error, IoContext, NixContext, Result};
+use crate::hostpath;
 use crate::policy::Policy;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -80,9 +82,14 @@ pub fn make_private() -> Result<()> {
 
 /// Execute every step, logging to stderr when `verbose`; the FUSE root's
 /// descriptor goes to `serve_fuse` (the launcher serves it).
+///
+/// `project` is the sandbox path of the bound project: mount points
+/// declared beneath it must stay beneath it (a symlink in the project may
+/// not send a mount elsewhere).
 pub fn apply(
     steps: &[Step],
     state: &StatePaths,
+    project: Option<&Path>,
     verbose: bool,
     serve_fuse: &mut dyn FnMut(std::os::fd::OwnedFd) -> Result<()>,
 ) -> Result<()> {
@@ -93,10 +100,26 @@ pub fn apply(
                 serve_fuse(fd)?;
                 log(verbose, || "root: FUSE overlay of /".into());
             }
-            _ => apply_step(step, state, verbose)?,
+            _ => apply_step(step, state, project, verbose)?,
         }
     }
     Ok(())
+}
+
+/// The project, when `dest` lies strictly beneath it.
+fn place_of<'a>(project: Option<&'a Path>, dest: &Path) -> Option<&'a Path> {
+    project.filter(|p| dest != *p && dest.starts_with(p))
+}
+
+/// Find or create the mount point `dest` inside the new root.
+fn mount_point_fd(
+    root: &Path,
+    dest: &Path,
+    project: Option<&Path>,
+    kind: hostpath::Kind,
+) -> Result<std::os::fd::OwnedFd> {
+    hostpath::mount_point(root, dest, place_of(project, dest), kind)
+        .map_err(|e| Error::Usage(format!("mount point: {e}")))
 }
 
 fn log(verbose: bool, msg: impl FnOnce() -> String) {
@@ -105,7 +128,12 @@ fn log(verbose: bool, msg: impl FnOnce() -> String) {
     }
 }
 
-fn apply_step(step: &Step, state: &StatePaths, verbose: bool) -> Result<()> {
+fn apply_step(
+    step: &Step,
+    state: &StatePaths,
+    project: Option<&Path>,
+    verbose: bool,
+) -> Result<()> {
     let root = &state.root;
     match step {
         Step::RootTmpfs => mount(
@@ -124,7 +152,7 @@ fn apply_step(step: &Step, state: &StatePaths, verbose: bool) -> Result<()> {
                 r => r.ctx(|| format!("creating symlink {}", dest.display())),
             }
         }
-        Step::PrepareUpper { path, dir } => prepare_upper(path, *dir),
+        Step::PrepareUpper { path, dir } => prepare_upper(&state.upper, path, *dir),
         Step::Overlay {
             lower,
             upper,
@@ -176,23 +204,31 @@ fn apply_step(step: &Step, state: &StatePaths, verbose: bool) -> Result<()> {
             readonly,
             create,
         } => {
-            let at = under(root, dest);
-            let src_md = match std::fs::metadata(src) {
-                Ok(m) => m,
-                Err(e) if !create => {
+            // The source was resolved when the policy was built; open that
+            // canonical path without following links and bind the object
+            // opened, never the path again.
+            let src_fd = match hostpath::open_checked(src) {
+                Ok(fd) => fd,
+                Err(e) if !create && e.errno() == Some(nix::errno::Errno::ENOENT) => {
                     log(verbose, || format!("skipping {}: {e}", src.display()));
                     return Ok(());
                 }
-                Err(e) => return Err(Error::io(format!("bind source {}", src.display()), e)),
+                Err(e) => return Err(Error::Usage(format!("bind source {e}"))),
             };
-            if std::fs::symlink_metadata(&at).is_err() {
-                if !create {
-                    return Ok(());
-                }
-                make_mount_point(&at, src_md.is_dir())
-                    .map_err(|e| with_dest(e, dest, "creating the mount point"))?;
+            let is_dir = nix::sys::stat::fstat(src_fd.as_raw_fd())
+                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                .ctx(|| format!("bind source {}", src.display()))?;
+            if !create && std::fs::symlink_metadata(under(root, dest)).is_err() {
+                return Ok(());
             }
-            bind(src, &at, *readonly).map_err(|e| with_dest(e, dest, "bind mount"))?;
+            let kind = if is_dir {
+                hostpath::Kind::Dir
+            } else {
+                hostpath::Kind::File
+            };
+            let at = mount_point_fd(root, dest, project, kind)?;
+            hostpath::bind_fds(src_fd.as_fd(), at.as_fd(), *readonly)
+                .map_err(|e| Error::path(dest, format!("bind mount: {}", e.desc())))?;
             log(verbose, || {
                 format!(
                     "bind {} -> {} ({})",
@@ -208,19 +244,16 @@ fn apply_step(step: &Step, state: &StatePaths, verbose: bool) -> Result<()> {
             mode,
             readonly,
         } => {
-            let at = under(root, dest);
-            if std::fs::symlink_metadata(&at).is_err() {
-                make_mount_point(&at, true)
-                    .map_err(|e| with_dest(e, dest, "creating the mount point"))?;
-            }
+            let at = mount_point_fd(root, dest, project, hostpath::Kind::Dir)?;
             let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
             if *readonly {
                 flags |= MsFlags::MS_RDONLY;
             }
             let data = format!("mode={mode:o}");
+            let target = format!("/proc/self/fd/{}", at.as_raw_fd());
             mount(
                 Some("tmpfs"),
-                &at,
+                target.as_str(),
                 Some("tmpfs"),
                 flags,
                 Some(data.as_str()),
@@ -353,35 +386,20 @@ pub fn mkdir_p(p: &Path, mode: u32) -> Result<()> {
     }
 }
 
-fn make_mount_point(at: &Path, dir: bool) -> Result<()> {
-    if dir {
-        return std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(at)
-            .ctx(|| format!("creating {}", at.display()));
-    }
-    if let Some(parent) = at.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .ctx(|| format!("creating {}", parent.display()))?;
-    }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(at)
+/// Create a mount point in an upper layer (which a persistent sandbox
+/// wrote: no link in it is followed).
+fn prepare_upper(upper: &Path, path: &Path, dir: bool) -> Result<()> {
+    let Ok(rel) = path.strip_prefix(upper) else {
+        return Err(Error::path(path, "not inside the upper layer"));
+    };
+    let kind = if dir {
+        hostpath::Kind::Dir
+    } else {
+        hostpath::Kind::File
+    };
+    hostpath::mount_point(upper, &Path::new("/").join(rel), Some(Path::new("/")), kind)
         .map(drop)
-        .ctx(|| format!("creating {}", at.display()))
-}
-
-/// Create a mount point in an upper layer, keeping the lower's metadata
-/// for directories that exist there.
-fn prepare_upper(path: &Path, dir: bool) -> Result<()> {
-    make_mount_point(path, dir)
+        .map_err(|e| Error::Usage(format!("preparing a mount point: {e}")))
 }
 
 /// Bind `src` on `at` recursively, read-only (every mount in the subtree)

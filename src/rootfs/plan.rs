@@ -387,6 +387,7 @@ mod tests {
                 shell: None,
             },
             project: "/home/u/p".into(),
+            notes: vec![],
             binds: vec![
                 Bind {
                     src: "/home/u/p".into(),

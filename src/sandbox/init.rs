@@ -66,7 +66,12 @@ fn run(args: &InitArgs) -> Result<u8> {
     }
     crate::rootfs::apply::make_private()?;
     let channel = &args.channel;
-    crate::rootfs::apply::apply(args.steps, args.state, policy.verbose, &mut |fd| {
+    let project = policy
+        .binds
+        .iter()
+        .find(|b| b.dest == policy.project)
+        .map(|b| b.dest.as_path());
+    crate::rootfs::apply::apply(args.steps, args.state, project, policy.verbose, &mut |fd| {
         channel.send(&Msg::FuseFd, Some(std::os::fd::AsRawFd::as_raw_fd(&fd)))
     })?;
     crate::rootfs::apply::pivot(&args.state.root)?;

@@ -76,13 +76,13 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
         policy.map_user,
     );
     log(policy, || ids.describe());
+    for note in &policy.notes {
+        eprintln!("sbox: note: {note}");
+    }
     if let Some(out) = &policy.output {
-        std::fs::create_dir_all(out).map_err(|e| {
-            Error::io(
-                format!("creating the output directory {}", out.display()),
-                e,
-            )
-        })?;
+        // Created beneath the project without following any link in it.
+        crate::hostpath::mkdir_beneath(&policy.project, out, 0o755)
+            .map_err(|e| Error::Usage(format!("creating the output directory: {e}")))?;
     }
     let base = state::runtime_base(policy.caller.uid)?;
     state::clean_stale(&base);
@@ -360,7 +360,7 @@ fn prepare_user_net(
     let write = |name: &str, text: &str| -> Result<std::path::PathBuf> {
         let p = dir.join(name);
         std::fs::write(&p, text).map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
-        Ok(p)
+        std::fs::canonicalize(&p).map_err(|e| Error::io(format!("writing {}", p.display()), e))
     };
     let hosts = write("hosts", &files.hosts)?;
     steps.push(Step::Bind {
