@@ -360,3 +360,45 @@ fn modify_ldt_is_refused() {
     )));
     assert_eq!(out.trim(), "-1 Operation not permitted", "{out}");
 }
+
+#[test]
+fn a_persistent_layer_cannot_redirect_the_kernel_overlay() {
+    let c = Canaries::plant();
+    let home = user().home.display().to_string();
+    let p = Project::new("layerlink");
+    let name = format!("hp-layer-{}", std::process::id());
+    let _ = output(sbox(&p.dir, &["rm", "-f", &name]));
+    // Inside, /opt becomes a symlink to the host's canary directory: in the
+    // stored upper layer it is a symlink named opt.
+    ok(output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--name",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            &format!("rm -rf /opt && ln -s {home}/.config/sbox-canary /opt"),
+        ],
+    )));
+    // A later run of the same sandbox with the kernel backend must not use
+    // that link as the layer of /opt (the kernel would follow it).
+    let o = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--name",
+            &name,
+            "--overlay",
+            "kernel",
+            "--",
+            "sh",
+            "-c",
+            "echo pwned > /opt/settings",
+        ],
+    ));
+    let _ = output(sbox(&p.dir, &["rm", "-f", &name]));
+    refused(&o, "leads out of");
+    c.check();
+}

@@ -160,8 +160,12 @@ fn apply_step(
             dest,
         } => {
             let at = under(root, dest);
-            mkdir_p(upper, 0o755)?;
-            mkdir_p(work, 0o700)?;
+            // A persistent upper layer was written by the sandbox: its
+            // per-directory layers are made or opened without following a
+            // link it could have planted there (the kernel would follow it).
+            let upper = layer_dir(&state.upper, upper, 0o755)?;
+            let work = layer_dir(&state.work, work, 0o700)?;
+            let (upper, work) = (&upper, &work);
             let opts = format!(
                 "lowerdir={},upperdir={},workdir={},userxattr",
                 lower.display(),
@@ -384,6 +388,20 @@ pub fn mkdir_p(p: &Path, mode: u32) -> Result<()> {
         }
         Err(e) => Err(Error::io(format!("creating {}", p.display()), e)),
     }
+}
+
+/// Create or open `dir` beneath the layer directory `base` (sbox's own
+/// path) without following links; returns its canonical path.
+fn layer_dir(base: &Path, dir: &Path, mode: u32) -> Result<PathBuf> {
+    mkdir_p(base, 0o700)?;
+    let base_real = std::fs::canonicalize(base).ctx(|| format!("opening {}", base.display()))?;
+    let rel = dir
+        .strip_prefix(base)
+        .map_err(|_| Error::path(dir, "not inside its layer directory"))?;
+    let target = base_real.join(rel);
+    hostpath::mkdir_beneath(&base_real, &target, mode)
+        .map_err(|e| Error::Usage(format!("sandbox layer: {e}")))?;
+    Ok(target)
 }
 
 /// Create a mount point in an upper layer (which a persistent sandbox
