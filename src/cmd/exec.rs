@@ -3,13 +3,16 @@
 //! The sandbox's init starts the command as one more payload — the same
 //! root view, Landlock rules, seccomp filter, capabilities, environment
 //! policy and pid namespace as the sandbox's own command — so an exec'd
-//! process is exactly as confined and dies with the sandbox. This side only
-//! hands over its terminal or standard streams and relays signals.
+//! process is exactly as confined and dies with the sandbox. This side
+//! relays the terminal (a pty of the sandbox, with -t) or the standard
+//! streams (pipes of its own, without) and the signals; the caller's own
+//! descriptors never enter the sandbox.
 
 use crate::cli::ExecArgs;
 use crate::error::{Error, NixContext, Result};
 use crate::sandbox::channel::{Channel, Msg};
 use crate::sandbox::pty;
+use crate::sandbox::relay::{Relay, Slot};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -62,17 +65,16 @@ pub fn run(a: ExecArgs) -> Result<u8> {
     signals
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
         .ctx(|| "blocking signals".into())?;
-    if a.tty {
+    // Without a terminal, the command gets pipes of ours, never our own
+    // descriptors: what it leaves behind cannot hold the caller's terminal.
+    let pipes = if a.tty {
         conn.send(&request, None)?;
+        None
     } else {
-        let stdin = if a.interactive {
-            None
-        } else {
-            Some(std::fs::File::open("/dev/null").map_err(|e| Error::io("/dev/null", e))?)
-        };
-        let fd0 = stdin.as_ref().map_or(0, |f| f.as_raw_fd());
-        conn.send_fds(&request, &[fd0, 1, 2])?;
-    }
+        let (pipes, theirs) = Relay::new(a.interactive)?;
+        conn.send_fds(&request, &theirs.raw())?;
+        Some(pipes)
+    };
     let master = match conn.recv()? {
         Some((Msg::ExecStarted { .. }, master)) => master,
         Some((Msg::ExecFailed { error }, _)) => return Err(Error::Host(error)),
@@ -83,11 +85,17 @@ pub fn run(a: ExecArgs) -> Result<u8> {
             )))
         }
     };
-    relay(&conn, &signals, master, a.tty)
+    relay(&conn, &signals, master, a.tty, pipes)
 }
 
 /// Relay until init says the command has ended.
-fn relay(conn: &Channel, signals: &SigSet, master: Option<OwnedFd>, tty: bool) -> Result<u8> {
+fn relay(
+    conn: &Channel,
+    signals: &SigSet,
+    master: Option<OwnedFd>,
+    tty: bool,
+    mut pipes: Option<Relay>,
+) -> Result<u8> {
     let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .ctx(|| "signalfd".into())?;
     let (stdin_handle, stdout_handle) = (std::io::stdin(), std::io::stdout());
@@ -122,6 +130,18 @@ fn relay(conn: &Channel, signals: &SigSet, master: Option<OwnedFd>, tty: bool) -
             is = Some(fds.len());
             fds.push(PollFd::new(stdin, PollFlags::POLLIN));
         }
+        let first_pipe = fds.len();
+        let slots: Vec<Slot> = match &pipes {
+            Some(p) => p
+                .interests(stdin)
+                .into_iter()
+                .map(|(fd, events, slot)| {
+                    fds.push(PollFd::new(fd, events));
+                    slot
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::sys("poll", e)),
@@ -132,7 +152,18 @@ fn relay(conn: &Channel, signals: &SigSet, master: Option<OwnedFd>, tty: bool) -
         };
         let (s_ready, c_ready, m_ready, i_ready) =
             (ready(Some(0)), ready(Some(1)), ready(im), ready(is));
+        let pipes_ready: Vec<Slot> = slots
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| ready(Some(first_pipe + i)))
+            .map(|(_, s)| *s)
+            .collect();
         drop(fds);
+        if let Some(p) = &mut pipes {
+            for slot in pipes_ready {
+                p.on_ready(slot, &mut buf);
+            }
+        }
         if let (true, Some(m)) = (m_ready, &master) {
             master_open = pty::pump_master(m, stdout, &mut buf);
         }
@@ -164,6 +195,9 @@ fn relay(conn: &Channel, signals: &SigSet, master: Option<OwnedFd>, tty: bool) -
                 Some((Msg::ExecExited { code }, _)) => {
                     if let Some(m) = &master {
                         pty::drain(m, stdout, &mut buf);
+                    }
+                    if let Some(p) = &mut pipes {
+                        p.drain(&mut buf);
                     }
                     return Ok(code);
                 }

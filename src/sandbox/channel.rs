@@ -25,7 +25,8 @@ pub enum Msg {
     /// (--log-denials).
     SeccompListener,
     /// `sbox exec` → init: run a command in the sandbox. Without `tty`,
-    /// the caller's stdin, stdout and stderr are attached.
+    /// its stdin, stdout and stderr are attached: pipes (and /dev/null)
+    /// that `sbox exec` relays, never the caller's own descriptors.
     Exec {
         argv: Vec<String>,
         env: Vec<(String, String)>,

@@ -5,6 +5,7 @@ pub mod init;
 pub mod launcher;
 pub mod payload;
 pub mod pty;
+pub mod relay;
 
 static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 

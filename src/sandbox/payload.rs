@@ -94,7 +94,19 @@ pub fn exec(
         fail(&format!("closing file descriptors: {}", e.desc()));
     }
     let path = policy.env.get("PATH").map(String::as_str).unwrap_or("");
+    // sbox ignores SIGPIPE and execve keeps an ignored signal ignored: give
+    // the command the default, so that it ends quietly when its reader goes
+    // away, as it would outside.
+    crate::sys::default_sigpipe();
     let err = exec_search(&policy.argv[0], path, &argv, &env);
+    // SAFETY: SIG_IGN is a valid disposition; no handler code is involved.
+    // (Reporting the failure must not die of a closed stderr.)
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    };
     let (code, what) = match err {
         Errno::ENOENT | Errno::ENOTDIR => (EXIT_NOT_FOUND, "command not found"),
         Errno::EACCES | Errno::EPERM => (EXIT_NOT_EXECUTABLE, "permission denied"),
