@@ -193,10 +193,11 @@ pub struct SandboxOpts {
     /// With --net user: reach the host's loopback services as host.sbox.internal
     #[arg(long = "allow-host-loopback")]
     pub allow_host_loopback: bool,
-    /// Memory limit (e.g. 512M, 2G): cgroup v2 memory.max, else RLIMIT_AS
+    /// Memory limit (e.g. 512M, 2G): cgroup v2 memory.max, else RLIMIT_AS per process
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
-    /// Most processes at once: cgroup v2 pids.max, else RLIMIT_NPROC
+    /// Most processes and threads in the sandbox, init included: cgroup v2
+    /// pids.max, else RLIMIT_NPROC of a nested user namespace
     #[arg(long, value_name = "N", alias = "pids-limit")]
     pub pids: Option<u64>,
     /// CPUs (e.g. 1.5): cgroup v2 cpu.max, else CPU affinity

@@ -79,7 +79,7 @@ pub fn run_checks(user: &UserInfo) -> Vec<Check> {
         check_overlay_in_userns(),
         check_landlock(),
         check_seccomp(),
-        check_cgroup_v2(),
+        check_cgroup_v2(user.uid),
         check_network_helper("pasta", "passt"),
         check_dev_tun(),
         check_network_helper("slirp4netns", "slirp4netns"),
@@ -1000,9 +1000,18 @@ fn own_cgroup_path() -> Option<String> {
         .find_map(|l| l.strip_prefix("0::").map(str::to_string))
 }
 
-fn check_cgroup_v2() -> Check {
+/// What the limits fall back to without a delegated cgroup v2.
+fn limits_fallback(uid: u32) -> String {
+    let pids = match crate::limits::nested_pids_unavailable(crate::limits::kernel_version(), uid) {
+        None => "--pids to RLIMIT_NPROC of a nested user namespace (the whole sandbox)".to_string(),
+        Some(why) => format!("--pids is refused ({why})"),
+    };
+    format!("limits fall back: {pids}, --memory to RLIMIT_AS per process, --cpus to CPU affinity")
+}
+
+fn check_cgroup_v2(uid: u32) -> Check {
     const NAME: &str = "cgroup v2 delegation";
-    let fallback = "limits fall back to rlimits";
+    let fallback = limits_fallback(uid);
     if !is_cgroup2("/sys/fs/cgroup") {
         let kind = if is_cgroup2("/sys/fs/cgroup/unified") {
             "hybrid (v1 controllers, v2 only for tracking)"
@@ -1033,7 +1042,12 @@ fn check_cgroup_v2() -> Check {
         && writable(&dir.join("cgroup.procs"));
     let detail = format!("{} (controllers: {})", dir.display(), controllers.trim());
     if delegated && has("memory") && has("pids") {
-        check(NAME, Status::Ok, format!("{detail} is delegated"), None)
+        check(
+            NAME,
+            Status::Ok,
+            format!("{detail} is delegated: --memory, --pids and --cpus use it"),
+            None,
+        )
     } else {
         check(
             NAME,

@@ -86,6 +86,44 @@ pub fn build_extents(caller: u32, sub: Option<SubRange>, keep_id: bool) -> Vec<E
     v
 }
 
+/// The map of a user namespace nested in one whose map (as read from its
+/// `/proc/PID/uid_map` or `gid_map`) is `parent`: every id mapped there is
+/// mapped to itself, so ids mean the same in both. Lines that do not parse
+/// are left out.
+pub fn identity_of(parent: &str) -> String {
+    parent
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<u32> = l
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<std::result::Result<_, _>>()
+                .ok()?;
+            match f[..] {
+                [inside, _, count] if count > 0 => Some(format!("{inside} {inside} {count}\n")),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The highest id an `identity_of` map maps.
+pub fn highest_mapped(parent: &str) -> Option<u32> {
+    parent
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<u32> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            match f[..] {
+                [inside, _, count] if count > 0 => inside.checked_add(count - 1),
+                _ => None,
+            }
+        })
+        .max()
+}
+
 /// How the maps of a sandbox are written.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IdPlan {
@@ -219,6 +257,16 @@ fn write_single(pid: Pid, uid: &[Extent], gid: &[Extent]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_identity_maps() {
+        let parent = "         0       1000          1\n         1     100000      65536\n";
+        assert_eq!(identity_of(parent), "0 0 1\n1 1 65536\n");
+        assert_eq!(highest_mapped(parent), Some(65536));
+        assert_eq!(identity_of("0 1000 1\n"), "0 0 1\n");
+        assert_eq!(identity_of("x y z\n0 5\n"), "");
+        assert_eq!(highest_mapped(""), None);
+    }
 
     const SUBUID: &str = "# comment\nalice:100000:65536\nbob:165536:65536\n1002:231072:1000\n";
 

@@ -1,6 +1,7 @@
 //! Resource limits of a sandbox: cgroup v2 when the user has a delegated
-//! subtree, else rlimits (and CPU affinity for --cpus). Parsing and the
-//! choice of mechanism are pure; `Cgroup` acts on the host.
+//! subtree, else rlimits (and CPU affinity for --cpus), and for --pids a
+//! nested user namespace whose RLIMIT_NPROC counts the whole sandbox.
+//! Parsing and the choice of mechanism are pure; `Cgroup` acts on the host.
 
 use crate::confine::plan::Rlimit;
 use crate::error::{Error, Result};
@@ -118,34 +119,98 @@ pub struct LimitPlan {
     pub affinity: Option<usize>,
     /// cgroup v2 files to write: (file, value).
     pub cgroup: Vec<(&'static str, String)>,
+    /// --pids without a cgroup: init's RLIMIT_NPROC, and the payloads run
+    /// in a user namespace nested in the sandbox's, created by init (see
+    /// `nested_pids_unavailable`), so this counts every task of the sandbox.
+    pub nested_pids: Option<u64>,
     /// One line per limit: what enforces it.
     pub notes: Vec<String>,
 }
 
-/// Decide the mechanism of every limit. Pure.
-pub fn build_limit_plan(l: &Limits, cgroup_available: bool, host_cpus: usize) -> LimitPlan {
+/// The oldest kernel whose RLIMIT_NPROC is counted per user namespace with
+/// the limits of the namespaces above (ucounts, 5.14; fixed up to 5.17).
+pub const NESTED_PIDS_MIN_KERNEL: (u32, u32) = (5, 17);
+
+/// What `--pids` needs without a delegated cgroup v2.
+pub const PIDS_CGROUP_HINT: &str =
+    "run sbox in a delegated cgroup: systemd-run --user --scope -p Delegate=yes sbox ...";
+
+/// Why `--pids` cannot be enforced without a cgroup here, or `None` when it
+/// can. How: init sets its RLIMIT_NPROC to N and creates a user namespace
+/// for the payloads. Since Linux 5.14 every task is counted, at fork, under
+/// (its user namespace, its uid) and under (each parent namespace, the
+/// owner of the namespace below), each level against the RLIMIT_NPROC its
+/// creator had; every payload, whatever its uid, so counts against
+/// (sandbox namespace, root), where init counts too, with the limit N. Pure.
+pub fn nested_pids_unavailable(kernel: (u32, u32), caller_uid: u32) -> Option<String> {
+    if kernel < NESTED_PIDS_MIN_KERNEL {
+        let (a, b) = NESTED_PIDS_MIN_KERNEL;
+        return Some(format!(
+            "Linux {}.{} counts RLIMIT_NPROC per uid, not per sandbox (needs {a}.{b})",
+            kernel.0, kernel.1
+        ));
+    }
+    if caller_uid == 0 {
+        return Some("RLIMIT_NPROC does not apply to the real root user".into());
+    }
+    None
+}
+
+/// The running kernel's version (major, minor); (0, 0) if unknown.
+pub fn kernel_version() -> (u32, u32) {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or((0, 0), |r| parse_kernel_version(r.trim()))
+}
+
+/// `6.18.44-fc` → (6, 18).
+pub fn parse_kernel_version(release: &str) -> (u32, u32) {
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// Decide the mechanism of every limit. `nested_pids` is why --pids cannot
+/// be enforced without a cgroup (`nested_pids_unavailable`), if it cannot.
+/// Pure.
+pub fn build_limit_plan(
+    l: &Limits,
+    cgroup_available: bool,
+    host_cpus: usize,
+    nested_pids: Option<&str>,
+) -> Result<LimitPlan> {
     let mut p = LimitPlan::default();
     if let Some(m) = l.memory {
         if cgroup_available {
             p.cgroup.push(("memory.max", m.to_string()));
             p.cgroup.push(("memory.swap.max", "0".into()));
-            p.notes
-                .push(format!("memory {m} bytes: cgroup v2 memory.max"));
+            p.notes.push(format!(
+                "memory {m} bytes: cgroup v2 memory.max, the whole sandbox, no swap"
+            ));
         } else {
             p.rlimits.push((Rlimit::As, m));
             p.notes.push(format!(
-                "memory {m} bytes: RLIMIT_AS per process (no delegated cgroup v2)"
+                "memory {m} bytes: RLIMIT_AS, the address space of each process, not the sandbox's total (no delegated cgroup v2)"
             ));
         }
     }
     if let Some(n) = l.pids {
         if cgroup_available {
             p.cgroup.push(("pids.max", n.to_string()));
-            p.notes.push(format!("pids {n}: cgroup v2 pids.max"));
+            p.notes.push(format!(
+                "pids {n}: cgroup v2 pids.max, processes and threads of the whole sandbox, init included"
+            ));
+        } else if let Some(why) = nested_pids {
+            return Err(Error::Host(format!(
+                "--pids/process.pids needs a delegated cgroup v2 here: {why}; {PIDS_CGROUP_HINT}"
+            )));
         } else {
+            p.nested_pids = Some(n);
+            // The payload's own limit, per uid, is N too: init's, which it
+            // inherits and could not raise. It replaces a profile's nproc.
             p.rlimits.push((Rlimit::Nproc, n));
             p.notes.push(format!(
-                "pids {n}: RLIMIT_NPROC, counted per uid inside the user namespace"
+                "pids {n}: RLIMIT_NPROC of a nested user namespace, processes and threads of the whole sandbox whatever their uid, init included (no delegated cgroup v2)"
             ));
         }
     }
@@ -175,7 +240,7 @@ pub fn build_limit_plan(l: &Limits, cgroup_available: bool, host_cpus: usize) ->
             t.as_secs_f64()
         ));
     }
-    p
+    Ok(p)
 }
 
 /// The caller's own cgroup v2 directory, when it is delegated to them with
@@ -342,7 +407,9 @@ mod tests {
             nofile: Some(256),
             timeout: None,
         };
-        let r = build_limit_plan(&l, false, 2);
+        let r = build_limit_plan(&l, false, 2, None).expect("plan");
+        // --pids is the nested namespace's; the payload's own per-uid
+        // RLIMIT_NPROC is the same N (never more than the whole).
         assert_eq!(
             r.rlimits,
             vec![
@@ -351,12 +418,41 @@ mod tests {
                 (Rlimit::Nofile, 256)
             ]
         );
+        assert_eq!(r.nested_pids, Some(64));
+        assert!(r.notes.iter().any(|n| n.contains("nested user namespace")));
+        assert!(r.notes.iter().any(|n| n.contains("each process")));
         assert_eq!(r.affinity, Some(2));
         assert!(r.cgroup.is_empty());
-        let c = build_limit_plan(&l, true, 2);
+        let c = build_limit_plan(&l, true, 2, Some("old kernel")).expect("plan");
         assert_eq!(c.rlimits, vec![(Rlimit::Nofile, 256)]);
+        assert_eq!(c.nested_pids, None);
         assert!(c.cgroup.contains(&("pids.max", "64".to_string())));
         assert!(c.cgroup.contains(&("cpu.max", "150000 100000".to_string())));
         assert_eq!(c.affinity, None);
+        // Without a cgroup and without the nested namespace: refused.
+        let e = build_limit_plan(&l, false, 2, Some("old kernel"))
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("--pids") && e.contains("old kernel"), "{e}");
+        assert!(e.contains("Delegate=yes"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        // The other limits do not need it.
+        let no_pids = Limits {
+            pids: None,
+            ..l.clone()
+        };
+        assert!(build_limit_plan(&no_pids, false, 2, Some("old kernel")).is_ok());
+    }
+
+    #[test]
+    fn nested_pids_needs_a_recent_kernel_and_a_non_root_caller() {
+        assert_eq!(parse_kernel_version("6.18.44-fc-v669"), (6, 18));
+        assert_eq!(parse_kernel_version("5.4.0"), (5, 4));
+        assert_eq!(parse_kernel_version("junk"), (0, 0));
+        assert_eq!(nested_pids_unavailable((6, 18), 1000), None);
+        assert_eq!(nested_pids_unavailable((5, 17), 1000), None);
+        let old = nested_pids_unavailable((5, 15), 1000).expect("old");
+        assert!(old.contains("5.15") && old.contains("per uid"), "{old}");
+        assert!(nested_pids_unavailable((6, 18), 0).is_some());
     }
 }

@@ -204,6 +204,8 @@ pub struct Context<'a> {
     /// Finds a delegated cgroup v2 with these controllers.
     pub cgroup_probe: fn(&[&str]) -> Option<PathBuf>,
     pub host_cpus: usize,
+    /// The running kernel's (major, minor).
+    pub kernel: (u32, u32),
 }
 
 /// Expand `~`, `$HOME`, `$PWD`, `$USER`, `$XDG_*` and `$SBOX_DATA` at the
@@ -654,8 +656,13 @@ pub fn build(
     } else {
         (ctx.cgroup_probe)(&need)
     };
-    let limit_plan =
-        crate::limits::build_limit_plan(&limits, cgroup_parent.is_some(), ctx.host_cpus);
+    let nested = crate::limits::nested_pids_unavailable(ctx.kernel, ctx.caller.uid);
+    let limit_plan = crate::limits::build_limit_plan(
+        &limits,
+        cgroup_parent.is_some(),
+        ctx.host_cpus,
+        nested.as_deref(),
+    )?;
     for (r, v) in &limit_plan.rlimits {
         confinement.rlimits.retain(|(x, _)| x != r);
         confinement.rlimits.push((*r, *v));
@@ -735,8 +742,10 @@ fn build_limits(profile: &ProfileFile, ov: &Overrides) -> Result<crate::limits::
         None => None,
     };
     let pids = ov.pids.or(p.pids);
-    if pids == Some(0) {
-        return Err(Error::Usage("--pids must be at least 1".into()));
+    if pids.is_some_and(|n| n < 2) {
+        return Err(Error::Usage(
+            "--pids must be at least 2 (the sandbox's init counts as one)".into(),
+        ));
     }
     let cpus = ov.cpus.or(p.cpus);
     if cpus.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
@@ -773,6 +782,7 @@ mod tests {
             landlock_abi: Some(6),
             cgroup_probe: |_| None,
             host_cpus: 2,
+            kernel: (6, 18),
         }
     }
 
@@ -883,5 +893,44 @@ mod tests {
         )
         .expect_err("hidden");
         assert!(e.to_string().contains("hidden path"), "{e}");
+    }
+
+    #[test]
+    fn profile_pids_limits_the_whole_sandbox_or_is_refused() {
+        let mut p = ProfileFile::default();
+        p.process.pids = Some(64);
+        p.process.rlimits.insert("nproc".into(), 100_000);
+        let run = |c: &Context| {
+            build(
+                "t",
+                &p,
+                &Overrides::default(),
+                vec!["true".into()],
+                false,
+                c,
+            )
+        };
+        let mut c = ctx(&[]);
+        let pol = run(&c).expect("nested");
+        assert_eq!(pol.limit_plan.nested_pids, Some(64));
+        // The payload could not raise its RLIMIT_NPROC above init's.
+        let nproc: Vec<_> = pol
+            .confinement
+            .rlimits
+            .iter()
+            .filter(|(r, _)| *r == crate::confine::plan::Rlimit::Nproc)
+            .collect();
+        assert_eq!(nproc, [&(crate::confine::plan::Rlimit::Nproc, 64)]);
+        c.cgroup_probe = |_| Some("/sys/fs/cgroup/user".into());
+        let pol = run(&c).expect("cgroup");
+        assert_eq!(pol.limit_plan.nested_pids, None);
+        assert!(pol.limit_plan.cgroup.contains(&("pids.max", "64".into())));
+        c.cgroup_probe = |_| None;
+        c.kernel = (5, 10);
+        let e = run(&c).expect_err("refused").to_string();
+        assert!(
+            e.contains("process.pids") && e.contains("Delegate=yes"),
+            "{e}"
+        );
     }
 }

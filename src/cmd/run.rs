@@ -61,6 +61,7 @@ pub fn make_policy(opts: &SandboxOpts, argv: Vec<String>, tty: bool) -> Result<P
         landlock_abi: crate::confine::landlock::probe_abi(),
         cgroup_probe: crate::limits::delegated_cgroup,
         host_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        kernel: crate::limits::kernel_version(),
     };
     let argv = if argv.is_empty() {
         vec![login_shell(&loaded.profile, &ctx)]

@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// What init needs, prepared by the launcher before the clone.
 pub struct InitArgs<'a> {
@@ -82,7 +82,21 @@ fn run(args: &InitArgs) -> Result<u8> {
     // Without a terminal, tell the launcher only once the command really
     // runs, so `run -d` reports a command that cannot start.
     let wait_exec = pty.is_none();
-    let started = spawn_payload(policy, args.payload_mask, slave.as_deref(), None, wait_exec)?;
+    let nest = match policy.limit_plan.nested_pids {
+        Some(n) => {
+            prepare_nested_pids(policy, n)?;
+            Nest::Create
+        }
+        None => Nest::Sandbox,
+    };
+    let started = spawn_payload(
+        policy,
+        args.payload_mask,
+        slave.as_deref(),
+        None,
+        wait_exec,
+        nest,
+    )?;
     if started.exec_failed {
         let mut sup = Supervisor::new(policy, args, started)?;
         return sup.run();
@@ -106,6 +120,85 @@ struct Started {
     listener: Option<OwnedFd>,
     /// execve failed (only known when asked to wait for it).
     exec_failed: bool,
+    /// The nested user namespace created for it (`Nest::Create`).
+    userns: Option<OwnedFd>,
+}
+
+/// The user namespace a payload runs in.
+#[derive(Clone, Copy)]
+enum Nest<'a> {
+    /// The sandbox's own, init's.
+    Sandbox,
+    /// A new one nested in the sandbox's, for --pids without a cgroup: the
+    /// main command's. Its RLIMIT_NPROC limit is init's (see
+    /// `crate::limits::nested_pids_unavailable`).
+    Create,
+    /// The nested one of the main command (`sbox exec`).
+    Join(BorrowedFd<'a>),
+}
+
+/// --pids without a cgroup: lower init's own RLIMIT_NPROC to `n` (soft and
+/// hard, so no process of the sandbox can raise it again), which the nested
+/// user namespace takes as its limit when init creates it, and which bounds
+/// init's own forks for `sbox exec`. In a network namespace of its own, let
+/// every uid bind ports below 1024 and send pings, as docker does: the
+/// payloads' capabilities are those of the nested namespace, which does not
+/// own the network namespace.
+fn prepare_nested_pids(policy: &Policy, n: u64) -> Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NPROC).ctx(|| "getrlimit".into())?;
+    let v = n.min(hard);
+    setrlimit(Resource::RLIMIT_NPROC, v, v).ctx(|| "setrlimit RLIMIT_NPROC".into())?;
+    log(policy, || {
+        format!("RLIMIT_NPROC {v}; the command runs in a nested user namespace")
+    });
+    if policy.net == NetMode::Host {
+        return Ok(());
+    }
+    let gids = std::fs::read_to_string("/proc/self/gid_map").unwrap_or_default();
+    let top = crate::idmap::highest_mapped(&gids).unwrap_or(0);
+    for (key, value) in [
+        ("ip_unprivileged_port_start", "0".to_string()),
+        ("ping_group_range", format!("0 {top}")),
+    ] {
+        let path = format!("/proc/sys/net/ipv4/{key}");
+        if let Err(e) = std::fs::write(&path, &value) {
+            log(policy, || format!("{path}: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Give the nested user namespace of the payload `pid` (still waiting) the
+/// identity map of the ids of the sandbox's own, so ids mean the same in
+/// both; a handle on it for `sbox exec`. init owns the new namespace and
+/// has CAP_SETUID, CAP_SETGID and CAP_SETFCAP in its parent.
+fn map_nested(pid: Pid) -> Result<OwnedFd> {
+    for kind in ["uid_map", "gid_map"] {
+        let own = std::fs::read_to_string(format!("/proc/self/{kind}"))
+            .map_err(|e| Error::io(format!("reading /proc/self/{kind}"), e))?;
+        let path = format!("/proc/{pid}/{kind}");
+        std::fs::write(&path, crate::idmap::identity_of(&own))
+            .map_err(|e| Error::io(format!("writing {path}"), e))?;
+    }
+    let path = format!("/proc/{pid}/ns/user");
+    std::fs::File::open(&path)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io(format!("opening {path}"), e))
+}
+
+/// The error of a failed fork: say so when it is the --pids limit.
+fn fork_error(policy: &Policy, nest: Nest, e: nix::errno::Errno) -> Error {
+    match (e, policy.limits.pids, nest) {
+        (nix::errno::Errno::EAGAIN, Some(n), _) => Error::Host(format!(
+            "cannot start a process: the sandbox has reached its limit of {n} processes (--pids)"
+        )),
+        (_, _, Nest::Create) => Error::sys(
+            "creating the nested user namespace that enforces --pids (a delegated cgroup v2 avoids it)",
+            e,
+        ),
+        _ => Error::sys("fork", e),
+    }
 }
 
 /// Fork a payload for `policy` (the sandbox's command, or an exec'd one).
@@ -115,6 +208,7 @@ fn spawn_payload(
     pty_slave: Option<&str>,
     stdio: Option<Vec<OwnedFd>>,
     wait_exec: bool,
+    nest: Nest,
 ) -> Result<Started> {
     let status = if wait_exec {
         Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe".into())?)
@@ -131,9 +225,36 @@ fn spawn_payload(
     } else {
         None
     };
-    let pid = match sys::clone_process(nix::sched::CloneFlags::empty()).ctx(|| "fork".into())? {
+    // Create: the child waits until its maps are written (EOF: init failed).
+    let mut go = match nest {
+        Nest::Create => {
+            Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe".into())?)
+        }
+        _ => None,
+    };
+    let flags = match nest {
+        Nest::Create => nix::sched::CloneFlags::CLONE_NEWUSER,
+        _ => nix::sched::CloneFlags::empty(),
+    };
+    let pid = match sys::clone_process(flags).map_err(|e| fork_error(policy, nest, e))? {
         Forked::Child => {
             let _ = mask.thread_set_mask();
+            if let Some((r, w)) = go.take() {
+                drop(w);
+                let mut b = [0u8; 1];
+                if !matches!(nix::unistd::read(r.as_raw_fd(), &mut b), Ok(1)) {
+                    sys::exit_now(EXIT_SBOX_FAILED as i32);
+                }
+            }
+            if let Nest::Join(ns) = nest {
+                if let Err(e) = nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER) {
+                    eprintln!(
+                        "sbox: error: joining the command's user namespace: {}",
+                        e.desc()
+                    );
+                    sys::exit_now(EXIT_SBOX_FAILED as i32);
+                }
+            }
             super::payload::exec(
                 policy,
                 pty_slave,
@@ -145,6 +266,23 @@ fn spawn_payload(
         Forked::Parent(pid) => pid,
     };
     drop(stdio);
+    let userns = match go {
+        Some((r, w)) => {
+            drop(r);
+            match map_nested(pid) {
+                Ok(ns) => {
+                    super::pty::write_all(&w, b"1").ctx(|| "starting the command".into())?;
+                    Some(ns)
+                }
+                Err(e) => {
+                    let _ = kill(pid, Signal::SIGKILL);
+                    let _ = waitpid(pid, None);
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     let listener = match denials {
         Some((ours, theirs)) => {
             drop(theirs);
@@ -168,6 +306,7 @@ fn spawn_payload(
         pid,
         listener,
         exec_failed,
+        userns,
     })
 }
 
@@ -191,6 +330,8 @@ struct Supervisor<'a> {
     tally: Tally,
     control: Option<OwnedFd>,
     clients: Vec<ExecClient>,
+    /// The main command's nested user namespace, which `sbox exec` joins.
+    userns: Option<OwnedFd>,
 }
 
 enum Source {
@@ -216,6 +357,7 @@ impl<'a> Supervisor<'a> {
             tally: Tally::default(),
             control: args.control.as_ref().and_then(|c| c.try_clone().ok()),
             clients: Vec::new(),
+            userns: started.userns,
         })
     }
 
@@ -380,9 +522,13 @@ impl<'a> Supervisor<'a> {
         if let Some(c) = cwd {
             p.chdir = c;
         }
+        let nest = match &self.userns {
+            Some(ns) => Nest::Join(ns.as_fd()),
+            None => Nest::Sandbox,
+        };
         if tty {
             let (master, slave) = open_pty()?;
-            let started = spawn_payload(&p, self.mask, Some(&slave), None, false)?;
+            let started = spawn_payload(&p, self.mask, Some(&slave), None, false, nest)?;
             Ok((started, Some(master)))
         } else {
             if fds.len() != 3 {
@@ -390,7 +536,10 @@ impl<'a> Supervisor<'a> {
                     "exec without a terminal needs stdin, stdout and stderr".into(),
                 ));
             }
-            Ok((spawn_payload(&p, self.mask, None, Some(fds), false)?, None))
+            Ok((
+                spawn_payload(&p, self.mask, None, Some(fds), false, nest)?,
+                None,
+            ))
         }
     }
 
