@@ -105,10 +105,13 @@ impl Canaries {
         static INIT: std::sync::Once = std::sync::Once::new();
         INIT.call_once(|| {
             // (Re)written once per test process, before any test reads it.
+            // Private, as ssh wants them (and out of other users' reach).
             std::fs::create_dir_all(&ssh).expect("mkdir .ssh");
             chown(&ssh);
+            std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).expect("chmod");
             let tmp = ssh.join(format!(".authorized_keys.{}", std::process::id()));
-            std::fs::write(&tmp, "ssh-ed25519 AAAA-SBOX-CANARY owner@host\n").expect("write");
+            std::fs::write(&tmp, "ssh-ed25519 AAAAC3commit-safety owner@host\n").expect("write");
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).expect("chmod");
             chown(&tmp);
             std::fs::rename(&tmp, &keys).expect("rename");
         });
