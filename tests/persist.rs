@@ -128,7 +128,7 @@ fn diff_and_commit_of_a_named_sandbox() {
         &p.dir,
         &["commit", "--dry-run", &n.name, &newfile.to_string_lossy()],
     )));
-    assert_eq!(dry.trim(), format!("A {}", newfile.display()));
+    assert_eq!(dry.trim(), format!("A -rw-r--r-- {}", newfile.display()));
     assert!(!newfile.exists());
     ok(output(sbox(
         &p.dir,

@@ -1,7 +1,7 @@
 //! `sbox diff`, `sbox reset` and `sbox commit`: the changes a named (or
 //! per-project) sandbox keeps in its upper layer.
 
-use crate::changes::{self, Change, Kind};
+use crate::changes::{self, Kind};
 use crate::error::{Error, Result};
 use crate::names::{self, Paths};
 use std::path::{Path, PathBuf};
@@ -69,10 +69,10 @@ pub fn diff(name: Option<String>, json: bool) -> Result<u8> {
     let list = changes::list(&paths.upper(), Path::new("/"));
     if json {
         let text = serde_json::to_string_pretty(&list).map_err(|e| Error::Host(e.to_string()))?;
-        println!("{text}");
+        println!("{}", changes::json_for_terminal(&text));
     } else {
         for c in list {
-            println!("{} {}", letter(c.kind), c.path.display());
+            println!("{} {}", letter(c.kind), changes::show(&c.path));
         }
     }
     Ok(0)
@@ -120,7 +120,9 @@ fn hidden_of(paths: &Paths) -> Result<Vec<PathBuf>> {
 }
 
 /// `sbox commit NAME PATH... [--dry-run]`: copy selected changes onto the
-/// host, after printing them.
+/// host, after printing them. Nothing below a PATH is reached through a
+/// symlink, on either side (see `changes::Commit`); a host symlink in the
+/// way fails the commit before anything is written.
 pub fn commit(name: String, targets: Vec<String>, dry_run: bool) -> Result<u8> {
     let paths = resolve(Some(name))?;
     if names::running(&paths).is_some() {
@@ -130,52 +132,31 @@ pub fn commit(name: String, targets: Vec<String>, dry_run: bool) -> Result<u8> {
         )));
     }
     let hidden = hidden_of(&paths)?;
-    // Compare as the host resolves paths, so a host symlink into a hidden
-    // directory does not let a change in.
+    // Compare as the host resolves paths too, so a host symlink into a
+    // hidden directory does not let a change in.
     let hidden: Vec<PathBuf> = hidden
         .iter()
         .flat_map(|h| [h.clone(), resolve_existing(h)])
         .collect();
-    let mut wanted = Vec::new();
-    for t in &targets {
-        let t = crate::policy::clean_absolute(t, "commit")?;
-        let real = resolve_existing(&t);
-        if let Some(h) = hidden.iter().find(|h| {
-            t.starts_with(h) || h.starts_with(&t) || real.starts_with(h) || h.starts_with(&real)
-        }) {
-            return Err(Error::Usage(format!(
-                "{}: the profile hides {}; sbox will not write there",
-                t.display(),
-                h.display()
-            )));
-        }
-        wanted.push(t);
+    let wanted = targets
+        .iter()
+        .map(|t| crate::policy::clean_absolute(t, "commit"))
+        .collect::<Result<Vec<PathBuf>>>()?;
+    let plan = changes::Commit::plan(&paths.upper(), &wanted, &hidden)?;
+    for (named, real) in &plan.redirected {
+        eprintln!(
+            "sbox: {} is {} on the host",
+            changes::show(named),
+            changes::show(real)
+        );
     }
-    let selected: Vec<Change> = changes::list(&paths.upper(), Path::new("/"))
-        .into_iter()
-        .filter(|c| wanted.iter().any(|w| c.path.starts_with(w)))
-        .collect();
-    if selected.is_empty() {
-        return Err(Error::Usage("no changes under the given paths".into()));
-    }
-    if let Some(c) = selected.iter().find(|c| {
-        let real = resolve_existing(&c.path);
-        hidden.iter().any(|h| real.starts_with(h))
-    }) {
-        return Err(Error::Usage(format!(
-            "{}: the host resolves it into a path the profile hides; sbox will not write there",
-            c.path.display()
-        )));
-    }
-    for c in &selected {
-        println!("{} {}", letter(c.kind), c.path.display());
+    for s in &plan.steps {
+        println!("{}", s.line());
     }
     if dry_run {
         return Ok(0);
     }
-    for c in &selected {
-        apply(&paths.upper(), c)?;
-    }
+    plan.apply()?;
     Ok(0)
 }
 
@@ -198,56 +179,6 @@ fn resolve_existing(p: &Path) -> PathBuf {
                 head = parent.to_path_buf();
             }
             _ => return p.to_path_buf(),
-        }
-    }
-}
-
-fn apply(upper: &Path, c: &Change) -> Result<()> {
-    let rel = c.path.strip_prefix("/").unwrap_or(&c.path);
-    let src = upper.join(rel);
-    let dst = &c.path;
-    let fail = |what: &str, e: std::io::Error| {
-        Error::path(dst, format!("{what}: {}", crate::policy::io_reason(&e)))
-    };
-    match c.kind {
-        Kind::D => match std::fs::symlink_metadata(dst) {
-            Ok(md) if md.is_dir() => std::fs::remove_dir_all(dst).map_err(|e| fail("removing", e)),
-            Ok(_) => std::fs::remove_file(dst).map_err(|e| fail("removing", e)),
-            Err(_) => Ok(()),
-        },
-        Kind::A | Kind::C => {
-            let md = std::fs::symlink_metadata(&src).map_err(|e| fail("reading the change", e))?;
-            if md.is_dir() {
-                return std::fs::create_dir_all(dst).map_err(|e| fail("creating", e));
-            }
-            if let Some(parent) = dst.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| fail("creating the parent", e))?;
-            }
-            if md.file_type().is_symlink() {
-                let target = std::fs::read_link(&src).map_err(|e| fail("reading the link", e))?;
-                let _ = std::fs::remove_file(dst);
-                return std::os::unix::fs::symlink(target, dst).map_err(|e| fail("linking", e));
-            }
-            let tmp = dst.with_file_name(format!(
-                ".{}.sbox-commit",
-                dst.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ));
-            std::fs::copy(&src, &tmp).map_err(|e| fail("copying", e))?;
-            if let Some(mode) = crate::sys::lgetxattr(&src, "user.containers.override_stat")
-                .and_then(|v| {
-                    String::from_utf8_lossy(&v)
-                        .rsplit(':')
-                        .next()
-                        .and_then(|m| u32::from_str_radix(m, 8).ok())
-                })
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ =
-                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode & 0o7777));
-            }
-            std::fs::rename(&tmp, dst).map_err(|e| fail("replacing", e))
         }
     }
 }

@@ -44,7 +44,7 @@ mod inode;
 mod iofd;
 mod layer;
 mod server;
-mod sys;
+pub(crate) mod sys;
 mod whiteout;
 
 use std::path::PathBuf;
