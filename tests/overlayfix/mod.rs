@@ -32,9 +32,15 @@ pub fn in_initial_userns() -> bool {
 /// As an ordinary user on the host: become root of a new user namespace
 /// that maps you to 0 and your /etc/subuid and /etc/subgid ranges to 1…N
 /// (newuidmap/newgidmap, run by a child left outside), then enter a new
-/// mount namespace. Nothing to do as root, or in a process that is already
-/// in a namespace of its own (the server child of the unprivileged test).
+/// mount namespace. Nothing to do as root, nor in a process the test
+/// binary started (the server child of the unprivileged test).
 extern "C" fn enter_own_namespaces() {
+    const DONE: &str = "SBOX_TEST_NAMESPACES_DECIDED";
+    if std::env::var_os(DONE).is_some() {
+        return;
+    }
+    // Single-threaded still: nothing reads the environment concurrently.
+    std::env::set_var(DONE, "1");
     if nix::unistd::getuid().is_root() || !in_initial_userns() {
         return;
     }
