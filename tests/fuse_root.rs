@@ -311,6 +311,36 @@ fn build_deb(dir: &Path) -> PathBuf {
     deb
 }
 
+/// What shows that a host file did not change, also to a runner that may
+/// not read it (/etc/shadow): its inode, size, mode, owner and change time
+/// (any write or rename sets them anew), and its content when readable.
+#[derive(Debug, PartialEq)]
+struct HostFile {
+    ino: u64,
+    size: u64,
+    mode: u32,
+    uid: u32,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    content: Option<Vec<u8>>,
+}
+
+impl HostFile {
+    fn of(p: impl AsRef<Path>) -> HostFile {
+        let p = p.as_ref();
+        let md = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        HostFile {
+            ino: md.ino(),
+            size: md.size(),
+            mode: md.mode(),
+            uid: md.uid(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+            content: std::fs::read(p).ok(),
+        }
+    }
+}
+
 #[test]
 fn dpkg_installs_and_removes_a_package_inside_only() {
     let p = Project::new("fuse-dpkg");
@@ -322,7 +352,7 @@ fn dpkg_installs_and_removes_a_package_inside_only() {
         "/etc/shadow",
         "/etc/gshadow",
     ];
-    let before: Vec<Vec<u8>> = watched.iter().map(read).collect();
+    let before: Vec<HostFile> = watched.iter().map(HostFile::of).collect();
     let script = "set -e
         dpkg -i sbox-test.deb >/dev/null
         cat /usr/share/sbox-test/hello.txt
@@ -340,7 +370,7 @@ fn dpkg_installs_and_removes_a_package_inside_only() {
         "hello from a package\nsboxtestsvc\nhas-uid\ninstall ok installed\nuser-gone\nfiles-gone\nnot-installed\n"
     );
     for (f, b) in watched.iter().zip(&before) {
-        assert!(read(f) == *b, "{f} changed on the host");
+        assert!(HostFile::of(f) == *b, "{f} changed on the host");
     }
     assert!(!Path::new("/usr/share/sbox-test").exists());
     assert!(!String::from_utf8_lossy(&read("/etc/passwd")).contains("sboxtestsvc"));
@@ -598,6 +628,11 @@ fn secrets_are_out_of_reach_on_the_fuse_root() {
     let secret = canary_secret();
     let p = Project::new("fuse-secret");
     let home = user().home.display().to_string();
+    // The directory that holds the home (other users' keys are elsewhere),
+    // and what only this canary says.
+    let homes = user().home.parent().expect("parent").display().to_string();
+    let token = canary_text();
+    let token = token.trim();
     let script = format!(
         "try() {{ if out=$(sh -c \"$2\" 2>/dev/null) && [ -n \"$out$3\" ]; then echo \"REACHED $1: $out\"; else echo \"denied $1\"; fi; }}
         try exists 'test -e {home}/.ssh && echo yes'
@@ -614,8 +649,8 @@ fn secrets_are_out_of_reach_on_the_fuse_root() {
         try hardlink-project 'ln {home}/.ssh/id_ed25519 ./h && cat ./h'
         try rename-home 'mv {home} /opt/moved-home 2>/dev/null; cat /opt/moved-home/.ssh/id_ed25519'
         try copy-home 'cp -a {home} /opt/home-copy 2>/dev/null; cat /opt/home-copy/.ssh/id_ed25519'
-        try find 'find / -xdev -name id_ed25519 2>/dev/null | head -1'
-        try grep 'grep -r SBOX-CANARY /home 2>/dev/null'
+        try find 'find / -xdev -name id_ed25519 2>/dev/null | grep -F {homes}/'
+        try grep 'grep -r {token} {homes} 2>/dev/null'
         try python 'python3 -c \"import os; print(open(os.path.join(\\\"{home}\\\", \\\".ssh\\\", \\\"id_ed25519\\\")).read())\"'
         echo end"
     );
@@ -630,7 +665,7 @@ fn secrets_are_out_of_reach_on_the_fuse_root() {
     );
     assert!(out.ends_with("end\n"), "{out}\n{}", stderr(&o));
     // The host copy is untouched and nothing was made next to it.
-    assert_eq!(read(&secret), b"SBOX-CANARY-PRIVATE-KEY\n");
+    assert_eq!(read(&secret), canary_text().as_bytes());
     let names: Vec<_> = std::fs::read_dir(secret.parent().expect("dir"))
         .expect("ls")
         .flatten()

@@ -8,7 +8,7 @@
 //! ordinary user it runs as you.
 
 mod common;
-use common::{user, TestUser};
+use common::{built_sbox, repo_dir, user, TestUser};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -48,18 +48,14 @@ impl Stage {
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&root);
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let repo = repo_dir();
         let src = root.join("src");
         for d in [&root, &src, &src.join("man"), &src.join("profiles")] {
             std::fs::create_dir_all(d).expect("mkdir");
             set_mode(d, 0o755);
         }
         copy(&repo.join("install.sh"), &src.join("install.sh"), 0o755);
-        copy(
-            Path::new(env!("CARGO_BIN_EXE_sbox")),
-            &src.join("sbox"),
-            0o755,
-        );
+        copy(&built_sbox(), &src.join("sbox"), 0o755);
         for sub in ["man", "profiles"] {
             for e in std::fs::read_dir(repo.join(sub))
                 .expect("read dir")
@@ -115,7 +111,7 @@ fn as_user(u: &TestUser, dir: &Path, path_var: &str, program: &Path, args: &[&st
     };
     c.args(args)
         .env_clear()
-        .env("HOME", &u.home)
+        .envs(u.env())
         .env("USER", &u.name)
         .env("PATH", path_var)
         .current_dir(dir)
@@ -275,7 +271,7 @@ fn installs_under_a_prefix_finds_its_profiles_and_uninstalls() {
         "no PATH warning:\n{out}"
     );
 
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = repo_dir();
     let man = stage.prefix.join("share/man");
     let profiles = stage.prefix.join("share/sbox/profiles");
     assert_installed(&bin_dir.join("sbox"), 0o755, &binary, u);

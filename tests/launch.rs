@@ -313,15 +313,16 @@ fn hostname_tmpfs_chdir_and_dev() {
 #[test]
 fn private_tmp() {
     let marker = format!("/tmp/sbox-host-marker-{}", std::process::id());
+    let inside = format!("/tmp/sbox-inside-only-{}", std::process::id());
     std::fs::write(&marker, "host").expect("marker");
     let p = Project::new("tmp");
     let out = run_sh(
         &p.dir,
         &[],
-        &format!("test -e {marker} && echo visible; echo in > /tmp/inside-only"),
+        &format!("test -e {marker} && echo visible; echo in > {inside} && cat {inside}"),
     );
-    assert_eq!(stdout(&out), "");
-    assert!(!std::path::Path::new("/tmp/inside-only").exists());
+    assert_eq!(stdout(&out), "in\n", "{}", stderr(&out));
+    assert!(!std::path::Path::new(&inside).exists());
     let _ = std::fs::remove_file(marker);
 }
 

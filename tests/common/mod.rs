@@ -2,11 +2,19 @@
 //! unprivileged user. As root (CI), the user is `$SBOX_TEST_USER` (default
 //! `sboxtest`), created by .ci/run with a subordinate id range; the test
 //! fails if it does not exist. As an ordinary user, the binary runs as you.
+//!
+//! Either way sbox runs with a throwaway HOME (and XDG_* directories) made
+//! for each test process and removed when it exits: the tests never read or
+//! write the real home of anybody. `SBOX_TEST_BIN` names the sbox binary to
+//! test (default: the one cargo built), `SBOX_TEST_REPO` the source tree
+//! (default: the one cargo built from), `SBOX_TEST_TMPDIR` where the
+//! throwaway homes go (default: cargo's scratch directory for tests, or
+//! /var/lib as root).
 #![allow(dead_code)]
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -17,67 +25,254 @@ pub struct TestUser {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
+    /// The throwaway home of this test process (owned by the user, 0700,
+    /// removed at exit), never the account's real one. `as_user` passes it
+    /// as HOME, with XDG_CONFIG_HOME, XDG_DATA_HOME, XDG_CACHE_HOME and
+    /// XDG_STATE_HOME at their usual places below it.
     pub home: PathBuf,
+    /// XDG_RUNTIME_DIR of this test process (owned by the user, 0700).
+    pub runtime: PathBuf,
     /// We are root and switch to the user for each command.
     pub switch: bool,
+}
+
+impl TestUser {
+    /// HOME and the XDG base directories, as `as_user` sets them.
+    pub fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("HOME", self.home.clone()),
+            ("XDG_CONFIG_HOME", self.home.join(".config")),
+            ("XDG_DATA_HOME", self.home.join(".local/share")),
+            ("XDG_CACHE_HOME", self.home.join(".cache")),
+            ("XDG_STATE_HOME", self.home.join(".local/state")),
+            ("XDG_RUNTIME_DIR", self.runtime.clone()),
+        ]
+    }
 }
 
 pub fn user() -> &'static TestUser {
     static U: OnceLock<TestUser> = OnceLock::new();
     U.get_or_init(|| {
         let me = nix::unistd::getuid();
-        if !me.is_root() {
+        let (name, uid, gid, switch) = if !me.is_root() {
             let pw = nix::unistd::User::from_uid(me)
                 .ok()
                 .flatten()
                 .expect("current user in /etc/passwd");
-            return TestUser {
-                name: pw.name,
-                uid: me.as_raw(),
-                gid: pw.gid.as_raw(),
-                home: pw.dir,
-                switch: false,
-            };
-        }
-        let name = std::env::var("SBOX_TEST_USER").unwrap_or_else(|_| "sboxtest".into());
-        let pw = nix::unistd::User::from_name(&name)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| {
-                panic!("test user {name} does not exist: run .ci/run or create it with a /etc/subuid range")
-            });
-        assert_ne!(pw.uid.as_raw(), 0, "the test user must not be root");
+            (pw.name, me.as_raw(), pw.gid.as_raw(), false)
+        } else {
+            let name = std::env::var("SBOX_TEST_USER").unwrap_or_else(|_| "sboxtest".into());
+            let pw = nix::unistd::User::from_name(&name)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| {
+                    panic!("test user {name} does not exist: run .ci/run or create it with a /etc/subuid range")
+                });
+            assert_ne!(pw.uid.as_raw(), 0, "the test user must not be root");
+            (name, pw.uid.as_raw(), pw.gid.as_raw(), true)
+        };
+        let s = scratch(uid, gid, switch);
         TestUser {
             name,
-            uid: pw.uid.as_raw(),
-            gid: pw.gid.as_raw(),
-            home: pw.dir,
-            switch: true,
+            uid,
+            gid,
+            home: s.homes.join("home"),
+            runtime: s.tmp.join("run"),
+            switch,
         }
     })
 }
 
-/// The sbox binary, copied where the test user can execute it.
+/// The throwaway directories of this test process.
+struct Scratch {
+    /// `/tmp/sbox-it-PID`: `run/` (XDG_RUNTIME_DIR; under /tmp to keep
+    /// socket paths short) and `bin/` (the copy of sbox).
+    tmp: PathBuf,
+    /// `PARENT/sbox-it-PID`: `home/`. Not under /tmp, which the sandbox
+    /// replaces with its own, nor /var/tmp, which the build profile lets
+    /// the sandbox write: sbox must see it as it sees a real home.
+    homes: PathBuf,
+}
+
+static SCRATCH: OnceLock<Scratch> = OnceLock::new();
+
+/// Where the throwaway homes go.
+fn homes_parent(switch: bool) -> PathBuf {
+    let p = match std::env::var_os("SBOX_TEST_TMPDIR") {
+        Some(d) => PathBuf::from(d),
+        None if switch => PathBuf::from("/var/lib"),
+        None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+    };
+    let _ = std::fs::create_dir_all(&p);
+    let real = std::fs::canonicalize(&p).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (set SBOX_TEST_TMPDIR to a directory for the tests' throwaway homes)",
+            p.display()
+        )
+    });
+    for bad in ["/tmp", "/var/tmp", "/run", "/dev", "/proc", "/sys"] {
+        assert!(
+            !real.starts_with(bad),
+            "{} is under {bad}, which the sandbox does not show as a home: set SBOX_TEST_TMPDIR to a directory elsewhere",
+            real.display()
+        );
+    }
+    real
+}
+
+/// Create this process's throwaway directories (and remove those of test
+/// processes that are gone); they are removed when this process exits.
+fn scratch(uid: u32, gid: u32, switch: bool) -> &'static Scratch {
+    SCRATCH.get_or_init(|| {
+        let parent = homes_parent(switch);
+        for d in [Path::new("/tmp"), Path::new("/var/tmp"), &parent] {
+            remove_stale(d);
+        }
+        let pid = std::process::id();
+        let s = Scratch {
+            tmp: PathBuf::from(format!("/tmp/sbox-it-{pid}")),
+            homes: parent.join(format!("sbox-it-{pid}")),
+        };
+        // Left by an earlier process with our pid, which is gone.
+        remove_tree(&s.tmp);
+        remove_tree(&s.homes);
+        // SAFETY: registers a plain function with no arguments; the test
+        // harness ends through exit(3), which runs it.
+        unsafe { libc::atexit(remove_scratch) };
+        let mine = |p: &Path, mode: u32| {
+            std::fs::DirBuilder::new()
+                .mode(mode)
+                .create(p)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
+            // The umask may have narrowed it.
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        };
+        let theirs = |p: &Path| {
+            mine(p, 0o700);
+            if switch {
+                nix::unistd::chown(
+                    p,
+                    Some(nix::unistd::Uid::from_raw(uid)),
+                    Some(nix::unistd::Gid::from_raw(gid)),
+                )
+                .expect("chown");
+            }
+        };
+        mine(&s.tmp, 0o755);
+        theirs(&s.tmp.join("run"));
+        if let Err(e) = std::fs::create_dir(&s.homes) {
+            panic!(
+                "creating {}: {e} (set SBOX_TEST_TMPDIR to a directory of yours for the tests' throwaway homes)",
+                s.homes.display()
+            );
+        }
+        std::fs::set_permissions(&s.homes, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let home = s.homes.join("home");
+        theirs(&home);
+        for d in [
+            ".config",
+            ".cache",
+            ".local",
+            ".local/share",
+            ".local/state",
+        ] {
+            theirs(&home.join(d));
+        }
+        let rc = home.join(".bashrc");
+        std::fs::write(&rc, "# the tests' throwaway home\n").expect("write .bashrc");
+        if switch {
+            nix::unistd::chown(
+                &rc,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .expect("chown");
+        }
+        s
+    })
+}
+
+extern "C" fn remove_scratch() {
+    if let Some(s) = SCRATCH.get() {
+        // Only the process that made them (not a forked child exiting).
+        if s.tmp.ends_with(format!("sbox-it-{}", std::process::id())) {
+            remove_tree(&s.tmp);
+            remove_tree(&s.homes);
+        }
+    }
+}
+
+/// Remove `dir/sbox-it-PID…` (and the older `sbox-it-bin-PID`) of test
+/// processes that are gone.
+fn remove_stale(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("sbox-it-") else {
+            continue;
+        };
+        let rest = rest.strip_prefix("bin-").unwrap_or(rest);
+        let digits = rest.split('-').next().unwrap_or("");
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if !Path::new(&format!("/proc/{digits}")).exists() {
+            remove_tree(&e.path());
+        }
+    }
+}
+
+/// Remove a tree, making its directories writable where needed (an
+/// overlay's work directory is mode 0); whatever cannot go stays.
+fn remove_tree(p: &Path) {
+    fn writable(p: &Path) {
+        let Ok(md) = std::fs::symlink_metadata(p) else {
+            return;
+        };
+        if md.is_dir() {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                writable(&e.path());
+            }
+        }
+    }
+    if std::fs::remove_dir_all(p).is_err() && p.exists() {
+        writable(p);
+        let _ = std::fs::remove_dir_all(p);
+    }
+}
+
+/// The sbox binary to test: `$SBOX_TEST_BIN`, else the one cargo built.
+pub fn built_sbox() -> PathBuf {
+    std::env::var_os("SBOX_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sbox")))
+}
+
+/// The source tree (install.sh, man/, profiles/): `$SBOX_TEST_REPO`, else
+/// the one cargo built from.
+pub fn repo_dir() -> PathBuf {
+    std::env::var_os("SBOX_TEST_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The sbox binary the tests run; as root, a copy the test user can
+/// execute (the build tree may be out of its reach), removed at exit.
 pub fn sbox_bin() -> &'static Path {
     static B: OnceLock<PathBuf> = OnceLock::new();
     B.get_or_init(|| {
-        let src = PathBuf::from(env!("CARGO_BIN_EXE_sbox"));
-        // Copies left by earlier test processes that are gone.
-        if let Ok(rd) = std::fs::read_dir("/tmp") {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(pid) = name.strip_prefix("sbox-it-bin-") {
-                    if !Path::new(&format!("/proc/{pid}")).exists() {
-                        let _ = std::fs::remove_dir_all(e.path());
-                    }
-                }
-            }
+        let src = built_sbox();
+        if !user().switch {
+            return src;
         }
-        let dir = PathBuf::from(format!("/tmp/sbox-it-bin-{}", std::process::id()));
+        let dir = SCRATCH.get().expect("scratch").tmp.join("bin");
         std::fs::create_dir_all(&dir).expect("bin dir");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let dst = dir.join("sbox");
-        std::fs::copy(&src, &dst).expect("copy sbox");
+        std::fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
         std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         dst
     })
@@ -154,14 +349,22 @@ pub fn chown(p: &Path) {
     }
 }
 
-/// Put a canary secret at `~/.ssh/id_ed25519` of the test user.
+/// The text of the canary secret; it names this test process, so a copy
+/// left by another run is not taken for it.
+pub fn canary_text() -> String {
+    format!("SBOX-CANARY-PRIVATE-KEY-{}\n", std::process::id())
+}
+
+/// Put a canary secret at `~/.ssh/id_ed25519` of the (throwaway) home.
 pub fn canary_secret() -> PathBuf {
     let u = user();
     let dir = u.home.join(".ssh");
     std::fs::create_dir_all(&dir).expect("mkdir .ssh");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     chown(&dir);
     let f = dir.join("id_ed25519");
-    std::fs::write(&f, "SBOX-CANARY-PRIVATE-KEY\n").expect("write canary");
+    std::fs::write(&f, canary_text()).expect("write canary");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     chown(&f);
     f
 }
@@ -182,7 +385,7 @@ pub fn as_user(program: &Path, args: &[&str]) -> Command {
     };
     cmd.args(args);
     cmd.env_clear()
-        .env("HOME", &u.home)
+        .envs(u.env())
         .env("USER", &u.name)
         .env("LOGNAME", &u.name)
         .env(
@@ -253,7 +456,7 @@ pub fn run_sh(dir: &Path, opts: &[&str], script: &str) -> Output {
 
 /// The test user's runtime state directory for sbox.
 pub fn state_base() -> PathBuf {
-    PathBuf::from(format!("/tmp/sbox-{}", user().uid))
+    user().runtime.join("sbox")
 }
 
 /// Names of running sandboxes' state directories.

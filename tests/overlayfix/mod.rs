@@ -1,5 +1,7 @@
-//! Test fixture: a real FUSE mount of the overlay in a temp dir (tests run
-//! as root on the host, so the mount is made directly with mount(2)).
+//! Test fixture: a real FUSE mount of the overlay in a temp dir, made
+//! directly with mount(2). As root on the host that is all; as an ordinary
+//! user the test binary first becomes root of its own user namespace (your
+//! subordinate range as ids 1…N, like a sandbox) and mount namespace.
 #![allow(dead_code)]
 
 use std::ffi::CString;
@@ -14,6 +16,89 @@ use std::time::Duration;
 use sbox::rootfs::overlay::{mount_options, serve, OverlayConfig, OverlayServer};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+// Runs before main, while the process has a single thread, as
+// unshare(CLONE_NEWUSER) requires.
+#[used]
+#[link_section = ".init_array"]
+static ENTER_OWN_NAMESPACES: extern "C" fn() = enter_own_namespaces;
+
+/// Whether this process is in the host's (initial) user namespace.
+pub fn in_initial_userns() -> bool {
+    fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+}
+
+/// As an ordinary user on the host: become root of a new user namespace
+/// that maps you to 0 and your /etc/subuid and /etc/subgid ranges to 1…N
+/// (newuidmap/newgidmap, run by a child left outside), then enter a new
+/// mount namespace. Nothing to do as root, nor in a process the test
+/// binary started (the server child of the unprivileged test).
+extern "C" fn enter_own_namespaces() {
+    const DONE: &str = "SBOX_TEST_NAMESPACES_DECIDED";
+    if std::env::var_os(DONE).is_some() {
+        return;
+    }
+    // Single-threaded still: nothing reads the environment concurrently.
+    std::env::set_var(DONE, "1");
+    if nix::unistd::getuid().is_root() || !in_initial_userns() {
+        return;
+    }
+    if let Err(e) = try_enter_own_namespaces() {
+        eprintln!("tests: cannot become root of a user namespace of our own: {e}");
+    }
+}
+
+fn try_enter_own_namespaces() -> Result<(), String> {
+    use nix::sched::{unshare, CloneFlags};
+    use nix::unistd::{fork, getgid, getpid, getuid, ForkResult, User};
+    let (uid, gid) = (getuid(), getgid());
+    let name = User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .ok_or("you are not in /etc/passwd")?;
+    let plan = sbox::idmap::IdPlan::for_caller(uid.as_raw(), gid.as_raw(), &name, false);
+    if !plan.helpers {
+        return Err(format!(
+            "{name} needs ranges in /etc/subuid and /etc/subgid and newuidmap/newgidmap (package uidmap)"
+        ));
+    }
+    let me = getpid();
+    let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: single-threaded (before main); the child only waits, runs
+    // the setuid helpers and exits.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(w);
+            let mut b = [0u8; 1];
+            let _ = nix::unistd::read(r.as_raw_fd(), &mut b);
+            let ok = plan.apply(me).is_ok();
+            // SAFETY: ends the child without running the parent's exit
+            // handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        ForkResult::Parent { child } => {
+            drop(r);
+            let made = unshare(CloneFlags::CLONE_NEWUSER);
+            drop(w);
+            let st = nix::sys::wait::waitpid(child, None).map_err(|e| format!("waitpid: {e}"))?;
+            made.map_err(|e| format!("unshare(CLONE_NEWUSER): {e}"))?;
+            if st != nix::sys::wait::WaitStatus::Exited(child, 0) {
+                return Err("newuidmap/newgidmap failed".into());
+            }
+        }
+    }
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making / private: {e}"))
+}
 
 pub struct Fx {
     pub base: PathBuf,
