@@ -269,6 +269,46 @@ pub fn open_in_root(
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `openat2(dir, rel, flags)` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`:
+/// neither `..`, an absolute path nor a symlink may lead out of `dir`
+/// (EXDEV when one would). `O_CLOEXEC` is always added.
+pub fn open_beneath(
+    dir: std::os::fd::BorrowedFd<'_>,
+    rel: &std::path::Path,
+    flags: libc::c_int,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(rel.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: open_how is plain old data; all-zero is valid.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    let mut tries = 0;
+    loop {
+        // SAFETY: openat2 reads the path string and the open_how struct,
+        // both alive for the call; it returns a new descriptor or -1.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: the kernel returned a new descriptor that nothing else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        }
+        match Errno::last() {
+            // A rename elsewhere raced the lookup: try again.
+            Errno::EAGAIN | Errno::EINTR if tries < 16 => tries += 1,
+            e => return Err(e),
+        }
+    }
+}
+
 /// The value of extended attribute `name` of `path` (not following a final
 /// symlink); `None` when it is not set.
 pub fn lgetxattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
