@@ -31,36 +31,16 @@ fn a_changed_include_must_be_trusted_again() {
     let p = Project::new("trustinc");
     p.write(
         ".sbox.toml",
-        "include = [\"dev\", \"conf/extra.toml\"]\n[network]\nmode = \"none\"\n",
+        "include = [\"dev\", \"extra.toml\"]\n[network]\nmode = \"none\"\n",
     );
     p.write(
-        "conf/extra.toml",
+        "extra.toml",
         "include = [\"more.toml\"]\n[process]\nhostname = \"pinned\"\n",
     );
-    p.write(
-        "conf/more.toml",
-        "[environment]\nset = { FROM = \"more\" }\n",
-    );
-    // A decoy where the working directory would find `more.toml`.
-    let elsewhere = Project::new("trustcwd");
-    elsewhere.write(
-        "more.toml",
-        "[environment]\nset = { FROM = \"the working directory\" }\n",
-    );
-    elsewhere.write("conf/more.toml", "[process]\nhostname = \"decoy\"\n");
-
-    // Trusted from another directory: the includes are the project's.
-    let dir = p.dir.to_string_lossy().into_owned();
-    let show = ok(sb(&home, &elsewhere.dir, &["trust", "--show", &dir]));
+    p.write("more.toml", "[environment]\nset = { FROM = \"more\" }\n");
+    let show = ok(sb(&home, &p.dir, &["trust", "--show"]));
     assert!(show.contains("not trusted"), "{show}");
-    assert!(show.contains("# includes conf/extra.toml"), "{show}");
-    assert!(show.contains("# includes conf/more.toml"), "{show}");
-    assert!(show.contains("FROM = \"more\""), "{show}");
-    assert!(
-        !show.contains("decoy") && !show.contains("working"),
-        "{show}"
-    );
-    ok(sb(&home, &elsewhere.dir, &["trust", &dir]));
+    ok(sb(&home, &p.dir, &["trust"]));
     let run = |script: &str| {
         sb(
             &home,
@@ -71,10 +51,7 @@ fn a_changed_include_must_be_trusted_again() {
     assert_eq!(ok(run("hostname; echo $FROM")), "pinned\nmore\n");
 
     // The include two levels down changes: refused, and --show says so.
-    p.write(
-        "conf/more.toml",
-        "[environment]\nset = { FROM = \"evil\" }\n",
-    );
+    p.write("more.toml", "[environment]\nset = { FROM = \"evil\" }\n");
     std::fs::remove_file(p.dir.join("ran")).expect("rm");
     refused(&run("echo $FROM"), "changed since it was trusted");
     assert!(!p.dir.join("ran").exists(), "the command ran");
@@ -87,16 +64,53 @@ fn a_changed_include_must_be_trusted_again() {
 
     // An include that widens after trusting is refused the same way.
     p.write(
-        "conf/extra.toml",
+        "extra.toml",
         "[network]\nmode = \"host\"\n[process]\nhostname = \"pinned\"\n",
     );
     refused(&run("true"), "changed since it was trusted");
     // Going back to the trusted content is trusted again.
     p.write(
-        "conf/extra.toml",
+        "extra.toml",
         "include = [\"more.toml\"]\n[process]\nhostname = \"pinned\"\n",
     );
     assert_eq!(ok(run("hostname")), "pinned\n");
+}
+
+#[test]
+fn includes_are_read_relative_to_the_file_that_names_them() {
+    let home = Project::new("trusthome");
+    let p = Project::new("trustrel");
+    p.write(".sbox.toml", "include = [\"dev\", \"conf/extra.toml\"]\n");
+    p.write(
+        "conf/extra.toml",
+        "include = [\"more.toml\"]\n[process]\nhostname = \"project\"\n",
+    );
+    p.write(
+        "conf/more.toml",
+        "[environment]\nset = { FROM = \"conf\" }\n",
+    );
+    // Decoys where the working directory would find them.
+    p.write(
+        "more.toml",
+        "[environment]\nset = { FROM = \"project top\" }\n",
+    );
+    let elsewhere = Project::new("trustcwd");
+    elsewhere.write("conf/extra.toml", "[process]\nhostname = \"decoy\"\n");
+    elsewhere.write("more.toml", "[environment]\nset = { FROM = \"cwd\" }\n");
+
+    let dir = p.dir.to_string_lossy().into_owned();
+    let show = ok(sb(&home, &elsewhere.dir, &["trust", "--show", &dir]));
+    assert!(show.contains("# includes conf/extra.toml"), "{show}");
+    assert!(show.contains("# includes conf/more.toml"), "{show}");
+    assert!(show.contains("FROM = \"conf\""), "{show}");
+    assert!(show.contains("hostname = \"project\""), "{show}");
+    ok(sb(&home, &elsewhere.dir, &["trust", &dir]));
+    let out = ok(sb(
+        &home,
+        &p.dir,
+        &["run", "--", "sh", "-c", "hostname; echo $FROM"],
+    ));
+    assert_eq!(out, "project\nconf\n");
 }
 
 #[test]
