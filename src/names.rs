@@ -10,7 +10,7 @@
 use crate::error::{Error, IoContext, Result};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Longest name accepted.
@@ -152,6 +152,8 @@ impl Running {
                 .create(true)
                 .truncate(false)
                 .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(paths.lock())
             {
                 Ok(f) => f,
@@ -201,12 +203,10 @@ fn still_linked(f: &std::fs::File, path: &Path) -> bool {
     }
 }
 
-/// Write JSON atomically.
+/// Write JSON atomically, readable by the user only.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::Host(e.to_string()))?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).ctx(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).ctx(|| format!("writing {}", path.display()))
+    crate::state::write_private(path, text.as_bytes())
 }
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
@@ -218,6 +218,7 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
 pub fn running(paths: &Paths) -> Option<Info> {
     let f = std::fs::OpenOptions::new()
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(paths.lock())
         .ok()?;
     match Flock::lock(f, FlockArg::LockSharedNonblock) {
@@ -227,6 +228,32 @@ pub fn running(paths: &Paths) -> Option<Info> {
             None
         }
         Err(_) => read_json(&paths.info()),
+    }
+}
+
+/// Remove the runtime directories under `RUNTIME/names` whose lock nobody
+/// holds (their sandbox is gone).
+pub fn clean_stale_runtime(runtime_base: &Path) {
+    let Ok(rd) = std::fs::read_dir(runtime_base.join("names")) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if let Some(n) = e.file_name().to_str() {
+            if validate_name(n).is_ok() {
+                let paths = Paths {
+                    name: n.to_string(),
+                    runtime: e.path(),
+                    data: PathBuf::new(),
+                };
+                if std::fs::symlink_metadata(paths.lock()).is_err() {
+                    // Made and left before its lock file (`acquire` retries
+                    // when its directory goes away under it).
+                    let _ = std::fs::remove_dir_all(&paths.runtime);
+                } else {
+                    let _ = running(&paths);
+                }
+            }
+        }
     }
 }
 

@@ -6,39 +6,236 @@ use crate::rootfs::plan::StatePaths;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// The user's private base directory for running sandboxes:
-/// `$XDG_RUNTIME_DIR/sbox` when usable, else `/tmp/sbox-UID` (0700).
+/// sbox's persistent data directory (`$XDG_DATA_HOME/sbox`), when a home
+/// directory can be told.
+pub fn default_data_dir() -> Option<PathBuf> {
+    directories::BaseDirs::new().map(|b| b.data_dir().join("sbox"))
+}
+
+/// The user's private base directory for running sandboxes, the first of:
+/// `$XDG_RUNTIME_DIR/sbox` (when that is a private directory of the user's);
+/// `/tmp/sbox-UID`; `DATA/runtime` (sbox's own data directory). The last is
+/// used when `/tmp/sbox-UID` is not a private directory of the user's —
+/// another user made it first, or made it a link — and for as long as a
+/// sandbox started there runs, so that `ps`, `exec` and `stop` find it.
 pub fn runtime_base(uid: u32) -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         if dir.is_absolute() {
             if let Ok(md) = std::fs::metadata(&dir) {
-                if md.is_dir() && md.uid() == uid {
+                if md.is_dir() && md.uid() == uid && md.mode() & 0o022 == 0 {
                     let base = dir.join("sbox");
-                    ensure_private_dir(&base, uid)?;
+                    if let Err(why) = private_dir(&base, uid) {
+                        return Err(Error::path(
+                            &base,
+                            format!("{why} (remove it, or unset XDG_RUNTIME_DIR)"),
+                        ));
+                    }
                     return Ok(base);
                 }
             }
         }
     }
-    let base = PathBuf::from(format!("/tmp/sbox-{uid}"));
-    ensure_private_dir(&base, uid)?;
-    Ok(base)
+    let tmp = PathBuf::from(format!("/tmp/sbox-{uid}"));
+    let squatted = match sticky_parent(&tmp) {
+        Ok(()) => private_dir(&tmp, uid).err(),
+        Err(why) => Some(why),
+    };
+    let data = default_data_dir()
+        .ok_or_else(|| Error::Host("cannot tell the home directory (set HOME)".into()))?;
+    let fallback = data.join("runtime");
+    let in_use = fallback_in_use(&fallback);
+    if squatted.is_none() && !in_use {
+        return Ok(tmp);
+    }
+    create_data_dirs(&data, Path::new("runtime"))?;
+    if let Some(why) = squatted {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            eprintln!(
+                "sbox: note: {} {why}; keeping running sandboxes in {} instead",
+                tmp.display(),
+                fallback.display()
+            )
+        });
+    }
+    Ok(fallback)
+}
+
+/// Does the fallback runtime directory hold a sandbox that still runs?
+/// Stale state is cleaned first; an empty fallback is removed, so that sbox
+/// returns to `/tmp/sbox-UID` once nothing runs there any more.
+fn fallback_in_use(dir: &Path) -> bool {
+    match std::fs::symlink_metadata(dir) {
+        Ok(md) if md.is_dir() => {}
+        _ => return false,
+    }
+    clean_stale(dir);
+    crate::names::clean_stale_runtime(dir);
+    let names = dir.join("names");
+    let _ = std::fs::remove_dir(&names);
+    let _ = std::fs::remove_dir(dir);
+    std::fs::symlink_metadata(dir).is_ok()
+}
+
+/// `/tmp` (the parent of `p`) must keep others from renaming what we own in
+/// it: sticky, or writable by nobody else.
+fn sticky_parent(p: &Path) -> std::result::Result<(), String> {
+    let parent = p.parent().unwrap_or(Path::new("/"));
+    match std::fs::metadata(parent) {
+        Ok(md) if md.mode() & 0o002 == 0 || md.mode() & 0o1000 != 0 => Ok(()),
+        Ok(_) => Err(format!(
+            "is in {}, which others may write and is not sticky",
+            parent.display()
+        )),
+        Err(e) => Err(format!("cannot be checked ({e})")),
+    }
 }
 
 /// Create `p` with mode 0700 if missing and check that it is a real
-/// directory owned by `uid` that nobody else can write.
-fn ensure_private_dir(p: &Path, uid: u32) -> Result<()> {
+/// directory owned by `uid` that nobody else can write; one that others can
+/// only read is made private. `Err` says what is wrong with it.
+fn private_dir(p: &Path, uid: u32) -> std::result::Result<(), String> {
     match std::fs::DirBuilder::new().mode(0o700).create(p) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io(format!("creating {}", p.display()), e)),
+        Err(e) => return Err(format!("cannot be created ({e})")),
     }
-    let md = std::fs::symlink_metadata(p).ctx(|| format!("checking {}", p.display()))?;
-    if !md.is_dir() || md.uid() != uid || md.mode() & 0o022 != 0 {
-        return Err(Error::path(
-            p,
-            "not a private directory owned by you (remove it or set XDG_RUNTIME_DIR)",
+    let md = std::fs::symlink_metadata(p).map_err(|e| format!("cannot be checked ({e})"))?;
+    if md.file_type().is_symlink() {
+        return Err("is a symbolic link, not a private directory of yours".into());
+    }
+    if !md.is_dir() {
+        return Err("is not a directory".into());
+    }
+    if md.uid() != uid {
+        return Err(format!(
+            "belongs to uid {}, not to you (uid {uid})",
+            md.uid()
         ));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(format!(
+            "is writable by others (mode {:04o})",
+            md.mode() & 0o7777
+        ));
+    }
+    if md.mode() & 0o077 != 0 {
+        tighten(p, true).map_err(|e| format!("cannot be made private ({e})"))?;
+    }
+    Ok(())
+}
+
+/// Open `p` without following a final symlink and make it 0700 (a
+/// directory) or 0600 (a regular file) when it is ours; anything else is
+/// left alone.
+fn tighten(p: &Path, dir: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    if dir {
+        flags |= libc::O_DIRECTORY;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(p)?;
+    let md = f.metadata()?;
+    let mode = if md.is_dir() { 0o700 } else { 0o600 };
+    if md.uid() != nix::unistd::geteuid().as_raw()
+        || !(md.is_dir() || md.is_file())
+        || md.mode() & 0o077 == 0
+    {
+        return Ok(());
+    }
+    f.set_permissions(std::fs::Permissions::from_mode((md.mode() & 0o7000) | mode))
+}
+
+/// Create sbox's data directory `base` (0700; its parents as usual) and
+/// `rel` beneath it, every directory 0700. An existing `base` of ours that
+/// others could read — as sbox made it before it made it private — is made
+/// private, with the files sbox keeps in it.
+pub fn create_data_dirs(base: &Path, rel: &Path) -> Result<()> {
+    if let Some(parent) = base.parent() {
+        std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+    }
+    let mut p = base.to_path_buf();
+    let mut first = true;
+    for c in std::iter::once(None).chain(rel.components().map(Some)) {
+        if let Some(c) = c {
+            p.push(c);
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if first {
+                    make_data_private(&p);
+                }
+            }
+            Err(e) => return Err(Error::io(format!("creating {}", p.display()), e)),
+        }
+        first = false;
+    }
+    Ok(())
+}
+
+/// Earlier versions of sbox made the data directory, the directories of
+/// named sandboxes, their config and log and the trust records readable by
+/// everyone: make an existing data directory and those files private (once:
+/// nothing is done when the directory is private already).
+pub fn make_data_private(data: &Path) {
+    let Ok(md) = std::fs::metadata(data) else {
+        return;
+    };
+    if !md.is_dir() || md.mode() & 0o077 == 0 {
+        return;
+    }
+    let _ = tighten(data, true);
+    for sub in ["sandboxes", "trust", "runtime"] {
+        let d = data.join(sub);
+        let _ = tighten(&d, true);
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() && sub == "sandboxes" => {
+                    let _ = tighten(&p, true);
+                    for f in ["config.json", "log", "log.1"] {
+                        let _ = tighten(&p.join(f), false);
+                    }
+                }
+                Ok(t) if t.is_file() => {
+                    let _ = tighten(&p, false);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Write a file only its owner may read (0600): a new file is created next
+/// to `path` (O_EXCL, O_NOFOLLOW), written, and renamed over `path`, so
+/// neither a link planted at either name nor a reader sees anything else.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(format!("writing {}", path.display()), e));
     }
     Ok(())
 }
@@ -80,8 +277,6 @@ impl StateDir {
                 .create(d)
                 .ctx(|| format!("creating {}", d.display()))?;
         }
-        std::fs::set_permissions(&state.paths.root, std::fs::Permissions::from_mode(0o755))
-            .ctx(|| "setting the root's mode".into())?;
         crate::rootfs::apply::make_empty_file(&state.paths.empty_file)?;
         Ok(state)
     }

@@ -244,22 +244,29 @@ pub fn openat2(
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = resolve;
-    // SAFETY: openat2 reads the path string and the open_how struct, both
-    // alive for the call; it returns a new descriptor or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(Errno::last());
+    let mut tries = 0;
+    loop {
+        // SAFETY: openat2 reads the path string and the open_how struct,
+        // both alive for the call; it returns a new descriptor or -1.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: the kernel returned a new descriptor that nothing else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        }
+        match Errno::last() {
+            // A rename elsewhere raced a RESOLVE_BENEATH/IN_ROOT lookup.
+            Errno::EAGAIN | Errno::EINTR if tries < 16 => tries += 1,
+            e => return Err(e),
+        }
     }
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Open `path` (absolute, inside the tree at `root`) as O_PATH with every
@@ -285,6 +292,22 @@ pub fn cwd() -> std::os::fd::BorrowedFd<'static> {
     // SAFETY: AT_FDCWD is a constant the kernel interprets as "the current
     // directory"; it is never closed.
     unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) }
+}
+
+/// `openat2(dir, rel, flags)` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`:
+/// neither `..`, an absolute path nor a symlink may lead out of `dir`
+/// (EXDEV when one would). `O_CLOEXEC` is always added.
+pub fn open_beneath(
+    dir: std::os::fd::BorrowedFd<'_>,
+    rel: &std::path::Path,
+    flags: libc::c_int,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    openat2(
+        dir,
+        rel,
+        flags,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+    )
 }
 
 /// The value of extended attribute `name` of `path` (not following a final

@@ -2,11 +2,20 @@
 //!
 //! A repository may ship a profile, but an untrusted repository must not
 //! be able to widen its own access. sbox uses the file only after
-//! `sbox trust`, which pins its content hash (a changed file must be trusted
-//! again). Even then the file may only narrow what the default profile
-//! allows, unless the user confirmed each widening when trusting it.
+//! `sbox trust`, which pins the content of the file and of every project
+//! file it includes (a changed file must be trusted again). Even then the
+//! file may only narrow what the default profile allows, unless the user
+//! confirmed each widening when trusting it.
+//!
+//! The record pins each project file of the include closure by its path in
+//! the project and the SHA-256 of the bytes that were parsed (each file is
+//! read once; see `profile::load::load_project`). Named includes (`dev`,
+//! `base`, a profile of the user's) are the user's own and are read as
+//! usual; what they grant is checked against the default profile at every
+//! use, like the rest.
 
 use crate::error::{Error, Result};
+use crate::profile::load::Pin;
 use crate::profile::ProfileFile;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -17,13 +26,46 @@ pub const PROJECT_FILE: &str = ".sbox.toml";
 /// The profile a project file is compared with.
 pub const REFERENCE_PROFILE: &str = "dev";
 
+/// The format of the records written now. Older records pinned the
+/// project file alone: they match nothing, so the file must be trusted
+/// again.
+pub const RECORD_FORMAT: u32 = 2;
+
 /// What the trust store remembers of one project file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
+    #[serde(default)]
+    pub format: u32,
     pub path: PathBuf,
+    /// SHA-256 over `files` (what `sbox trust` prints).
     pub sha256: String,
+    /// The project file, then every project file it includes, in the order
+    /// they are read.
+    #[serde(default)]
+    pub files: Vec<Pin>,
     /// The widenings the user confirmed (empty: the file may only narrow).
     pub confirmed: Vec<String>,
+}
+
+impl Record {
+    pub fn new(path: PathBuf, files: Vec<Pin>, confirmed: Vec<String>) -> Self {
+        Record {
+            format: RECORD_FORMAT,
+            path,
+            sha256: closure_digest(&files),
+            files,
+            confirmed,
+        }
+    }
+
+    /// Were exactly these files, with this content, trusted? Never for a
+    /// record of an older format.
+    pub fn pins(&self, files: &[Pin]) -> bool {
+        self.format == RECORD_FORMAT
+            && !files.is_empty()
+            && self.files == files
+            && self.sha256 == closure_digest(files)
+    }
 }
 
 /// Hex SHA-256 of some bytes.
@@ -32,6 +74,16 @@ pub fn digest(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// One SHA-256 for a project file and the files it includes: over each
+/// file's path and hash, in order.
+pub fn closure_digest(files: &[Pin]) -> String {
+    let mut text = String::from("sbox trust 2\n");
+    for f in files {
+        text.push_str(&format!("{:?} {}\n", f.path, f.sha256));
+    }
+    digest(text.as_bytes())
 }
 
 /// Where the record of `file` is kept: one JSON file per project file path.
@@ -45,16 +97,11 @@ pub fn read_record(data_dir: &Path, file: &Path) -> Option<Record> {
     serde_json::from_str(&text).ok()
 }
 
+/// Write the record, readable by the user only.
 pub fn write_record(data_dir: &Path, rec: &Record) -> Result<()> {
-    let p = record_path(data_dir, &rec.path);
-    if let Some(dir) = p.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    }
+    crate::state::create_data_dirs(data_dir, Path::new("trust"))?;
     let text = serde_json::to_string_pretty(rec).map_err(|e| Error::Host(e.to_string()))?;
-    let tmp = p.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, &p).map_err(|e| Error::io(format!("writing {}", p.display()), e))
+    crate::state::write_private(&record_path(data_dir, &rec.path), text.as_bytes())
 }
 
 pub fn remove_record(data_dir: &Path, file: &Path) -> bool {
@@ -278,5 +325,34 @@ mod tests {
             record_path(d, Path::new("/a/.sbox.toml")),
             record_path(d, Path::new("/b/.sbox.toml"))
         );
+    }
+
+    #[test]
+    fn a_record_pins_every_file_and_old_records_pin_nothing() {
+        let pins = vec![
+            Pin {
+                path: ".sbox.toml".into(),
+                sha256: digest(b"include = [\"x.toml\"]"),
+            },
+            Pin {
+                path: "x.toml".into(),
+                sha256: digest(b""),
+            },
+        ];
+        let rec = Record::new("/p/.sbox.toml".into(), pins.clone(), Vec::new());
+        assert!(rec.pins(&pins));
+        let mut changed = pins.clone();
+        changed[1].sha256 = digest(b"[network]\nmode = \"host\"");
+        assert!(!rec.pins(&changed), "a changed include");
+        assert!(!rec.pins(&pins[..1]), "an include dropped");
+        // A record of the format that pinned .sbox.toml alone, for the
+        // same top file: it does not vouch for what the file includes.
+        let old = format!(
+            "{{\"path\":\"/p/.sbox.toml\",\"sha256\":\"{}\",\"confirmed\":[]}}",
+            pins[0].sha256
+        );
+        let old: Record = serde_json::from_str(&old).expect("old record");
+        assert!(!old.pins(&pins));
+        assert!(!old.pins(&pins[..1]));
     }
 }

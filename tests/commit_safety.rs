@@ -114,6 +114,13 @@ impl Canaries {
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).expect("chmod");
             chown(&tmp);
             std::fs::rename(&tmp, &keys).expect("rename");
+            for f in [".bashrc", ".profile"] {
+                let p = home.join(f);
+                if !p.exists() {
+                    std::fs::write(&p, format!("# {f} of the test user\n")).expect("write");
+                    chown(&p);
+                }
+            }
         });
         let mut v = Vec::new();
         for p in [keys, home.join(".bashrc"), home.join(".profile")] {

@@ -29,11 +29,14 @@ fn overrides(o: &SandboxOpts) -> Overrides {
     }
 }
 
-/// The directory for persistent sbox data ($XDG_DATA_HOME/sbox).
+/// The directory for persistent sbox data ($XDG_DATA_HOME/sbox), private
+/// to the user (one that earlier versions left readable is made private).
 pub fn data_dir(caller: &Caller) -> std::path::PathBuf {
-    directories::BaseDirs::new()
-        .map(|b| b.data_dir().join("sbox"))
-        .unwrap_or_else(|| caller.home.join(".local/share/sbox"))
+    let dir =
+        crate::state::default_data_dir().unwrap_or_else(|| caller.home.join(".local/share/sbox"));
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| crate::state::make_data_private(&dir));
+    dir
 }
 
 /// Build the policy for a sandbox from the options and the profile.
@@ -128,8 +131,10 @@ fn run_named(
         &name,
     );
     let running = crate::names::Running::acquire(paths.clone())?;
-    std::fs::create_dir_all(&paths.data)
-        .map_err(|e| Error::io(format!("creating {}", paths.data.display()), e))?;
+    crate::state::create_data_dirs(
+        &data_dir(&policy.caller),
+        &std::path::Path::new("sandboxes").join(&name),
+    )?;
     crate::names::write_json(
         &paths.config(),
         &crate::names::Config {

@@ -3,38 +3,47 @@
 
 use crate::cli::TrustArgs;
 use crate::error::{Error, Result};
+use crate::profile::load::{Pin, ProjectDir};
 use crate::profile::{self, Loaded, SearchPath};
 use crate::trust::{self, Record, PROJECT_FILE, REFERENCE_PROFILE};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-/// The project file with its includes applied; a file without includes
-/// starts from the default profile.
-fn load_project_file(file: &Path, search: &SearchPath) -> Result<(Loaded, Vec<u8>)> {
-    let bytes = std::fs::read(file).map_err(|e| {
-        Error::path(
-            file,
-            format!("cannot read: {}", crate::policy::io_reason(&e)),
-        )
-    })?;
-    let text = String::from_utf8_lossy(&bytes);
-    let origin = profile::Origin::File(file.to_path_buf());
-    let parsed = profile::load::parse(&text, &origin)?;
-    let mut loaded = profile::load(&file.to_string_lossy(), search)?;
-    if parsed.include.is_empty() {
+/// The project's `.sbox.toml` as read now, once: `Ok(None)` when there is
+/// none.
+fn read_project_file(project: &Path) -> Result<Option<(ProjectDir, Vec<u8>)>> {
+    let dir = ProjectDir::open(project)?;
+    let bytes = dir
+        .read(Path::new(PROJECT_FILE))
+        .map_err(|msg| Error::path(project.join(PROJECT_FILE), msg))?;
+    Ok(bytes.map(|b| (dir, b)))
+}
+
+/// The project file with its includes applied, parsed from `bytes` (what
+/// was read of it) and the files it includes, each read once; a file
+/// without includes starts from the default profile. The pins are those of
+/// exactly the bytes parsed.
+fn load_project_file(
+    dir: &ProjectDir,
+    bytes: &[u8],
+    search: &SearchPath,
+) -> Result<(Loaded, Vec<Pin>)> {
+    let (mut loaded, pins) =
+        profile::load::load_project(dir, Path::new(PROJECT_FILE), bytes, search)?;
+    if loaded.sources.len() == 1 {
+        let origin = dir.path.join(PROJECT_FILE).to_string_lossy().into_owned();
         let mut base = profile::load(REFERENCE_PROFILE, search)?;
         let mut prov = base.provenance.clone();
-        base.profile
-            .merge(loaded.profile, &origin.to_string(), &mut prov);
+        base.profile.merge(loaded.profile, &origin, &mut prov);
         base.sources.extend(loaded.sources);
         loaded = Loaded {
-            name: file.to_string_lossy().into_owned(),
+            name: origin,
             profile: base.profile,
             sources: base.sources,
             provenance: prov,
         };
     }
-    Ok((loaded, bytes))
+    Ok((loaded, pins))
 }
 
 fn widenings_of(loaded: &Loaded, project: &Path, search: &SearchPath) -> Result<Vec<String>> {
@@ -47,13 +56,14 @@ fn widenings_of(loaded: &Loaded, project: &Path, search: &SearchPath) -> Result<
 }
 
 /// The project's own profile when it has one: `Ok(None)` when there is no
-/// .sbox.toml, an error when it is not trusted (or changed since), or when
-/// it asks for access the user did not confirm.
+/// .sbox.toml, an error when it is not trusted (or it, or a file it
+/// includes, changed since), or when it asks for access the user did not
+/// confirm. The profile returned is parsed from the very bytes checked.
 pub fn project_profile(project: &Path, data: &Path, search: &SearchPath) -> Result<Option<Loaded>> {
     let file = project.join(PROJECT_FILE);
-    if !file.exists() {
+    let Some((dir, bytes)) = read_project_file(project)? else {
         return Ok(None);
-    }
+    };
     let untrusted = |why: &str| {
         Error::path(
             &file,
@@ -65,8 +75,8 @@ pub fn project_profile(project: &Path, data: &Path, search: &SearchPath) -> Resu
     let Some(rec) = trust::read_record(data, &file) else {
         return Err(untrusted("not trusted"));
     };
-    let (loaded, bytes) = load_project_file(&file, search)?;
-    if rec.sha256 != trust::digest(&bytes) {
+    let (loaded, pins) = load_project_file(&dir, &bytes, search)?;
+    if !rec.pins(&pins) {
         return Err(untrusted("changed since it was trusted"));
     }
     let unconfirmed: Vec<String> = widenings_of(&loaded, project, search)?
@@ -106,11 +116,13 @@ pub fn run(a: TrustArgs) -> Result<u8> {
         return Ok(0);
     }
     let search = SearchPath::from_host();
-    let (loaded, bytes) = load_project_file(&file, &search)?;
+    let Some((project, bytes)) = read_project_file(&dir)? else {
+        return Err(Error::path(&file, "no such file"));
+    };
+    let (loaded, pins) = load_project_file(&project, &bytes, &search)?;
     let widenings = widenings_of(&loaded, &dir, &search)?;
-    let sha = trust::digest(&bytes);
     if a.show {
-        show(&file, &sha, &loaded, &widenings, &data)?;
+        show(&file, &pins, &loaded, &widenings, &data)?;
         return Ok(0);
     }
     let confirmed = if widenings.is_empty() {
@@ -121,7 +133,7 @@ pub fn run(a: TrustArgs) -> Result<u8> {
             file.display()
         );
         for w in &widenings {
-            eprintln!("  - {w}");
+            eprintln!("  - {}", printable(w));
         }
         if !a.yes && !confirm()? {
             return Err(Error::Usage(
@@ -130,15 +142,12 @@ pub fn run(a: TrustArgs) -> Result<u8> {
         }
         widenings
     };
-    trust::write_record(
-        &data,
-        &Record {
-            path: file.clone(),
-            sha256: sha.clone(),
-            confirmed,
-        },
-    )?;
-    println!("{}: trusted (sha256 {})", file.display(), &sha[..16]);
+    let rec = Record::new(file.clone(), pins, confirmed);
+    trust::write_record(&data, &rec)?;
+    println!("{}: trusted (sha256 {})", file.display(), &rec.sha256[..16]);
+    for p in rec.files.iter().skip(1) {
+        println!("  with {} (sha256 {})", printable(&p.path), &p.sha256[..16]);
+    }
     Ok(0)
 }
 
@@ -157,23 +166,51 @@ fn confirm() -> Result<bool> {
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
-fn show(file: &Path, sha: &str, loaded: &Loaded, widenings: &[String], data: &Path) -> Result<()> {
+fn show(
+    file: &Path,
+    pins: &[Pin],
+    loaded: &Loaded,
+    widenings: &[String],
+    data: &Path,
+) -> Result<()> {
     let state = match trust::read_record(data, file) {
-        Some(r) if r.sha256 == sha => "trusted",
+        Some(r) if r.pins(pins) => "trusted",
         Some(_) => "changed since it was trusted",
         None => "not trusted",
     };
+    let sha = trust::closure_digest(pins);
     println!("# {} ({state}, sha256 {})", file.display(), &sha[..16]);
+    for p in pins.iter().skip(1) {
+        println!(
+            "# includes {} (sha256 {})",
+            printable(&p.path),
+            &p.sha256[..16]
+        );
+    }
     if widenings.is_empty() {
         println!("# grants nothing beyond the default profile ({REFERENCE_PROFILE})");
     } else {
         println!("# asks for more than the default profile ({REFERENCE_PROFILE}):");
         for w in widenings {
-            println!("#   - {w}");
+            println!("#   - {}", printable(w));
         }
     }
     let text = toml::to_string_pretty(&loaded.profile)
         .map_err(|e| Error::Host(format!("cannot print the profile: {e}")))?;
     print!("{text}");
     Ok(())
+}
+
+/// Text from a project file, with control characters escaped for a
+/// terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }

@@ -10,6 +10,32 @@ use serde::{Deserialize, Serialize};
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+/// The address of the unix socket at `path`. A path longer than an address
+/// holds (108 bytes) is reached through its directory, opened here and kept
+/// open by the caller while it binds or connects: `/proc/self/fd/N/NAME`.
+fn socket_addr(path: &std::path::Path) -> Result<(nix::sys::socket::UnixAddr, Option<OwnedFd>)> {
+    use nix::sys::socket::UnixAddr;
+    match UnixAddr::new(path) {
+        Err(nix::errno::Errno::ENAMETOOLONG) => {}
+        r => return Ok((r.ctx(|| format!("address {}", path.display()))?, None)),
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(crate::error::Error::path(path, "not a socket path"));
+    };
+    let dir: OwnedFd = std::os::unix::fs::OpenOptionsExt::custom_flags(
+        std::fs::OpenOptions::new().read(true),
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+    )
+    .open(dir)
+    .map_err(|e| crate::error::Error::io(format!("opening {}", dir.display()), e))?
+    .into();
+    let short = std::path::Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name);
+    let addr = UnixAddr::new(&short).ctx(|| format!("address {}", path.display()))?;
+    Ok((addr, Some(dir)))
+}
+
 /// What the launcher and init tell each other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
@@ -79,7 +105,7 @@ impl Channel {
 
     /// Connect to a listening channel socket at `path`.
     pub fn connect(path: &std::path::Path) -> Result<Channel> {
-        use nix::sys::socket::{connect, socket, UnixAddr};
+        use nix::sys::socket::{connect, socket};
         let fd = socket(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -87,15 +113,15 @@ impl Channel {
             None,
         )
         .ctx(|| "socket".into())?;
-        let addr = UnixAddr::new(path).ctx(|| format!("address {}", path.display()))?;
+        let (addr, _dir) = socket_addr(path)?;
         connect(fd.as_raw_fd(), &addr).ctx(|| format!("connecting to {}", path.display()))?;
         Ok(Channel(fd))
     }
 
-    /// A listening channel socket at `path` (mode 0600 through the umask of
-    /// a private directory).
+    /// A listening channel socket at `path`, mode 0600.
     pub fn listen(path: &std::path::Path) -> Result<OwnedFd> {
-        use nix::sys::socket::{bind, listen, socket, Backlog, UnixAddr};
+        use nix::sys::socket::{bind, listen, socket, Backlog};
+        use std::os::unix::fs::PermissionsExt;
         let fd = socket(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -103,8 +129,10 @@ impl Channel {
             None,
         )
         .ctx(|| "socket".into())?;
-        let addr = UnixAddr::new(path).ctx(|| format!("address {}", path.display()))?;
+        let (addr, _dir) = socket_addr(path)?;
         bind(fd.as_raw_fd(), &addr).ctx(|| format!("binding {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| crate::error::Error::io(format!("chmod {}", path.display()), e))?;
         listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN))
             .ctx(|| format!("listening on {}", path.display()))?;
         Ok(fd)

@@ -603,12 +603,15 @@ fn drain_log(r: &OwnedFd, path: &std::path::Path) {
 /// Append to a detached sandbox's log, rotating it to `log.1` at LOG_CAP.
 fn append_log(path: &std::path::Path, data: &[u8]) {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     if std::fs::metadata(path).is_ok_and(|m| m.len() + data.len() as u64 > LOG_CAP) {
         let _ = std::fs::rename(path, path.with_extension("1"));
     }
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
     {
         let _ = f.write_all(data);
