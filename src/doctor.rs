@@ -477,10 +477,24 @@ impl ScratchDir {
     fn new(tag: &str, subdirs: &[&str]) -> std::io::Result<ScratchDir> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let base =
-            std::env::temp_dir().join(format!("sbox-doctor-{tag}-{}-{n}", std::process::id()));
-        fs::create_dir(&base)?;
+        use std::os::unix::fs::DirBuilderExt;
+        // A name another user cannot guess and take first; private.
+        let mut tries = 0;
+        let base = loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let base = std::env::temp_dir().join(format!(
+                "sbox-doctor-{tag}-{}-{n}-{nanos:08x}",
+                std::process::id()
+            ));
+            match fs::DirBuilder::new().mode(0o700).create(&base) {
+                Ok(()) => break base,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 16 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        };
         let dir = ScratchDir(base);
         for sub in subdirs {
             fs::create_dir(dir.0.join(sub))?;
