@@ -19,7 +19,8 @@ usage() {
   cat <<EOF
 Usage: $PROG [OPTIONS]
 
-Build sbox and install it for the current user, then check the host.
+Build sbox and install it for the current user (with its man pages, profiles
+and bash, zsh and fish completions), then check the host.
 
 Options:
   --prefix DIR     install into DIR/bin, DIR/share/man and DIR/share/sbox/profiles

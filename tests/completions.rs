@@ -50,9 +50,10 @@ zpty -w z 'compadd() {
 }'
 zpty -w z '_zdriver_done() { print -r -- @DONE@; }; comppostfuncs=(_zdriver_done)'
 zpty -w z 'bindkey "^I" complete-word; print -r -- @READY@'
-integer ready=0 done=0 tries=0
+integer ready=0 done=0
 local chunk rest=
-while (( !done && tries++ < 600 )); do
+SECONDS=0
+while (( !done && SECONDS < 60 )); do
   if ! zpty -r -t z chunk; then
     sleep 0.02
     continue
