@@ -19,7 +19,8 @@ usage() {
   cat <<EOF
 Usage: $PROG [OPTIONS]
 
-Build sbox and install it for the current user, then check the host.
+Build sbox and install it for the current user (with its man pages, profiles
+and bash, zsh and fish completions), then check the host.
 
 Options:
   --prefix DIR     install into DIR/bin, DIR/share/man and DIR/share/sbox/profiles
@@ -153,6 +154,62 @@ install_system_deps() {
   fi
 }
 
+# ------------------------------------------------------- shell completions
+
+# A user install (the default prefix) puts the completions where bash and
+# fish look for a user's own; any other prefix keeps them under it.
+user_install=0
+[ -n "${HOME:-}" ] && [ "$prefix" = "$HOME/.local" ] && user_install=1
+
+completion_files() { # lines "SHELL PATH"
+  local data=${XDG_DATA_HOME:-} config=${XDG_CONFIG_HOME:-}
+  case $data in /*) ;; *) data=${HOME:-}/.local/share ;; esac
+  case $config in /*) ;; *) config=${HOME:-}/.config ;; esac
+  if ((user_install)); then
+    printf 'bash %s\n' "$data/bash-completion/completions/sbox"
+    printf 'zsh %s\n' "$prefix/share/zsh/site-functions/_sbox"
+    printf 'fish %s\n' "$config/fish/completions/sbox.fish"
+  else
+    printf 'bash %s\n' "$prefix/share/bash-completion/completions/sbox"
+    printf 'zsh %s\n' "$prefix/share/zsh/site-functions/_sbox"
+    printf 'fish %s\n' "$prefix/share/fish/vendor_completions.d/sbox.fish"
+  fi
+}
+
+# Does one of FILEs (relative to HOME, or absolute) name DIR, spelled as
+# it is or from $HOME, ${HOME} or ~, outside a comment line?
+files_mention() { # DIR FILE...
+  local dir=$1
+  shift
+  local spellings=("$dir")
+  if [ -n "${HOME:-}" ]; then
+    case $dir in
+      "$HOME"/*)
+        local rest=${dir#"$HOME"/}
+        # shellcheck disable=SC2016 # the spellings as written in the files
+        spellings+=("\$HOME/$rest" "\${HOME}/$rest" "~/$rest")
+        ;;
+    esac
+  fi
+  local f sp
+  for f in "$@"; do
+    case $f in /*) ;; *) f=${HOME:-/nonexistent}/$f ;; esac
+    [ -f "$f" ] && [ -r "$f" ] || continue
+    for sp in "${spellings[@]}"; do
+      grep -v '^[[:space:]]*#' -- "$f" 2>/dev/null | grep -qF -- "$sp" && return 0
+    done
+  done
+  return 1
+}
+
+# How the manifest names a path: relative to the prefix when under it.
+manifest_name() {
+  case $1 in
+    "$prefix"/*) printf '%s' "${1#"$prefix"/}" ;;
+    *) printf '%s' "$1" ;;
+  esac
+}
+
 # ---------------------------------------------------------------- uninstall
 
 # Files (relative to the prefix) that this installer puts in place.
@@ -168,16 +225,23 @@ default_files() {
   for f in "$SRC_DIR"/profiles/*.toml; do
     [ -e "$f" ] && printf 'share/sbox/profiles/%s\n' "${f##*/}"
   done
+  local sh path
+  while read -r sh path; do
+    printf '%s\n' "$(manifest_name "$path")"
+  done < <(completion_files)
   return 0
 }
 
 # Remove one prefix-relative path if it is a file or a symbolic link.
 remove_rel() {
-  local rel=$1
+  local rel=$1 p
   case $rel in
-    "" | /* | *..*) return 0 ;; # never outside the prefix
+    "" | *..*) return 0 ;;
+    # A user install's completions, outside the prefix.
+    /*/bash-completion/completions/sbox | /*/fish/completions/sbox.fish) p=$rel ;;
+    /*) return 0 ;; # nothing else outside the prefix
+    *) p=$prefix/$rel ;;
   esac
-  local p=$prefix/$rel
   if [ -f "$p" ] || [ -L "$p" ]; then
     rm -f -- "$p" || die "cannot remove $p"
     say "removed $p"
@@ -198,6 +262,10 @@ do_uninstall() {
   rm -f -- "$MANIFEST"
   rmdir -- "$PROFILE_DIR" 2>/dev/null || true
   rmdir -- "$DATA_DIR" 2>/dev/null || true
+  local sh path
+  while read -r sh path; do # the completion directories, when left empty
+    rmdir -- "${path%/*}" "${path%/*/*}" 2>/dev/null || true
+  done < <(completion_files)
   say "sbox is uninstalled from ${prefix:-/}."
   local cfg=${XDG_CONFIG_HOME:-${HOME:-~}/.config}/sbox
   if [ -d "$cfg" ]; then
@@ -283,6 +351,26 @@ for f in "${man1[@]}"; do install_file "$f" "$MAN_DIR/man1" "share/man/man1/${f#
 for f in "${man5[@]}"; do install_file "$f" "$MAN_DIR/man5" "share/man/man5/${f##*/}"; done
 for f in "${profiles[@]}"; do install_file "$f" "$PROFILE_DIR" "share/sbox/profiles/${f##*/}"; done
 
+# Shell completions, written by the installed binary. fish's go into a
+# user's config only when fish is there.
+tmp_comp=
+trap 'rm -f -- "$tmp_bin" ${tmp_comp:+"$tmp_comp"}' EXIT
+completions=()
+while read -r sh path; do
+  if [ "$sh" = fish ] && ((user_install)) && ! command -v fish >/dev/null 2>&1 &&
+    [ ! -d "${path%/completions/sbox.fish}" ]; then
+    continue
+  fi
+  dir=${path%/*}
+  mkdir -p -- "$dir" || die "cannot create $dir"
+  tmp_comp=$dir/.sbox.completion.$$
+  "$BIN_DIR/sbox" completions "$sh" >"$tmp_comp" || die "$BIN_DIR/sbox completions $sh failed"
+  chmod 0644 -- "$tmp_comp" && mv -f -- "$tmp_comp" "$path" || die "cannot install $path"
+  tmp_comp=
+  new_files+=("$(manifest_name "$path")")
+  completions+=("$sh" "$path")
+done < <(completion_files)
+
 for rel in "${old_files[@]}"; do
   keep=0
   for n in "${new_files[@]}"; do
@@ -305,6 +393,30 @@ say "  $BIN_DIR/sbox"
 say "  $MAN_DIR/man1/ ($(names "${man1[@]}"))"
 ((${#man5[@]})) && say "  $MAN_DIR/man5/ ($(names "${man5[@]}"))"
 say "  $PROFILE_DIR/ ($(names "${profiles[@]}"))"
+for ((i = 0; i < ${#completions[@]}; i += 2)); do
+  say "  ${completions[i + 1]} (${completions[i]} completion)"
+done
+# Where the shells would not find them by themselves.
+for ((i = 0; i < ${#completions[@]}; i += 2)); do
+  sh=${completions[i]}
+  dir=${completions[i + 1]%/*}
+  case $sh in
+    bash)
+      if command -v bash >/dev/null 2>&1 &&
+        [ ! -f /usr/share/bash-completion/bash_completion ] && [ ! -f /etc/bash_completion ]; then
+        say "note: bash loads completions through the bash-completion package: install it," \
+          "or add  source ${completions[i + 1]}  to ~/.bashrc"
+      fi
+      ;;
+    zsh)
+      if command -v zsh >/dev/null 2>&1 &&
+        ! env -i PATH=/usr/local/bin:/usr/bin:/bin zsh -fc 'print -rl -- $fpath' </dev/null 2>/dev/null |
+        grep -qxF -- "$dir" && ! files_mention "$dir" .zshrc .zshenv; then
+        say "note: for zsh, add  fpath=($dir \$fpath)  to ~/.zshrc before compinit"
+      fi
+      ;;
+  esac
+done
 
 # ------------------------------------------------------------ host checks
 
@@ -432,7 +544,42 @@ if [[ $kmaj =~ ^[0-9]+$ && $kmin =~ ^[0-9]+$ ]] && ((kmaj < 5 || (kmaj == 5 && k
     "upgrade the kernel to use --overlay kernel"
 fi
 
-# PATH.
+# PATH. A new login shell may already get the bin dir (Debian's default
+# ~/.profile adds ~/.local/bin once it exists): ask the user's login shell,
+# started afresh with a system PATH, what PATH it ends up with; when that
+# cannot be run, look for the bin dir in the files login shells read.
+login_adds_bin_dir() {
+  [ -n "${HOME:-}" ] || return 1
+  local shell=${SHELL:-}
+  [ -n "$shell" ] && [ -x "$shell" ] || shell=/bin/sh
+  local out
+  if command -v timeout >/dev/null 2>&1 && out=$(mktemp 2>/dev/null); then
+    # A file, not a pipe: whatever the profile leaves running cannot hold
+    # the installer up past the timeout.
+    # shellcheck disable=SC2016 # $PATH is for the login shell to expand
+    timeout 5 env -i HOME="$HOME" USER="${USER:-$me}" LOGNAME="${LOGNAME:-${USER:-$me}}" \
+      SHELL="$shell" PATH=/usr/local/bin:/usr/bin:/bin \
+      "$shell" -lc 'printf "\n@sbox-login-path@%s\n" "$PATH"' </dev/null >"$out" 2>/dev/null
+    local rc=$? line found=
+    while IFS= read -r line; do
+      case $line in
+        @sbox-login-path@*) found=${line#@sbox-login-path@} ;;
+      esac
+    done <"$out"
+    rm -f -- "$out"
+    if [ "$rc" = 0 ] && [ -n "$found" ]; then
+      case ":$found:" in
+        *":$BIN_DIR:"* | *":$BIN_DIR/:"*) return 0 ;;
+        *) return 1 ;;
+      esac
+    fi
+  fi
+  # The shell could not tell: the bin dir, however spelled, in a login file.
+  local config=${XDG_CONFIG_HOME:-.config}
+  files_mention "$BIN_DIR" .profile .bash_profile .bash_login .zprofile .zshenv .zlogin \
+    "$config/fish/config.fish" "$config"/fish/conf.d/*.fish
+}
+
 case ":${PATH:-}:" in
   *":$BIN_DIR:"* | *":$BIN_DIR/:"*)
     other=$(command -v sbox 2>/dev/null || true)
@@ -442,9 +589,20 @@ case ":${PATH:-}:" in
     fi
     ;;
   *)
-    # shellcheck disable=SC2016 # $PATH is for the user's shell to expand
-    warn "$BIN_DIR is not on PATH" \
-      "echo 'export PATH=\"$BIN_DIR:\$PATH\"' >> ~/.profile   (then log in again)"
+    if login_adds_bin_dir; then
+      # shellcheck disable=SC2016 # $PATH is for the user's shell to expand
+      say "note: $BIN_DIR is not on this shell's PATH yet, but your login profile adds it:"
+      say "  open a new login shell (or log in again), or for this shell: export PATH=\"$BIN_DIR:\$PATH\""
+    else
+      # What the user's login shell reads.
+      # shellcheck disable=SC2016 # $PATH is for the user's shell to expand
+      case ${SHELL:-} in
+        */fish) path_fix="fish_add_path $BIN_DIR" ;;
+        */zsh) path_fix="echo 'export PATH=\"$BIN_DIR:\$PATH\"' >> ~/.zprofile   (then log in again)" ;;
+        *) path_fix="echo 'export PATH=\"$BIN_DIR:\$PATH\"' >> ~/.profile   (then log in again)" ;;
+      esac
+      warn "$BIN_DIR is not on PATH" "$path_fix"
+    fi
     ;;
 esac
 

@@ -55,6 +55,18 @@ pub enum Command {
     Reset(OptNameArg),
     /// Copy selected changes of a stopped sandbox onto the host, after printing them
     Commit(CommitArgs),
+    /// Print the completion script for a shell (bash, zsh or fish)
+    #[command(
+        after_help = "Installed by install.sh. By hand, e.g.:\n  sbox completions bash > ~/.local/share/bash-completion/completions/sbox"
+    )]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: crate::cmd::completions::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +104,9 @@ pub struct PsArgs {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
+    /// Print only the names, one per line
+    #[arg(long, conflicts_with = "json")]
+    pub names: bool,
 }
 
 #[derive(Debug, Args)]
@@ -257,7 +272,11 @@ pub struct DoctorArgs {
 #[derive(Debug, Subcommand)]
 pub enum ProfileCommand {
     /// List the profiles that can be used and where each comes from
-    List,
+    List {
+        /// Print only the names, one per line
+        #[arg(long)]
+        names: bool,
+    },
     /// Print a profile with its includes applied
     Show {
         /// Profile name or path to a .toml file
@@ -297,6 +316,7 @@ pub fn run() -> ExitCode {
         Command::Doctor(a) => crate::cmd::doctor::run(a.json),
         Command::Profile(p) => crate::cmd::profile::run(p),
         Command::Trust(a) => crate::cmd::trust::run(a),
+        Command::Ps(a) if a.names => crate::cmd::lifecycle::ps_names(a.all),
         Command::Ps(a) => crate::cmd::lifecycle::ps(a.all, a.json),
         Command::Exec(a) => crate::cmd::exec::run(a),
         Command::Stop(a) => crate::cmd::lifecycle::stop(&a.name, a.time),
@@ -306,6 +326,7 @@ pub fn run() -> ExitCode {
         Command::Diff(a) => crate::cmd::changes::diff(a.name, a.json),
         Command::Reset(a) => crate::cmd::changes::reset(a.name),
         Command::Commit(a) => crate::cmd::changes::commit(a.name, a.paths, a.dry_run),
+        Command::Completions(a) => crate::cmd::completions::run(a.shell),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -29,6 +29,7 @@ const MAN1: &[&str] = &[
     "sbox-reset.1",
     "sbox-commit.1",
     "sbox-trust.1",
+    "sbox-completions.1",
 ];
 const MAN5: &[&str] = &["sbox-profile.5"];
 
@@ -416,5 +417,250 @@ fn bad_option_and_missing_binary_are_one_line_errors() {
     );
     for opt in ["--prefix", "--binary", "--system-deps", "--uninstall"] {
         assert!(help.contains(opt), "--help does not mention {opt}:\n{help}");
+    }
+}
+
+/// A throwaway HOME for the test user under the stage, with `files`
+/// (relative path, text) in it.
+fn stage_home(stage: &Stage, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let home = stage.root.join(name);
+    std::fs::create_dir(&home).expect("mkdir home");
+    set_mode(&home, 0o755);
+    common::chown(&home);
+    for (rel, text) in files {
+        let p = home.join(rel);
+        std::fs::write(&p, text).expect("write home file");
+        common::chown(&p);
+    }
+    home
+}
+
+/// `install.sh ARGS` as the test user with HOME set to `home`, no SHELL
+/// (so /bin/sh is the login shell) and the system PATH.
+fn install_in_home(
+    stage: &Stage,
+    home: &Path,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> String {
+    let mut c = as_user(
+        user(),
+        &stage.src,
+        SYSTEM_PATH,
+        &stage.src.join("install.sh"),
+        args,
+    );
+    c.env("HOME", home);
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    ok(run(c), &format!("install.sh {args:?}"))
+}
+
+/// N of the closing "N host prerequisite(s) missing" line, 0 without one.
+fn missing_count(out: &str) -> usize {
+    out.lines()
+        .find_map(|l| {
+            l.strip_suffix(
+                " host prerequisite(s) missing: see the fixes above (sbox doctor checks again).",
+            )
+        })
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("bad count line in:\n{out}"))
+        })
+        .unwrap_or(0)
+}
+
+/// Debian's default ~/.profile: ~/.local/bin on PATH once it exists.
+const DEBIAN_PROFILE: &str = "# set PATH so it includes user's private bin if it exists
+if [ -d \"$HOME/.local/bin\" ] ; then
+    PATH=\"$HOME/.local/bin:$PATH\"
+fi
+";
+
+#[test]
+fn a_login_profile_that_adds_the_bin_dir_is_no_missing_prerequisite() {
+    let u = user();
+    let stage = Stage::new("loginpath", u);
+    let binary = stage.src.join("sbox").to_string_lossy().into_owned();
+
+    // The profile adds ~/.local/bin: a new login shell has it.
+    let home = stage_home(&stage, "home-debian", &[(".profile", DEBIAN_PROFILE)]);
+    let bin_dir = home.join(".local/bin");
+    let with = install_in_home(&stage, &home, &["--binary", &binary], &[]);
+    assert!(with.contains("Installed sbox"), "{with}");
+    assert!(
+        !with.contains("is not on PATH"),
+        "warned although the profile adds it:\n{with}"
+    );
+    assert!(
+        with.contains("open a new login shell"),
+        "no word on a new login shell:\n{with}"
+    );
+    assert!(
+        with.contains(&format!("export PATH=\"{}:$PATH\"", bin_dir.display())),
+        "no export for the current shell:\n{with}"
+    );
+
+    // The same without such a profile: the warning and its fix, counted.
+    let bare = stage_home(&stage, "home-bare", &[]);
+    let without = install_in_home(&stage, &bare, &["--binary", &binary], &[]);
+    let bare_bin = bare.join(".local/bin");
+    assert!(
+        without.contains(&format!("warning: {} is not on PATH", bare_bin.display())),
+        "no PATH warning:\n{without}"
+    );
+    assert!(
+        without.contains(&format!(
+            "echo 'export PATH=\"{}:$PATH\"' >> ~/.profile",
+            bare_bin.display()
+        )),
+        "no fix:\n{without}"
+    );
+    assert!(!without.contains("open a new login shell"), "{without}");
+    assert_eq!(
+        missing_count(&without),
+        missing_count(&with) + 1,
+        "the PATH is counted as missing only without the profile:\n{with}\n---\n{without}"
+    );
+
+    // When the login shell cannot tell (here it exits before printing its
+    // PATH), the login files do: the bin dir however spelled, not in a
+    // comment.
+    for (i, (spelled, adds)) in [
+        ("export PATH=~/.local/bin:$PATH", true),
+        ("PATH=\"${HOME}/.local/bin:$PATH\"", true),
+        (&*format!("PATH={}:$PATH", "$HOME/.local/bin"), true),
+        ("# PATH=$HOME/.local/bin:$PATH", false),
+        ("PATH=$HOME/bin:$PATH", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let h = stage_home(
+            &stage,
+            &format!("home-login-{i}"),
+            &[(".profile", &format!("{spelled}\nexit 3\n"))],
+        );
+        let out = install_in_home(&stage, &h, &["--binary", &binary], &[]);
+        assert_eq!(!out.contains("is not on PATH"), adds, "{spelled:?}:\n{out}");
+        assert_eq!(
+            out.contains("open a new login shell"),
+            adds,
+            "{spelled:?}:\n{out}"
+        );
+    }
+}
+
+/// What `sbox completions SHELL` prints.
+fn completion_script(shell: &str) -> Vec<u8> {
+    let o = Command::new(env!("CARGO_BIN_EXE_sbox"))
+        .args(["completions", shell])
+        .output()
+        .expect("sbox completions");
+    assert!(o.status.success(), "sbox completions {shell}: {o:?}");
+    o.stdout
+}
+
+#[track_caller]
+fn assert_completion(path: &Path, shell: &str) {
+    let got = std::fs::read(path)
+        .unwrap_or_else(|e| panic!("no {shell} completion at {}: {e}", path.display()));
+    assert!(
+        got == completion_script(shell),
+        "{} is not the {shell} script",
+        path.display()
+    );
+    let mode = std::fs::metadata(path).expect("stat").mode() & 0o777;
+    assert_eq!(mode, 0o644, "{}", path.display());
+}
+
+#[test]
+fn installs_and_uninstalls_shell_completions() {
+    let u = user();
+    assert!(
+        have("fish") && have("zsh"),
+        "zsh and fish are needed (.ci/run installs them)"
+    );
+    let stage = Stage::new("completions", u);
+    let binary = stage.src.join("sbox").to_string_lossy().into_owned();
+
+    // A user install: where bash-completion and fish look for a user's
+    // own, zsh's under the prefix with a word on fpath.
+    let home = stage_home(&stage, "home", &[(".profile", DEBIAN_PROFILE)]);
+    let out = install_in_home(&stage, &home, &["--binary", &binary], &[]);
+    let bash = home.join(".local/share/bash-completion/completions/sbox");
+    let zsh = home.join(".local/share/zsh/site-functions/_sbox");
+    let fish = home.join(".config/fish/completions/sbox.fish");
+    assert_completion(&bash, "bash");
+    assert_completion(&zsh, "zsh");
+    assert_completion(&fish, "fish");
+    for p in [&bash, &zsh, &fish] {
+        assert!(
+            out.contains(&p.display().to_string()),
+            "{} not reported:\n{out}",
+            p.display()
+        );
+    }
+    let zsh_dir = zsh.parent().expect("dir").display().to_string();
+    assert!(
+        out.contains(&format!("fpath=({zsh_dir} $fpath)")),
+        "no fpath advice:\n{out}"
+    );
+    // Not again once ~/.zshrc has it.
+    let rc = home.join(".zshrc");
+    std::fs::write(
+        &rc,
+        "fpath=(~/.local/share/zsh/site-functions $fpath)\nautoload -U compinit; compinit\n",
+    )
+    .expect("zshrc");
+    common::chown(&rc);
+    let again = install_in_home(&stage, &home, &["--binary", &binary], &[]);
+    assert!(!again.contains("fpath=("), "{again}");
+
+    let out = install_in_home(&stage, &home, &["--uninstall"], &[]);
+    for p in [&bash, &zsh, &fish] {
+        assert!(!p.exists(), "{} left after --uninstall", p.display());
+        assert!(out.contains(&format!("removed {}", p.display())), "{out}");
+    }
+    let left: Vec<PathBuf> = files_below(&home)
+        .into_iter()
+        .filter(|p| p != &home.join(".profile") && p != &rc)
+        .collect();
+    assert!(left.is_empty(), "left after --uninstall: {left:?}");
+
+    // XDG_DATA_HOME and XDG_CONFIG_HOME move the user's ones.
+    let data = home.join("data");
+    let config = home.join("cfg");
+    let xdg = [
+        ("XDG_DATA_HOME", &*data.to_string_lossy()),
+        ("XDG_CONFIG_HOME", &*config.to_string_lossy()),
+    ];
+    install_in_home(&stage, &home, &["--binary", &binary], &xdg);
+    assert_completion(&data.join("bash-completion/completions/sbox"), "bash");
+    assert_completion(&config.join("fish/completions/sbox.fish"), "fish");
+    // The manifest says where they went: uninstall finds them without XDG.
+    install_in_home(&stage, &home, &["--uninstall"], &[]);
+    assert!(files_below(&data).is_empty() && files_below(&config).is_empty());
+
+    // Any other prefix keeps them all under it.
+    let prefix = stage.prefix.to_string_lossy().into_owned();
+    let out = install_in_home(
+        &stage,
+        &home,
+        &["--binary", &binary, "--prefix", &prefix],
+        &[],
+    );
+    let share = stage.prefix.join("share");
+    assert_completion(&share.join("bash-completion/completions/sbox"), "bash");
+    assert_completion(&share.join("zsh/site-functions/_sbox"), "zsh");
+    assert_completion(&share.join("fish/vendor_completions.d/sbox.fish"), "fish");
+    assert!(out.contains("fpath=("), "{out}");
+    install_in_home(&stage, &home, &["--uninstall", "--prefix", &prefix], &[]);
+    let left = files_below(&stage.prefix);
+    assert!(left.is_empty(), "left after --uninstall: {left:?}");
+    for d in ["bash-completion", "zsh", "fish"] {
+        assert!(!share.join(d).exists(), "share/{d} left after --uninstall");
     }
 }

@@ -154,6 +154,19 @@ pub fn ps(all: bool, json: bool) -> Result<u8> {
     Ok(0)
 }
 
+/// `sbox ps [-a] --names`: the names alone, one per line (what the shell
+/// completions ask for: no sizes, no cgroup reads).
+pub fn ps_names(all: bool) -> Result<u8> {
+    let (runtime, data) = bases()?;
+    for name in names::all_names(&runtime, &data) {
+        let paths = Paths::new(&runtime, &data, &name);
+        if names::running(&paths).is_some() || (all && paths.data.exists()) {
+            println!("{name}");
+        }
+    }
+    Ok(0)
+}
+
 /// Wait until the sandbox's lock is free.
 fn wait_stopped(paths: &Paths, within: Duration) -> bool {
     let end = Instant::now() + within;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod changes;
+pub mod completions;
 pub mod doctor;
 pub mod exec;
 pub mod lifecycle;

@@ -7,7 +7,13 @@ use crate::profile::{self, Origin, SearchPath};
 pub fn run(cmd: ProfileCommand) -> Result<u8> {
     let search = SearchPath::from_host();
     match cmd {
-        ProfileCommand::List => {
+        ProfileCommand::List { names: true } => {
+            for (name, _) in profile::list(&search) {
+                println!("{name}");
+            }
+            Ok(0)
+        }
+        ProfileCommand::List { names: false } => {
             for (name, origin) in profile::list(&search) {
                 let desc = profile::load(&name, &search)
                     .ok()
