@@ -830,7 +830,8 @@ mod tests {
             }];
             let mut h = host();
             // No hidden path exists yet.
-            h.existing.retain(|(p, _)| !p.to_string_lossy().starts_with("/home/u/."));
+            h.existing
+                .retain(|(p, _)| !p.to_string_lossy().starts_with("/home/u/."));
             let steps = build_plan(&p, &h, &state(), None);
             assert!(
                 steps.contains(&Step::FuseBind {

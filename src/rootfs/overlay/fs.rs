@@ -37,13 +37,19 @@ pub(crate) struct Masks {
 }
 
 impl Masks {
+    /// A hidden path or a path below one (a node can only get such a path
+    /// if a directory was moved to where a hidden path's parent belongs).
     pub(crate) fn hidden(&self, rel: &[u8]) -> bool {
         self.hidden.contains(rel)
+            || rel
+                .iter()
+                .enumerate()
+                .any(|(i, &c)| c == b'/' && self.hidden.contains(&rel[..i]))
     }
     /// Like `hidden`, for a request that names the path (lookup, create,
     /// rename, remove): counts the refusal.
     pub(crate) fn refuses(&self, rel: &[u8]) -> bool {
-        if !self.hidden.contains(rel) {
+        if !self.hidden(rel) {
             return false;
         }
         if let Ok(mut m) = self.refusals.lock() {
@@ -1016,6 +1022,14 @@ impl OverlayFs {
             }
         }
         if self.passthrough {
+            // A directory moved where a hidden path's parent belongs could
+            // bring along (and keep open) a directory or file at the hidden
+            // path, which the host would then fill; a symlink there would
+            // send the host's credentials elsewhere: `mv` copies instead.
+            let src_file = src.attr.st_mode & libc::S_IFMT == libc::S_IFREG;
+            if !src_file && self.masks.masks_below(nrel) {
+                return Err(err(libc::EXDEV));
+            }
             return self.pt_rename(op, oname, orel, np, nname, nrel, flags);
         }
         self.copy_up(op, true)?;

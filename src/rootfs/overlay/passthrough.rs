@@ -91,6 +91,11 @@ impl OverlayFs {
         new: New<'_>,
     ) -> io::Result<(Entry, Option<OwnedFd>)> {
         let (pinfo, rel) = self.prepare_new(parent, name)?;
+        if matches!(new, New::Symlink(_)) && self.masks.masks_below(&rel) {
+            // A symlink where a hidden path's parent belongs would send
+            // the host's credentials somewhere visible.
+            return Err(err(libc::EACCES));
+        }
         let (uid, gid, _) = self.new_owner(ctx, &pinfo);
         let (pfd, n) = self.layers.parent_of(Layer::Upper, &rel)?;
         let is_dir = matches!(new, New::Node(libc::S_IFDIR, _));
@@ -163,6 +168,9 @@ impl OverlayFs {
         rel: &[u8],
     ) -> io::Result<Entry> {
         let src = self.info(inode)?;
+        if src.state.kind == libc::S_IFLNK && self.masks.masks_below(rel) {
+            return Err(err(libc::EACCES));
+        }
         let (sfd, sn) = self.layers.parent_of(Layer::Upper, &src.path)?;
         let (pfd, n) = self.layers.parent_of(Layer::Upper, rel)?;
         sys::linkat(sfd.as_fd(), &sn, pfd.as_fd(), &n)?;
