@@ -145,7 +145,11 @@ impl OverlayFs {
                         gid,
                         mode: want,
                     };
-                    sys::setxattr(fd.as_fd(), attr::OVERRIDE_XATTR, &ovr.format(), 0)?;
+                    match sys::setxattr(fd.as_fd(), attr::OVERRIDE_XATTR, &ovr.format(), 0) {
+                        // Without user xattrs the owner is just not kept.
+                        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+                        r => r?,
+                    }
                 }
                 Ok(())
             })();
