@@ -525,6 +525,14 @@ pub fn build(
                     if project == home { "is" } else { "contains" }
                 )))
             }
+            "bind" => {
+                notes.push(format!(
+                    "{} {} your home directory and is bound read-write (filesystem.home_project = \"bind\"): your shell start-up files are writable from the sandbox",
+                    project.display(),
+                    if project == home { "is" } else { "contains" }
+                ));
+                true
+            }
             "overlay" => {
                 notes.push(format!(
                     "{} {} your home directory, so it is not bound read-write: changes there stay in the sandbox (see `sbox diff`)",
@@ -535,7 +543,7 @@ pub fn build(
             }
             other => {
                 return Err(Error::Usage(format!(
-                    "filesystem.home_project: {other:?} (expected \"refuse\" or \"overlay\")"
+                    "filesystem.home_project: {other:?} (expected \"refuse\", \"overlay\" or \"bind\")"
                 )))
             }
         }

@@ -265,6 +265,7 @@ impl StateDir {
             upper: dir.join("upper"),
             work: dir.join("work"),
             empty_file: dir.join("empty"),
+            hide: dir.join("hide"),
         };
         let state = StateDir {
             dir,

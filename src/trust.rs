@@ -160,10 +160,14 @@ pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Pat
     }
     let home_rank = |p: Option<&str>| match p {
         None | Some("refuse") => 0,
-        _ => 1,
+        Some("overlay") => 1,
+        _ => 2,
     };
     if home_rank(ef.home_project.as_deref()) > home_rank(rf.home_project.as_deref()) {
-        w.push("runs with your home directory as the project".into());
+        w.push(match ef.home_project.as_deref() {
+            Some("bind") => "binds your home directory read-write when it is the project".into(),
+            _ => "runs with your home directory as the project".to_string(),
+        });
     }
     if net_rank(effective.network.mode.as_deref()) > net_rank(reference.network.mode.as_deref()) {
         w.push(format!(

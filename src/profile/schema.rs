@@ -55,8 +55,9 @@ pub struct FilesystemSection {
     /// project between shells (one sandbox per project); "none" (default).
     pub persist: Option<String>,
     /// When the project directory is the home directory, or contains it
-    /// (`/`, `/home`): "refuse" (default) or "overlay" (the project is not
-    /// bound; it is seen copy-on-write like the rest of the host).
+    /// (`/`, `/home`): "refuse" (default), "overlay" (the project is not
+    /// bound; it is seen copy-on-write like the rest of the host) or "bind"
+    /// (bound read-write like any project, start-up files included).
     pub home_project: Option<String>,
     /// A directory under the project bound read-write even when the
     /// project is read-only; created on the host if missing.

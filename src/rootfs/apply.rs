@@ -31,16 +31,27 @@ pub fn probe_host(policy: &Policy) -> HostView {
             view.top.push((name, kind));
         }
     }
-    for p in super::plan::paths_to_probe(policy) {
-        if let Ok(md) = std::fs::symlink_metadata(&p) {
-            view.existing.push((p, kind_of(md.file_type())));
+    let mut probe = super::plan::paths_to_probe(policy);
+    let sources = policy.binds.iter().map(|b| &b.src);
+    for p in policy.hidden.iter().chain(sources) {
+        if let Some(c) = super::canonical_prefix(p) {
+            if &c != p && !view.canonical.iter().any(|(q, _)| q == p) {
+                // Where the resolved form and its parents are, too.
+                probe.extend(
+                    c.ancestors()
+                        .filter(|a| a.parent().is_some())
+                        .map(Path::to_path_buf),
+                );
+                view.canonical.push((p.clone(), c));
+            }
         }
     }
-    for h in &policy.hidden {
-        if let Ok(c) = std::fs::canonicalize(h) {
-            if &c != h {
-                view.canonical.push((h.clone(), c));
-            }
+    for p in probe {
+        if view.existing.iter().any(|(q, _)| *q == p) {
+            continue;
+        }
+        if let Ok(md) = std::fs::symlink_metadata(&p) {
+            view.existing.push((p, kind_of(md.file_type())));
         }
     }
     if let Ok(t) = std::fs::canonicalize("/etc/resolv.conf") {
@@ -80,8 +91,9 @@ pub fn make_private() -> Result<()> {
     .ctx(|| "making / private".into())
 }
 
-/// Execute every step, logging to stderr when `verbose`; the FUSE root's
-/// descriptor goes to `serve_fuse` (the launcher serves it).
+/// Execute every step, logging to stderr when `verbose`; the descriptors
+/// of FUSE mounts go to `serve_fuse` (the launcher serves them) with the
+/// index of their step, `None` for the root.
 ///
 /// `project` is the sandbox path of the bound project: mount points
 /// declared beneath it must stay beneath it (a symlink in the project may
@@ -91,14 +103,58 @@ pub fn apply(
     state: &StatePaths,
     project: Option<&Path>,
     verbose: bool,
-    serve_fuse: &mut dyn FnMut(std::os::fd::OwnedFd) -> Result<()>,
+    serve_fuse: &mut dyn FnMut(Option<usize>, std::os::fd::OwnedFd) -> Result<()>,
 ) -> Result<()> {
-    for step in steps {
+    for (i, step) in steps.iter().enumerate() {
         match step {
             Step::FuseRoot => {
                 let fd = apply_fuse_root(&state.root)?;
-                serve_fuse(fd)?;
+                serve_fuse(None, fd)?;
                 log(verbose, || "root: FUSE overlay of /".into());
+            }
+            Step::FuseBind {
+                src,
+                dest,
+                readonly,
+                hidden,
+            } => {
+                let at = mount_point_fd(&state.root, dest, project, hostpath::Kind::Dir)?;
+                let at_path = PathBuf::from(format!("/proc/self/fd/{}", at.as_raw_fd()));
+                match mount_fuse_bind(src, &at_path, *readonly) {
+                    Ok(fd) => {
+                        serve_fuse(Some(i), fd)?;
+                        log(verbose, || {
+                            format!(
+                                "bind {} -> {} ({}, over FUSE: {} hidden path(s) below it)",
+                                src.display(),
+                                dest.display(),
+                                if *readonly { "ro" } else { "rw" },
+                                hidden.len()
+                            )
+                        });
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "sbox: warning: {}: {e}; bound directly, so of the hidden paths below it only those that exist now are hidden",
+                            dest.display()
+                        );
+                        apply_step(
+                            &Step::Bind {
+                                src: src.clone(),
+                                dest: dest.clone(),
+                                readonly: *readonly,
+                                create: true,
+                            },
+                            state,
+                            project,
+                            verbose,
+                        )?;
+                        for h in hidden {
+                            let p = dest.join(h.strip_prefix("/").unwrap_or(h));
+                            mask(&state.root, &p, &state.empty_file, verbose)?;
+                        }
+                    }
+                }
             }
             _ => apply_step(step, state, project, verbose)?,
         }
@@ -120,6 +176,41 @@ fn mount_point_fd(
 ) -> Result<std::os::fd::OwnedFd> {
     hostpath::mount_point(root, dest, place_of(project, dest), kind)
         .map_err(|e| Error::Usage(format!("mount point: {e}")))
+}
+
+/// Mount a FUSE passthrough of `src` on `at`; returns the /dev/fuse
+/// descriptor for the launcher to serve.
+fn mount_fuse_bind(src: &Path, at: &Path, readonly: bool) -> Result<std::os::fd::OwnedFd> {
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if readonly {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    if statvfs(src).is_ok_and(|s| s.flags().contains(FsFlags::ST_NOEXEC)) {
+        flags |= MsFlags::MS_NOEXEC;
+    }
+    mount_fuse(at, flags)
+        .map_err(|e| Error::Host(format!("cannot mount it over FUSE: {}", e.desc())))
+}
+
+/// Open /dev/fuse and mount it on `at`.
+fn mount_fuse(at: &Path, flags: MsFlags) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let fd = nix::fcntl::open(
+        "/dev/fuse",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let opts = super::overlay::mount_options(fd.as_raw_fd());
+    mount(
+        Some("sbox"),
+        at,
+        Some("fuse.sbox"),
+        flags,
+        Some(opts.as_str()),
+    )?;
+    Ok(fd)
 }
 
 fn log(verbose: bool, msg: impl FnOnce() -> String) {
@@ -301,9 +392,83 @@ fn apply_step(
             .ctx(|| "mounting /dev/pts".into())
         }
         Step::Mask { dest } => mask(root, dest, &state.empty_file, verbose),
-        Step::FuseRoot => Err(Error::Host(
-            "the FUSE root is mounted by init (apply_fuse_root)".into(),
-        )),
+        Step::HidingOverlay {
+            lower,
+            upper,
+            dest,
+            layer,
+            dirs,
+            whiteouts,
+        } => {
+            let fallback = || match upper {
+                Some((upper, work)) => Step::Overlay {
+                    lower: lower.clone(),
+                    upper: upper.clone(),
+                    work: work.clone(),
+                    dest: dest.clone(),
+                },
+                None => Step::Bind {
+                    src: lower.clone(),
+                    dest: dest.clone(),
+                    readonly: true,
+                    create: false,
+                },
+            };
+            if let Err(e) = make_hide_layer(layer, lower, dirs, whiteouts) {
+                log(verbose, || {
+                    format!("{}: no whiteout layer ({e})", dest.display())
+                });
+                return apply_step(&fallback(), state, project, verbose);
+            }
+            let mut opts = format!("lowerdir={}:{}", layer.display(), lower.display());
+            let mut flags = MsFlags::empty();
+            match upper {
+                Some((upper, work)) => {
+                    mkdir_p(upper, 0o755)?;
+                    mkdir_p(work, 0o700)?;
+                    opts.push_str(&format!(
+                        ",upperdir={},workdir={}",
+                        upper.display(),
+                        work.display()
+                    ));
+                }
+                None => flags |= MsFlags::MS_RDONLY,
+            }
+            opts.push_str(",userxattr");
+            let at = under(root, dest);
+            match mount(
+                Some("sbox"),
+                &at,
+                Some("overlay"),
+                flags,
+                Some(opts.as_str()),
+            ) {
+                Ok(()) => {
+                    log(verbose, || {
+                        format!(
+                            "overlay {} ({}, {} whiteout(s) for hidden paths)",
+                            dest.display(),
+                            if upper.is_some() {
+                                "copy-on-write"
+                            } else {
+                                "read-only"
+                            },
+                            whiteouts.len()
+                        )
+                    });
+                    Ok(())
+                }
+                Err(e) => {
+                    log(verbose, || {
+                        format!("hiding overlay {} failed ({e})", dest.display())
+                    });
+                    apply_step(&fallback(), state, project, verbose)
+                }
+            }
+        }
+        Step::FuseRoot | Step::FuseBind { .. } => {
+            Err(Error::Host("FUSE mounts are made by apply()".into()))
+        }
     }
 }
 
@@ -329,7 +494,22 @@ fn mask(root: &Path, dest: &Path, empty_file: &Path, verbose: bool) -> Result<()
         )
         .ctx(|| format!("hiding {}", dest.display()))?;
     } else {
-        bind(empty_file, Path::new(&target), true).map_err(|e| with_dest(e, dest, "hiding"))?;
+        bind(empty_file, Path::new(&target), false).map_err(|e| with_dest(e, dest, "hiding"))?;
+        // `target` still names the file under the new mount: a remount
+        // must name the mount itself (else EINVAL), so look the path up
+        // again and check that it is the empty file.
+        let top = crate::sys::open_in_root(root, dest)
+            .map_err(|e| Error::path(dest, format!("hiding: {}", e.desc())))?;
+        let (a, b) = (
+            nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&top))
+                .ctx(|| format!("hiding {}", dest.display()))?,
+            nix::sys::stat::stat(empty_file).ctx(|| format!("hiding {}", dest.display()))?,
+        );
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+            return Err(Error::path(dest, "hiding: the mask did not land on it"));
+        }
+        let top_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&top));
+        remount_readonly_tree(Path::new(&top_path)).map_err(|e| with_dest(e, dest, "hiding"))?;
     }
     log(verbose, || format!("hidden {}", dest.display()));
     Ok(())
@@ -402,6 +582,61 @@ fn layer_dir(base: &Path, dir: &Path, mode: u32) -> Result<PathBuf> {
     hostpath::mkdir_beneath(&base_real, &target, mode)
         .map_err(|e| Error::Usage(format!("sandbox layer: {e}")))?;
     Ok(target)
+}
+
+/// Make the whiteout layer of a hiding overlay: its root and `dirs` with
+/// the mode and times of their host counterparts below `lower`, then a
+/// whiteout (a 0/0 character device) at each of `whiteouts`.
+fn make_hide_layer(
+    layer: &Path,
+    lower: &Path,
+    dirs: &[PathBuf],
+    whiteouts: &[PathBuf],
+) -> Result<()> {
+    use nix::sys::stat::{mknod, utimensat, Mode, SFlag, UtimensatFlags};
+    mkdir_p(layer, 0o755)?;
+    let like_host = |rel: &Path| -> Result<()> {
+        let at = layer.join(rel);
+        if !rel.as_os_str().is_empty() {
+            match std::fs::DirBuilder::new().mode(0o755).create(&at) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::io(format!("creating {}", at.display()), e))
+                }
+                _ => {}
+            }
+        }
+        let Ok(md) = std::fs::symlink_metadata(lower.join(rel)) else {
+            return Ok(());
+        };
+        use std::os::unix::fs::MetadataExt;
+        let _ = std::fs::set_permissions(&at, std::fs::Permissions::from_mode(md.mode() & 0o7777));
+        let ts = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
+        let _ = utimensat(
+            None,
+            &at,
+            &ts(md.atime(), md.atime_nsec()),
+            &ts(md.mtime(), md.mtime_nsec()),
+            UtimensatFlags::NoFollowSymlink,
+        );
+        Ok(())
+    };
+    for rel in dirs {
+        like_host(rel)?;
+    }
+    for rel in whiteouts {
+        let at = layer.join(rel);
+        match mknod(&at, SFlag::S_IFCHR, Mode::empty(), 0) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(Error::sys(
+                    format!("making a whiteout at {}", at.display()),
+                    e,
+                ))
+            }
+        }
+    }
+    // Last: the times of the layer's root (making entries changed them).
+    like_host(Path::new(""))
 }
 
 /// Create a mount point in an upper layer (which a persistent sandbox

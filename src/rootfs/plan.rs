@@ -22,7 +22,8 @@ pub struct HostView {
     pub existing: Vec<(PathBuf, EntryKind)>,
     /// The real file /etc/resolv.conf points to, when it lives under /run.
     pub resolv_target: Option<PathBuf>,
-    /// Hidden paths as the host resolves them (symlinks followed).
+    /// Hidden paths and bind sources as the host resolves them (symlinks
+    /// followed as far as the path exists), where that differs.
     pub canonical: Vec<(PathBuf, PathBuf)>,
 }
 
@@ -38,6 +39,17 @@ impl HostView {
     fn kind_of(&self, p: &Path) -> Option<EntryKind> {
         self.existing.iter().find(|(q, _)| q == p).map(|(_, k)| *k)
     }
+
+    /// `p` and, when it differs, its canonical form.
+    fn forms(&self, p: &Path) -> Vec<PathBuf> {
+        let mut v = vec![p.to_path_buf()];
+        if let Some((_, c)) = self.canonical.iter().find(|(q, _)| q == p) {
+            if c != p {
+                v.push(c.clone());
+            }
+        }
+        v
+    }
 }
 
 /// Directories of the sandbox's private state on the host.
@@ -48,6 +60,8 @@ pub struct StatePaths {
     pub work: PathBuf,
     /// An empty file, mode 0, used to mask files.
     pub empty_file: PathBuf,
+    /// Where the whiteout layers of hiding overlays are made.
+    pub hide: PathBuf,
 }
 
 /// One step of assembling the root. Destinations are absolute paths
@@ -110,6 +124,31 @@ pub enum Step {
         path: PathBuf,
         dir: bool,
     },
+    /// A bind of a host directory that holds hidden paths: served over
+    /// FUSE by the launcher as a passthrough mount (changes go to the host
+    /// directory), which refuses the hidden names whether or not they exist
+    /// yet. `hidden`: absolute paths inside the mount ("/" is `src`).
+    /// Without FUSE: a plain bind with masks on what exists.
+    FuseBind {
+        src: PathBuf,
+        dest: PathBuf,
+        readonly: bool,
+        hidden: Vec<PathBuf>,
+    },
+    /// Kernel overlayfs of `lower` under a layer of whiteouts (made in
+    /// `layer` first: `dirs`, then `whiteouts`, relative), so that hidden
+    /// paths below `lower` stay absent even when the host creates them
+    /// later. `upper`: (upper, work), copy-on-write; `None`: read-only. If
+    /// it cannot be mounted: a plain overlay (or a read-only bind), where
+    /// the masks cover what exists.
+    HidingOverlay {
+        lower: PathBuf,
+        upper: Option<(PathBuf, PathBuf)>,
+        dest: PathBuf,
+        layer: PathBuf,
+        dirs: Vec<PathBuf>,
+        whiteouts: Vec<PathBuf>,
+    },
 }
 
 /// Build the ordered steps that assemble the sandbox root.
@@ -128,6 +167,12 @@ pub fn build_plan(
     let mut overlaid: Vec<String> = Vec::new();
     let mut mounts = Vec::new();
     let top: &[(String, EntryKind)] = if fuse { &[] } else { &host.top };
+    let hiding = if fuse {
+        Vec::new()
+    } else {
+        hide_layers(policy, host)
+    };
+    let hide_in = |name: &str| hiding.iter().find(|(t, _, _)| t == name);
     for (name, kind) in top {
         if SPECIAL_TOP.contains(&name.as_str()) || name == "lost+found" {
             continue;
@@ -151,6 +196,18 @@ pub fn build_plan(
                     mode: 0o755,
                 });
                 match policy.backend {
+                    Backend::Kernel | Backend::Fuse if hide_in(name).is_some() => {
+                        overlaid.push(name.clone());
+                        mounts.push(hiding_overlay(
+                            &dest,
+                            Some((state.upper.join(name), state.work.join(name))),
+                            state,
+                            hide_in(name),
+                        ));
+                    }
+                    Backend::None if hide_in(name).is_some() => {
+                        mounts.push(hiding_overlay(&dest, None, state, hide_in(name)));
+                    }
                     Backend::Kernel | Backend::Fuse => {
                         overlaid.push(name.clone());
                         mounts.push(Step::Overlay {
@@ -235,6 +292,16 @@ pub fn build_plan(
         });
     }
     for b in &policy.binds {
+        let hidden = bind_hidden(policy, host, b);
+        if !hidden.is_empty() {
+            steps.push(Step::FuseBind {
+                src: b.src.clone(),
+                dest: b.dest.clone(),
+                readonly: b.readonly,
+                hidden,
+            });
+            continue;
+        }
         steps.push(Step::Bind {
             src: b.src.clone(),
             dest: b.dest.clone(),
@@ -316,12 +383,27 @@ fn dev_steps(tty_gid: Option<u32>) -> Vec<Step> {
     v
 }
 
-/// Masks for every hidden path, at its own place and wherever a bind makes
-/// it visible again under another name. The FUSE overlay hides the paths
-/// itself, so with it only places under binds (which bypass it) get masks.
+/// Masks for every hidden path that exists, at its own place and wherever
+/// a bind makes it visible again under another name. The FUSE overlay
+/// hides the paths itself, so with it only places under binds (which bypass
+/// it) get masks; a passthrough bind hides them too, so places it shows
+/// get none (but a hidden bind source itself is masked whole).
 fn mask_steps(policy: &Policy, host: &HostView) -> Vec<Step> {
     let mut v = Vec::new();
     let fuse = policy.backend == Backend::Fuse;
+    let passthrough: Vec<bool> = policy
+        .binds
+        .iter()
+        .map(|b| !bind_hidden(policy, host, b).is_empty())
+        .collect();
+    // The bind that shows `p` is the last one mounted on it or above it.
+    let shown_by_passthrough = |p: &Path| {
+        policy
+            .binds
+            .iter()
+            .rposition(|b| p.starts_with(&b.dest))
+            .is_some_and(|i| passthrough[i] && p != policy.binds[i].dest)
+    };
     for h in &policy.hidden {
         if host.kind_of(h).is_none() {
             continue;
@@ -348,15 +430,147 @@ fn mask_steps(policy: &Policy, host: &HostView) -> Vec<Step> {
             }
         }
         for dest in places {
-            v.push(Step::Mask { dest });
+            if !shown_by_passthrough(&dest) {
+                v.push(Step::Mask { dest });
+            }
         }
     }
     v
 }
 
+/// The hidden paths a bind shows (absolute inside the mount, "/" being its
+/// source): below its source (as given or resolved) or below its
+/// destination. Empty for a source that is not a directory.
+pub fn bind_hidden(policy: &Policy, host: &HostView, b: &crate::policy::Bind) -> Vec<PathBuf> {
+    let sources = host.forms(&b.src);
+    let is_dir = sources
+        .iter()
+        .rev()
+        .find_map(|s| host.kind_of(s))
+        .is_some_and(|k| k == EntryKind::Dir);
+    if !is_dir {
+        return Vec::new();
+    }
+    let mut out: Vec<PathBuf> = Vec::new();
+    for h in &policy.hidden {
+        let mut rels: Vec<&Path> = Vec::new();
+        let forms = host.forms(h);
+        for f in &forms {
+            for s in &sources {
+                if let Ok(r) = f.strip_prefix(s) {
+                    rels.push(r);
+                }
+            }
+        }
+        if let Ok(r) = h.strip_prefix(&b.dest) {
+            rels.push(r);
+        }
+        for r in rels {
+            let p = Path::new("/").join(r);
+            if r.as_os_str().is_empty() || out.contains(&p) {
+                continue;
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Top-level host directory → (directories, whiteouts) of the layer that
+/// hides the hidden paths below it from a kernel overlay of it: the path's
+/// existing parent directories, then a whiteout on the path itself, or on
+/// its first missing parent (a directory made there later stays hidden:
+/// the whiteout cannot sit lower). A parent that is a symlink or a file
+/// stops the walk (the resolved form of the path is walked too).
+fn hide_layers(policy: &Policy, host: &HostView) -> Vec<(String, Vec<PathBuf>, Vec<PathBuf>)> {
+    use std::collections::BTreeMap;
+    use std::path::Component;
+    let mut layers: BTreeMap<String, (Vec<PathBuf>, Vec<PathBuf>)> = BTreeMap::new();
+    for h in &policy.hidden {
+        for form in host.forms(h) {
+            let mut comps = form.components().filter_map(|c| match c {
+                Component::Normal(n) => Some(n),
+                _ => None,
+            });
+            let Some(top) = comps.next().and_then(|t| t.to_str()) else {
+                continue;
+            };
+            let is_top_dir = host
+                .top
+                .iter()
+                .any(|(n, k)| n == top && *k == EntryKind::Dir);
+            if !is_top_dir
+                || SPECIAL_TOP.contains(&top)
+                || top == "lost+found"
+                || top.contains([',', ':', '\\'])
+            {
+                continue;
+            }
+            let rest: Vec<_> = comps.collect();
+            let (dirs, whiteouts) = layers.entry(top.to_string()).or_default();
+            let mut host_path = Path::new("/").join(top);
+            let mut rel = PathBuf::new();
+            for (i, c) in rest.iter().enumerate() {
+                host_path.push(c);
+                rel.push(c);
+                if i + 1 == rest.len() {
+                    whiteouts.push(rel.clone());
+                    break;
+                }
+                match host.kind_of(&host_path) {
+                    Some(EntryKind::Dir) => dirs.push(rel.clone()),
+                    None => {
+                        whiteouts.push(rel.clone());
+                        break;
+                    }
+                    Some(_) => break,
+                }
+            }
+        }
+    }
+    layers
+        .into_iter()
+        .filter_map(|(top, (mut dirs, mut whiteouts))| {
+            whiteouts.sort();
+            whiteouts.dedup();
+            let w2 = whiteouts.clone();
+            whiteouts.retain(|w| !w2.iter().any(|o| o != w && w.starts_with(o)));
+            dirs.sort();
+            dirs.dedup();
+            dirs.retain(|d| !whiteouts.iter().any(|w| d.starts_with(w)));
+            (!whiteouts.is_empty()).then_some((top, dirs, whiteouts))
+        })
+        .collect()
+}
+
+fn hiding_overlay(
+    dest: &Path,
+    upper: Option<(PathBuf, PathBuf)>,
+    state: &StatePaths,
+    layer: Option<&(String, Vec<PathBuf>, Vec<PathBuf>)>,
+) -> Step {
+    let (name, dirs, whiteouts) = layer.cloned().unwrap_or_default();
+    Step::HidingOverlay {
+        lower: dest.to_path_buf(),
+        upper,
+        dest: dest.to_path_buf(),
+        layer: state.hide.join(name),
+        dirs,
+        whiteouts,
+    }
+}
+
 /// The host paths `build_plan` wants to know about.
 pub fn paths_to_probe(policy: &Policy) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = policy.hidden.clone();
+    // Their parents, for the whiteout layers of the kernel overlays.
+    for h in &policy.hidden {
+        for a in h.ancestors().skip(1) {
+            if a.parent().is_some() && !v.iter().any(|p| p == a) {
+                v.push(a.to_path_buf());
+            }
+        }
+    }
     for b in &policy.binds {
         v.push(b.src.clone());
         v.push(b.dest.clone());
@@ -457,6 +671,7 @@ mod tests {
             upper: "/s/upper".into(),
             work: "/s/work".into(),
             empty_file: "/s/empty".into(),
+            hide: "/s/hide".into(),
         }
     }
 
@@ -466,7 +681,7 @@ mod tests {
         let overlays: Vec<_> = steps
             .iter()
             .filter_map(|s| match s {
-                Step::Overlay { dest, .. } => Some(dest.clone()),
+                Step::Overlay { dest, .. } | Step::HidingOverlay { dest, .. } => Some(dest.clone()),
                 _ => None,
             })
             .collect();
@@ -520,36 +735,55 @@ mod tests {
     }
 
     #[test]
-    fn masks_come_last_and_cover_bind_aliases() {
+    fn masks_come_last_and_binds_holding_hidden_paths_go_through_fuse() {
         let steps = build_plan(&policy(), &host(), &state(), None);
         let n = steps.len();
-        let masks: Vec<_> = steps[n - 4..].to_vec();
+        // Masks only for what exists, at its own place: /mnt/home (the
+        // home bound elsewhere) is a passthrough mount that hides them.
         assert_eq!(
-            masks,
+            steps[n - 2..].to_vec(),
             vec![
                 Step::Mask {
                     dest: "/home/u/.ssh".into()
                 },
                 Step::Mask {
-                    dest: "/mnt/home/.ssh".into()
-                },
-                Step::Mask {
                     dest: "/home/u/.netrc".into()
-                },
-                Step::Mask {
-                    dest: "/mnt/home/.netrc".into()
                 },
             ]
         );
-        // ~/.aws does not exist on the host: nothing to mask.
         assert!(!steps
             .iter()
-            .any(|s| matches!(s, Step::Mask { dest } if dest.ends_with(".aws"))));
+            .any(|s| matches!(s, Step::Mask { dest } if dest.starts_with("/mnt"))));
+        // ~/.aws does not exist on the host: no mask, but the passthrough
+        // mount refuses it too, whether or not it exists later.
+        assert!(steps.contains(&Step::FuseBind {
+            src: "/home/u".into(),
+            dest: "/mnt/home".into(),
+            readonly: true,
+            hidden: vec!["/.ssh".into(), "/.netrc".into(), "/.aws".into()],
+        }));
+        // The project holds no hidden path: a plain bind.
+        assert!(steps.contains(&Step::Bind {
+            src: "/home/u/p".into(),
+            dest: "/home/u/p".into(),
+            readonly: false,
+            create: true,
+        }));
     }
 
     #[test]
     fn fuse_root_masks_only_where_binds_bypass_it() {
-        let steps = build_plan(&policy_with(Backend::Fuse), &host(), &state(), None);
+        let mut p = policy_with(Backend::Fuse);
+        // A plain bind over the place of a hidden path (its source is
+        // another directory, which holds no hidden path).
+        p.binds[1] = Bind {
+            src: "/opt/fake".into(),
+            dest: "/home/u/.ssh".into(),
+            readonly: true,
+        };
+        let mut h = host();
+        h.existing.push(("/opt/fake".into(), EntryKind::Dir));
+        let steps = build_plan(&p, &h, &state(), None);
         assert_eq!(steps[0], Step::FuseRoot);
         assert!(!steps
             .iter()
@@ -561,10 +795,120 @@ mod tests {
                 _ => None,
             })
             .collect();
+        assert_eq!(masks, vec![PathBuf::from("/home/u/.ssh")]);
+    }
+
+    #[test]
+    fn a_hidden_bind_source_is_masked_whole() {
+        for backend in [Backend::Fuse, Backend::Kernel] {
+            let mut p = policy_with(backend);
+            p.binds.push(Bind {
+                src: "/home/u/.ssh".into(),
+                dest: "/keys".into(),
+                readonly: true,
+            });
+            let steps = build_plan(&p, &host(), &state(), None);
+            assert!(steps.contains(&Step::Mask {
+                dest: "/keys".into()
+            }));
+            assert!(steps.contains(&Step::Bind {
+                src: "/home/u/.ssh".into(),
+                dest: "/keys".into(),
+                readonly: true,
+                create: true,
+            }));
+        }
+    }
+
+    #[test]
+    fn a_bind_over_the_home_is_served_over_fuse_whatever_exists() {
+        for backend in [Backend::Fuse, Backend::Kernel, Backend::None] {
+            let mut p = policy_with(backend);
+            p.binds = vec![Bind {
+                src: "/home/u".into(),
+                dest: "/home/u".into(),
+                readonly: false,
+            }];
+            let mut h = host();
+            // No hidden path exists yet.
+            h.existing
+                .retain(|(p, _)| !p.to_string_lossy().starts_with("/home/u/."));
+            let steps = build_plan(&p, &h, &state(), None);
+            assert!(
+                steps.contains(&Step::FuseBind {
+                    src: "/home/u".into(),
+                    dest: "/home/u".into(),
+                    readonly: false,
+                    hidden: vec!["/.ssh".into(), "/.netrc".into(), "/.aws".into()],
+                }),
+                "{backend:?}: {steps:?}"
+            );
+            assert!(!steps.iter().any(|s| matches!(s, Step::Mask { .. })));
+        }
+    }
+
+    #[test]
+    fn kernel_overlays_hide_hidden_paths_under_a_whiteout_layer() {
+        let mut h = host();
+        h.existing.push(("/home/u/.config".into(), EntryKind::Dir));
+        h.existing.push(("/home/u/dots".into(), EntryKind::Dir));
+        h.existing.push(("/home/u/.gem".into(), EntryKind::Symlink));
+        h.canonical = vec![(
+            "/home/u/.gem/credentials".into(),
+            "/home/u/dots/gem/credentials".into(),
+        )];
+        let mut p = policy();
+        p.hidden = vec![
+            "/home/u/.ssh".into(),
+            "/home/u/.config/gh".into(),
+            "/home/u/.docker/config.json".into(),
+            "/home/u/.cargo/credentials".into(),
+            "/home/u/.cargo/credentials.toml".into(),
+            "/home/u/.gem/credentials".into(),
+            "/opt".into(),
+        ];
+        let steps = build_plan(&p, &h, &state(), None);
+        let hiding: Vec<_> = steps
+            .iter()
+            .filter(|s| matches!(s, Step::HidingOverlay { .. }))
+            .collect();
         assert_eq!(
-            masks,
-            vec![PathBuf::from("/mnt/home/.ssh"), "/mnt/home/.netrc".into()]
+            hiding,
+            vec![&Step::HidingOverlay {
+                lower: "/home".into(),
+                upper: Some(("/s/upper/home".into(), "/s/work/home".into())),
+                dest: "/home".into(),
+                layer: "/s/hide/home".into(),
+                // Existing parents are directories of the layer; a missing
+                // one gets the whiteout; a symlink stops the walk of the
+                // literal path, its resolved form is walked instead.
+                dirs: vec!["u".into(), "u/.config".into(), "u/dots".into()],
+                whiteouts: vec![
+                    "u/.cargo".into(),
+                    "u/.config/gh".into(),
+                    "u/.docker".into(),
+                    "u/.ssh".into(),
+                    "u/dots/gem".into(),
+                ],
+            }]
         );
+        // With the host read-only (--overlay none): a read-only overlay.
+        p.backend = Backend::None;
+        let steps = build_plan(&p, &h, &state(), None);
+        assert!(steps.iter().any(|s| matches!(s,
+            Step::HidingOverlay { dest, upper: None, .. } if dest == Path::new("/home"))));
+        assert!(steps.contains(&Step::Bind {
+            src: "/usr".into(),
+            dest: "/usr".into(),
+            readonly: true,
+            create: false
+        }));
+        // The FUSE root hides them itself.
+        p.backend = Backend::Fuse;
+        let steps = build_plan(&p, &h, &state(), None);
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, Step::HidingOverlay { .. })));
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum Msg {
     /// init → launcher: the /dev/fuse descriptor of the mounted root is
     /// attached; serve it.
     FuseFd,
+    /// init → launcher: the /dev/fuse descriptor of the passthrough mount
+    /// of plan step `step` (a `Step::FuseBind`) is attached; serve it.
+    FuseBindFd { step: usize },
     /// payload → init: the seccomp notification listener is attached
     /// (--log-denials).
     SeccompListener,

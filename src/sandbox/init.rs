@@ -71,9 +71,19 @@ fn run(args: &InitArgs) -> Result<u8> {
         .iter()
         .find(|b| b.dest == policy.project)
         .map(|b| b.dest.as_path());
-    crate::rootfs::apply::apply(args.steps, args.state, project, policy.verbose, &mut |fd| {
-        channel.send(&Msg::FuseFd, Some(std::os::fd::AsRawFd::as_raw_fd(&fd)))
-    })?;
+    crate::rootfs::apply::apply(
+        args.steps,
+        args.state,
+        project,
+        policy.verbose,
+        &mut |step, fd| {
+            let msg = match step {
+                None => Msg::FuseFd,
+                Some(step) => Msg::FuseBindFd { step },
+            };
+            channel.send(&msg, Some(std::os::fd::AsRawFd::as_raw_fd(&fd)))
+        },
+    )?;
     crate::rootfs::apply::pivot(&args.state.root)?;
     log(policy, || "root assembled; pivoted".into());
 

@@ -249,6 +249,19 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
         log(policy, || "serving the FUSE root".into());
         msg = ours.recv()?;
     }
+    // Then the binds that hold hidden paths, in the order init mounts them.
+    let mut bind_servers = Vec::new();
+    while let Some((Msg::FuseBindFd { step }, Some(fd))) = msg {
+        match serve_bind(policy, &steps, step, fd, &ids, &base) {
+            Ok(s) => bind_servers.push(s),
+            Err(e) => {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(e);
+            }
+        }
+        msg = ours.recv()?;
+    }
     let (status, timed_out) = match msg {
         Some((Msg::Ready { .. }, master)) => {
             if let Some(r) = ready {
@@ -267,21 +280,30 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     };
     log(policy, || format!("sandbox ended: {status:?}"));
     drop(cgroup);
-    if let Some(s) = fuse_server {
-        if policy.log_denials {
-            let refused = s.stats().hidden_refusals;
-            for (path, n) in &refused {
-                eprintln!(
-                    "sbox: denied: hidden path {} ({n} time{})",
-                    path.display(),
-                    if *n == 1 { "" } else { "s" }
-                );
-            }
-            if !refused.is_empty() {
-                let total: u32 = refused.iter().map(|(_, n)| n).sum();
-                eprintln!("sbox: {total} access(es) to hidden paths refused by the overlay");
+    if policy.log_denials {
+        let mut refused: Vec<(std::path::PathBuf, u32)> = fuse_server
+            .as_ref()
+            .map(|s| s.stats().hidden_refusals)
+            .unwrap_or_default();
+        for (dest, s) in &bind_servers {
+            for (rel, n) in s.stats().hidden_refusals {
+                refused.push((dest.join(rel.strip_prefix("/").unwrap_or(&rel)), n));
             }
         }
+        for (path, n) in &refused {
+            eprintln!(
+                "sbox: denied: hidden path {} ({n} time{})",
+                path.display(),
+                if *n == 1 { "" } else { "s" }
+            );
+        }
+        if !refused.is_empty() {
+            let total: u32 = refused.iter().map(|(_, n)| n).sum();
+            eprintln!("sbox: {total} access(es) to hidden paths refused by the overlay");
+        }
+    }
+    let servers = bind_servers.into_iter().map(|(_, s)| s);
+    for s in fuse_server.into_iter().chain(servers) {
         // The mount went away with the sandbox: the server ends.
         if let Err(e) = s.wait() {
             log(policy, || format!("FUSE server: {e}"));
@@ -616,6 +638,74 @@ fn append_log(path: &std::path::Path, data: &[u8]) {
     {
         let _ = f.write_all(data);
     }
+}
+
+/// Serve the passthrough mount of plan step `step` (a bind that holds
+/// hidden paths); returns its destination and server.
+fn serve_bind(
+    policy: &Policy,
+    steps: &[Step],
+    step: usize,
+    fd: OwnedFd,
+    ids: &IdPlan,
+    runtime_base: &std::path::Path,
+) -> Result<(std::path::PathBuf, crate::rootfs::overlay::OverlayServer)> {
+    let Some(Step::FuseBind {
+        src,
+        dest,
+        readonly,
+        hidden,
+    }) = steps.get(step)
+    else {
+        return Err(Error::Host(format!(
+            "init asked to serve step {step}, which is no FUSE bind"
+        )));
+    };
+    // sbox's own state shows empty, as in the FUSE root.
+    let mut empty = Vec::new();
+    let data = crate::cmd::run::data_dir(&policy.caller);
+    let sources = [Some(src.clone()), crate::rootfs::canonical_prefix(src)];
+    for p in [runtime_base, data.as_path()] {
+        let forms = [Some(p.to_path_buf()), crate::rootfs::canonical_prefix(p)];
+        for s in sources.iter().flatten() {
+            for f in forms.iter().flatten() {
+                if let Ok(rel) = f.strip_prefix(s) {
+                    let e = std::path::Path::new("/").join(rel);
+                    if !rel.as_os_str().is_empty() && !empty.contains(&e) {
+                        empty.push(e);
+                    }
+                }
+            }
+        }
+    }
+    let extents =
+        |v: &[crate::idmap::Extent]| v.iter().map(|e| (e.inside, e.outside, e.count)).collect();
+    let cfg = crate::rootfs::overlay::PassthroughConfig {
+        dir: src.clone(),
+        readonly: *readonly,
+        hidden: hidden.clone(),
+        empty,
+        caller_uid: policy.caller.uid,
+        caller_gid: policy.caller.gid,
+        caller_inside: if policy.map_user {
+            (policy.caller.uid, policy.caller.gid)
+        } else {
+            (0, 0)
+        },
+        ids: crate::rootfs::overlay::IdMap {
+            uid: extents(&ids.uid),
+            gid: extents(&ids.gid),
+        },
+        threads: 2,
+        // A bind is nearly live: host changes show after at most a second
+        // (less when filesystem.host_cache says so). Not caching at all
+        // costs ten times as much on metadata-heavy work.
+        timeout: policy.host_cache.min(std::time::Duration::from_secs(1)),
+    };
+    let server = crate::rootfs::overlay::serve_passthrough(fd, cfg)
+        .map_err(|e| Error::Host(format!("FUSE server for {}: {e}", dest.display())))?;
+    log(policy, || format!("serving {} over FUSE", dest.display()));
+    Ok((dest.clone(), server))
 }
 
 /// Threads serving the FUSE root: 4 (measured on 2 cores: a quarter faster

@@ -47,17 +47,37 @@ impl Override {
 }
 
 /// Host ids of the caller (the user running the server).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Ids {
     pub caller_uid: u32,
     pub caller_gid: u32,
     /// What the caller is inside (0 unless --map-user).
     pub inside_uid: u32,
     pub inside_gid: u32,
+    /// A passthrough mount presents host ids as a bind mount would: through
+    /// the sandbox's own id maps (ids outside them are nobody).
+    pub map: Option<IdMap>,
+}
+
+/// The sandbox's uid and gid maps: (inside, host, count) extents.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdMap {
+    pub uid: Vec<(u32, u32, u32)>,
+    pub gid: Vec<(u32, u32, u32)>,
+}
+
+fn map_id(extents: &[(u32, u32, u32)], host: u32) -> u32 {
+    extents
+        .iter()
+        .find(|&&(_, out, n)| host >= out && host - out < n)
+        .map_or(NOBODY, |&(inside, out, _)| inside + (host - out))
 }
 
 impl Ids {
     pub(crate) fn uid(&self, host: u32) -> u32 {
+        if let Some(m) = &self.map {
+            return map_id(&m.uid, host);
+        }
         if host == self.caller_uid {
             self.inside_uid
         } else if host == 0 {
@@ -67,6 +87,9 @@ impl Ids {
         }
     }
     pub(crate) fn gid(&self, host: u32) -> u32 {
+        if let Some(m) = &self.map {
+            return map_id(&m.gid, host);
+        }
         if host == self.caller_gid {
             self.inside_gid
         } else if host == 0 {
@@ -147,6 +170,28 @@ pub(crate) fn present(st: &mut libc::stat64, ino: u64, ovr: Option<&Override>, i
     }
 }
 
+/// Turns a host stat of a passthrough mount into the one presented inside:
+/// the host's own mode, and the owner set inside (kept in the override)
+/// or else the host owner through the sandbox's id maps.
+pub(crate) fn present_passthrough(
+    st: &mut libc::stat64,
+    ino: u64,
+    ovr: Option<&Override>,
+    ids: &Ids,
+) {
+    st.st_ino = ino;
+    match ovr {
+        Some(o) => {
+            st.st_uid = o.uid;
+            st.st_gid = o.gid;
+        }
+        None => {
+            st.st_uid = ids.uid(st.st_uid);
+            st.st_gid = ids.gid(st.st_gid);
+        }
+    }
+}
+
 /// The owner/mode an upper copy must present to look like `st` presented.
 pub(crate) fn presented_override(st: &libc::stat64, ovr: Option<&Override>, ids: &Ids) -> Override {
     match ovr {
@@ -198,12 +243,27 @@ mod tests {
             caller_gid: 1002,
             inside_uid: 0,
             inside_gid: 0,
+            map: None,
         };
         assert_eq!(ids.uid(1001), 0);
         assert_eq!(ids.uid(0), 0);
         assert_eq!(ids.uid(5), NOBODY);
         assert_eq!(ids.gid(1002), 0);
         assert_eq!(ids.gid(1001), NOBODY);
+        // A passthrough mount maps like the sandbox's user namespace.
+        let bind = Ids {
+            map: Some(IdMap {
+                uid: vec![(0, 1001, 1), (1, 100000, 65536)],
+                gid: vec![(0, 1002, 1)],
+            }),
+            ..ids
+        };
+        assert_eq!(bind.uid(1001), 0);
+        assert_eq!(bind.uid(100999), 1000);
+        assert_eq!(bind.uid(0), NOBODY);
+        assert_eq!(bind.uid(165536), NOBODY);
+        assert_eq!(bind.gid(1002), 0);
+        assert_eq!(bind.gid(100000), NOBODY);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -22,6 +22,7 @@ use super::attr::{self, Ids, Override};
 use super::inode::{NodeInfo, NodeState, Special, Table, ROOT};
 use super::iofd::{IoFds, Need, Opened};
 use super::layer::{join, Layer, Layers};
+use super::passthrough::{New, PassthroughConfig};
 use super::sys::{self, err};
 use super::whiteout;
 use super::{OverlayConfig, OverlayError};
@@ -36,13 +37,19 @@ pub(crate) struct Masks {
 }
 
 impl Masks {
+    /// A hidden path or a path below one (a node can only get such a path
+    /// if a directory was moved to where a hidden path's parent belongs).
     pub(crate) fn hidden(&self, rel: &[u8]) -> bool {
         self.hidden.contains(rel)
+            || rel
+                .iter()
+                .enumerate()
+                .any(|(i, &c)| c == b'/' && self.hidden.contains(&rel[..i]))
     }
     /// Like `hidden`, for a request that names the path (lookup, create,
     /// rename, remove): counts the refusal.
     pub(crate) fn refuses(&self, rel: &[u8]) -> bool {
-        if !self.hidden.contains(rel) {
+        if !self.hidden(rel) {
             return false;
         }
         if let Ok(mut m) = self.refusals.lock() {
@@ -117,6 +124,11 @@ pub(crate) struct OverlayFs {
     attr_timeout: Duration,
     entry_timeout: Duration,
     empty_stat: libc::stat64,
+    /// A passthrough mount (see `passthrough`): one host directory,
+    /// changed in place, no lower layer, no whiteouts.
+    pub(crate) passthrough: bool,
+    /// Read-only passthrough: every change is refused (EROFS).
+    pub(crate) readonly: bool,
 }
 
 /// Relative form of an absolute path inside the view.
@@ -140,11 +152,35 @@ fn view_rel(p: &Path) -> Result<Vec<u8>, OverlayError> {
     Ok(out)
 }
 
-/// The view-relative path of a host path when it lies below `lower`.
+/// The view-relative path of a host path when it lies below `lower`
+/// (symlinks followed as far as the path exists).
 fn host_to_view(lower_canon: &Path, host: &Path) -> Option<Vec<u8>> {
-    let c = std::fs::canonicalize(host).ok()?;
+    let c = crate::rootfs::canonical_prefix(host)?;
     let rel = c.strip_prefix(lower_canon).ok()?;
     view_rel(&Path::new("/").join(rel)).ok()
+}
+
+/// The masks of a view of `lower`: the paths as given and their canonical
+/// host form.
+fn build_masks(lower: &Path, hidden: &[PathBuf], empty: &[PathBuf]) -> Result<Masks, OverlayError> {
+    let mut masks = Masks::default();
+    let lower_canon = std::fs::canonicalize(lower).unwrap_or_else(|_| lower.to_path_buf());
+    for (set, list) in [(&mut masks.hidden, hidden), (&mut masks.empty, empty)] {
+        for p in list {
+            let rel = view_rel(p)?;
+            if rel.is_empty() {
+                return Err(OverlayError::InvalidPath(p.clone()));
+            }
+            let host = lower.join(std::ffi::OsStr::from_bytes(&rel));
+            if let Some(c) = host_to_view(&lower_canon, &host) {
+                if !c.is_empty() {
+                    set.insert(c);
+                }
+            }
+            set.insert(rel);
+        }
+    }
+    Ok(masks)
 }
 
 fn open_layer(what: &'static str, path: &Path) -> Result<OwnedFd, OverlayError> {
@@ -237,30 +273,13 @@ impl OverlayFs {
             caller_gid: cfg.caller_gid,
             inside_uid: cfg.caller_inside.0,
             inside_gid: cfg.caller_inside.1,
+            map: None,
         };
 
         // Masks: the paths as given, their canonical host form, and the
         // upper/work directories themselves when they lie below the lower.
-        let mut masks = Masks::default();
+        let mut masks = build_masks(&cfg.lower, &cfg.hidden, &cfg.empty)?;
         let lower_canon = std::fs::canonicalize(&cfg.lower).unwrap_or_else(|_| cfg.lower.clone());
-        for (set, list) in [
-            (&mut masks.hidden, &cfg.hidden),
-            (&mut masks.empty, &cfg.empty),
-        ] {
-            for p in list {
-                let rel = view_rel(p)?;
-                if rel.is_empty() {
-                    return Err(OverlayError::InvalidPath(p.clone()));
-                }
-                let host = cfg.lower.join(std::ffi::OsStr::from_bytes(&rel));
-                if let Some(c) = host_to_view(&lower_canon, &host) {
-                    if !c.is_empty() {
-                        set.insert(c);
-                    }
-                }
-                set.insert(rel);
-            }
-        }
         for p in [&cfg.upper, &cfg.work] {
             if let Some(rel) = host_to_view(&lower_canon, p) {
                 if !rel.is_empty() && !masks.empty.contains(&rel) {
@@ -309,7 +328,100 @@ impl OverlayFs {
             attr_timeout: cfg.attr_timeout,
             entry_timeout: cfg.entry_timeout,
             empty_stat,
+            passthrough: false,
+            readonly: false,
         })
+    }
+
+    /// A passthrough view of one host directory (see `passthrough`).
+    pub(crate) fn new_passthrough(cfg: &PassthroughConfig) -> Result<OverlayFs, OverlayError> {
+        // The bind's source was resolved when the policy was built: open
+        // that canonical path without following a link that appeared since.
+        let dir = crate::hostpath::open_checked(&cfg.dir)
+            .and_then(|fd| {
+                let st = sys::fstat(fd.as_fd()).map_err(|e| crate::hostpath::PathError::Sys {
+                    path: cfg.dir.clone(),
+                    errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                })?;
+                if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    Ok(fd)
+                } else {
+                    Err(crate::hostpath::PathError::Sys {
+                        path: cfg.dir.clone(),
+                        errno: nix::errno::Errno::ENOTDIR,
+                    })
+                }
+            })
+            .map_err(|e| OverlayError::OpenLayer {
+                what: "bind",
+                path: cfg.dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let st = sys::fstat(dir.as_fd()).map_err(|source| OverlayError::OpenLayer {
+            what: "bind",
+            path: cfg.dir.clone(),
+            source,
+        })?;
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone().map_err(|source| OverlayError::OpenLayer {
+                what: "bind",
+                path: cfg.dir.clone(),
+                source,
+            })
+        };
+        // There is no lower layer (no node is ever marked as having one)
+        // and no work directory: entries are made in place, so both are
+        // the directory itself, never used.
+        let (lower, work) = (dup(&dir)?, dup(&dir)?);
+        let mut layers = Layers::new(lower, dir, work, true);
+        layers.passthrough = true;
+        let ids = Ids {
+            caller_uid: cfg.caller_uid,
+            caller_gid: cfg.caller_gid,
+            inside_uid: cfg.caller_inside.0,
+            inside_gid: cfg.caller_inside.1,
+            map: Some(cfg.ids.clone()),
+        };
+        let masks = build_masks(&cfg.dir, &cfg.hidden, &cfg.empty)?;
+        let root_state = NodeState {
+            kind: libc::S_IFDIR,
+            upper: true,
+            lower_dir: false,
+            special: Special::Normal,
+            ovr: attr::read_override(layers.upper.as_fd()),
+        };
+        let mut empty_stat = st;
+        empty_stat.st_mode = libc::S_IFDIR | 0o755;
+        empty_stat.st_nlink = 2;
+        empty_stat.st_uid = 0;
+        empty_stat.st_gid = 0;
+        empty_stat.st_size = 0;
+        empty_stat.st_blocks = 0;
+        Ok(OverlayFs {
+            layers,
+            table: Mutex::new(Table::new(root_state)),
+            handles: RwLock::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            io: IoFds::default(),
+            listings: Mutex::new(HashMap::new()),
+            copyup_lock: Mutex::new(()),
+            masks,
+            ids,
+            attr_timeout: cfg.timeout,
+            entry_timeout: cfg.timeout,
+            empty_stat,
+            passthrough: true,
+            readonly: cfg.readonly,
+        })
+    }
+
+    /// EROFS when nothing may change (a read-only passthrough mount; the
+    /// kernel refuses first, as the mount is read-only too).
+    pub(crate) fn check_writable(&self) -> io::Result<()> {
+        if self.readonly {
+            return Err(err(libc::EROFS));
+        }
+        Ok(())
     }
 
     pub(crate) fn table(&self) -> MutexGuard<'_, Table> {
@@ -378,6 +490,10 @@ impl OverlayFs {
         } else {
             None
         };
+        if self.passthrough {
+            attr::present_passthrough(&mut st, ino, ovr, &self.ids);
+            return st;
+        }
         attr::present(&mut st, ino, ovr, &self.ids);
         st
     }
@@ -465,6 +581,10 @@ impl OverlayFs {
     fn open_io(&self, upper: bool, rel: &[u8], need: Need) -> io::Result<(OwnedFd, Opened)> {
         let layer = if upper { Layer::Upper } else { Layer::Lower };
         let tries: &[(i32, bool, bool)] = match (upper, need) {
+            // A host file is opened for writing only to write: a reader
+            // must neither fail on a running program (ETXTBSY) nor make
+            // the host's watchers see a close after writing.
+            (true, Need::Read) if self.passthrough => &[(libc::O_RDONLY, true, false)],
             (false, _) => &[(libc::O_RDONLY, true, false)],
             (true, Need::Read) => &[(libc::O_RDWR, true, true), (libc::O_RDONLY, true, false)],
             (true, Need::Write) => &[(libc::O_RDWR, true, true), (libc::O_WRONLY, false, true)],
@@ -499,6 +619,9 @@ impl OverlayFs {
         };
         if state.kind == libc::S_IFDIR || state.special == Special::Empty {
             return Err(err(libc::EISDIR));
+        }
+        if need == Need::Write {
+            self.check_writable()?;
         }
         if !named {
             // Unlinked while open: only the fd pinned at removal serves it.
@@ -596,6 +719,7 @@ impl OverlayFs {
         if attr::is_internal_xattr(name.to_bytes()) {
             return Err(err(libc::EPERM));
         }
+        self.check_writable()?;
         let info = self.info(inode)?;
         if info.state.special == Special::Empty {
             return Err(err(libc::EPERM));
@@ -668,7 +792,7 @@ impl OverlayFs {
         }
     }
 
-    fn new_handle(&self, h: File) -> u64 {
+    pub(crate) fn new_handle(&self, h: File) -> u64 {
         let id = self.next_handle.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.handles.write() {
             m.insert(id, Arc::new(h));
@@ -692,8 +816,9 @@ impl OverlayFs {
 
     /// Checks and prepares the creation of `name` in `parent`: returns the
     /// (copied-up) parent and the new path.
-    fn prepare_new(&self, parent: u64, name: &[u8]) -> io::Result<(NodeInfo, Vec<u8>)> {
+    pub(crate) fn prepare_new(&self, parent: u64, name: &[u8]) -> io::Result<(NodeInfo, Vec<u8>)> {
         valid_name(name)?;
+        self.check_writable()?;
         let pinfo = self.info(parent)?;
         if pinfo.state.special == Special::Empty {
             return Err(err(libc::EPERM));
@@ -708,7 +833,7 @@ impl OverlayFs {
 
     /// Owner for a new entry made by `ctx` in `parent` (set-gid dirs pass
     /// their group on), and whether the set-gid bit is inherited.
-    fn new_owner(&self, ctx: &Context, pinfo: &NodeInfo) -> (u32, u32, bool) {
+    pub(crate) fn new_owner(&self, ctx: &Context, pinfo: &NodeInfo) -> (u32, u32, bool) {
         match self.stat_of(pinfo) {
             Ok(pst) if pst.st_mode & libc::S_ISGID != 0 => (ctx.uid, pst.st_gid, true),
             _ => (ctx.uid, ctx.gid, false),
@@ -772,6 +897,7 @@ impl OverlayFs {
     /// inside an empty directory or hidden do not exist.
     fn removal_target(&self, parent: u64, name: &[u8]) -> io::Result<(NodeInfo, Vec<u8>)> {
         valid_name(name)?;
+        self.check_writable()?;
         let pinfo = self.info(parent)?;
         if pinfo.state.special == Special::Empty {
             return Err(err(libc::ENOENT));
@@ -808,6 +934,7 @@ impl OverlayFs {
         }
         valid_name(oname)?;
         valid_name(nname)?;
+        self.check_writable()?;
         let opi = self.info(op)?;
         let npi = self.info(np)?;
         if opi.state.special == Special::Empty || npi.state.special == Special::Empty {
@@ -914,6 +1041,17 @@ impl OverlayFs {
             if t.is_ancestor(src.inode, np) {
                 return Err(err(libc::EINVAL));
             }
+        }
+        if self.passthrough {
+            // A directory moved where a hidden path's parent belongs could
+            // bring along (and keep open) a directory or file at the hidden
+            // path, which the host would then fill; a symlink there would
+            // send the host's credentials elsewhere: `mv` copies instead.
+            let src_file = src.attr.st_mode & libc::S_IFMT == libc::S_IFREG;
+            if !src_file && self.masks.masks_below(nrel) {
+                return Err(err(libc::EXDEV));
+            }
+            return self.pt_rename(op, oname, orel, np, nname, nrel, flags);
         }
         self.copy_up(op, true)?;
         self.copy_up(np, true)?;
@@ -1140,6 +1278,7 @@ impl FileSystem for OverlayFs {
         if info.state.special == Special::Empty {
             return Err(err(libc::EPERM));
         }
+        self.check_writable()?;
         let truncating = valid.contains(SetattrValid::SIZE) && attr.st_size == 0;
         self.copy_up(inode, !truncating)?;
         let info = self.info(inode)?;
@@ -1162,7 +1301,9 @@ impl FileSystem for OverlayFs {
         }
 
         let owner_bits = SetattrValid::MODE | SetattrValid::UID | SetattrValid::GID;
-        if valid.intersects(owner_bits) || valid.contains(SetattrValid::KILL_SUIDGID) {
+        if self.passthrough && valid.intersects(owner_bits | SetattrValid::KILL_SUIDGID) {
+            self.pt_set_owner_mode(inode, &info.path, &attr, valid)?;
+        } else if valid.intersects(owner_bits) || valid.contains(SetattrValid::KILL_SUIDGID) {
             let cur_st = self.real_stat(&info)?;
             let mut new = attr::presented_override(&cur_st, info.state.ovr.as_ref(), &self.ids);
             if valid.contains(SetattrValid::UID) {
@@ -1221,6 +1362,11 @@ impl FileSystem for OverlayFs {
         parent: u64,
         name: &CStr,
     ) -> io::Result<Entry> {
+        if self.passthrough {
+            return Ok(self
+                .pt_make(ctx, parent, name.to_bytes(), New::Symlink(linkname))?
+                .0);
+        }
         let (_pinfo, rel) = self.prepare_new(parent, name.to_bytes())?;
         let _ = ctx;
         let tmp = self.layers.tmp_name();
@@ -1243,6 +1389,10 @@ impl FileSystem for OverlayFs {
             k @ (libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK) => k,
             _ => return Err(err(libc::EPERM)),
         };
+        if self.passthrough {
+            let new = New::Node(kind, mode & 0o7777);
+            return Ok(self.pt_make(ctx, parent, name.to_bytes(), new)?.0);
+        }
         let (pinfo, rel) = self.prepare_new(parent, name.to_bytes())?;
         let (uid, gid, _) = self.new_owner(ctx, &pinfo);
         let tmp = self.layers.tmp_name();
@@ -1277,6 +1427,10 @@ impl FileSystem for OverlayFs {
         mode: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
+        if self.passthrough {
+            let new = New::Node(libc::S_IFDIR, mode & 0o7777);
+            return Ok(self.pt_make(ctx, parent, name.to_bytes(), new)?.0);
+        }
         let (pinfo, rel) = self.prepare_new(parent, name.to_bytes())?;
         let (uid, gid, sgid) = self.new_owner(ctx, &pinfo);
         let tmp = self.layers.tmp_name();
@@ -1355,7 +1509,9 @@ impl FileSystem for OverlayFs {
         }
         let has_lower = self.layers.lower_has(&pinfo.state, &rel)?;
         if r.layer == Layer::Upper {
-            whiteout::clear_whiteouts(&self.layers, &rel)?;
+            if !self.passthrough {
+                whiteout::clear_whiteouts(&self.layers, &rel)?;
+            }
             let (pfd, n) = self.layers.parent_of(Layer::Upper, &rel)?;
             if has_lower {
                 whiteout::whiteout_over(&self.layers, pfd.as_fd(), &n, true)?;
@@ -1402,6 +1558,9 @@ impl FileSystem for OverlayFs {
             return Err(err(libc::EPERM));
         }
         let (_pinfo, rel) = self.prepare_new(newparent, name)?;
+        if self.passthrough {
+            return self.pt_link(inode, newparent, name, &rel);
+        }
         self.copy_up(inode, true)?;
         let src = self.info(inode)?;
         let (sfd, sn) = self.layers.parent_of(Layer::Upper, &src.path)?;
@@ -1449,6 +1608,13 @@ impl FileSystem for OverlayFs {
         name: &CStr,
         args: CreateIn,
     ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        if self.passthrough {
+            let flags = open_flags(args.flags as i32) & !libc::O_TRUNC;
+            let new = New::File(args.mode & 0o7777, flags);
+            let (entry, fd) = self.pt_make(ctx, parent, name.to_bytes(), new)?;
+            let h = fd.map(|fd| self.new_handle(File::from(fd)));
+            return Ok((entry, h, OpenOptions::empty(), None));
+        }
         let (pinfo, rel) = self.prepare_new(parent, name.to_bytes())?;
         let (uid, gid, _) = self.new_owner(ctx, &pinfo);
         let tmp = self.layers.tmp_name();

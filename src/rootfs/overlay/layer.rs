@@ -31,6 +31,9 @@ pub(crate) struct Layers {
     /// Whiteouts are empty files with `user.overlay.whiteout` (the server may
     /// not create 0/0 character devices).
     pub xattr_whiteouts: bool,
+    /// A passthrough mount: the "upper" is a host directory seen as it is
+    /// (no whiteouts, no origins; a 0/0 character device is just that).
+    pub passthrough: bool,
     tmp_counter: AtomicU64,
 }
 
@@ -117,6 +120,7 @@ impl Layers {
             upper,
             work,
             xattr_whiteouts,
+            passthrough: false,
             tmp_counter: AtomicU64::new(0),
         }
     }
@@ -182,11 +186,16 @@ impl Layers {
     ) -> io::Result<Option<Resolved>> {
         if parent.upper {
             if let Some((fd, mut st)) = self.probe(Layer::Upper, rel)? {
-                if whiteout::is_whiteout(fd.as_fd(), &st) {
+                if !self.passthrough && whiteout::is_whiteout(fd.as_fd(), &st) {
                     return Ok(None);
                 }
                 let kind = st.st_mode & libc::S_IFMT;
-                let (ovr, origin) = if attr::can_have_xattrs(kind) {
+                let (ovr, origin) = if self.passthrough {
+                    let ovr = attr::can_have_xattrs(kind)
+                        .then(|| attr::read_override(fd.as_fd()))
+                        .flatten();
+                    (ovr, None)
+                } else if attr::can_have_xattrs(kind) {
                     (
                         attr::read_override(fd.as_fd()),
                         attr::read_origin(fd.as_fd()),
@@ -243,7 +252,7 @@ impl Layers {
             let fd = self.open(Layer::Upper, rel, libc::O_RDONLY | libc::O_DIRECTORY)?;
             let dirfd = fd.try_clone()?;
             let dst = sys::fstat(dirfd.as_fd())?;
-            let marked = whiteout::has_xwhiteouts(dirfd.as_fd());
+            let marked = !self.passthrough && whiteout::has_xwhiteouts(dirfd.as_fd());
             let mut dir = Dir::from(fd).map_err(io::Error::from)?;
             for e in dir.iter() {
                 let e = e.map_err(io::Error::from)?;
@@ -253,6 +262,7 @@ impl Layers {
                 }
                 let t = e.file_type();
                 let check = match t {
+                    _ if self.passthrough => false,
                     None | Some(Type::CharacterDevice) => true,
                     Some(Type::File) => marked,
                     _ => false,

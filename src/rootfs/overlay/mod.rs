@@ -36,6 +36,9 @@
 //!   written inside its copy starts empty (so `useradd` works);
 //! - POSIX/flock locks are left to the kernel (local to the mount);
 //! - O_TMPFILE is not supported (EOPNOTSUPP from the kernel).
+//!
+//! The same code serves binds that hold hidden paths as *passthrough*
+//! mounts of the host directory (see `passthrough`).
 
 mod attr;
 mod copyup;
@@ -43,6 +46,7 @@ mod fs;
 mod inode;
 mod iofd;
 mod layer;
+mod passthrough;
 mod server;
 pub(crate) mod sys;
 mod whiteout;
@@ -50,7 +54,9 @@ mod whiteout;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use server::{mount_options, serve, OverlayServer, OverlayStats};
+pub use attr::IdMap;
+pub use passthrough::PassthroughConfig;
+pub use server::{mount_options, serve, serve_passthrough, OverlayServer, OverlayStats};
 
 /// What the overlay serves.
 #[derive(Clone, Debug)]

@@ -12,6 +12,7 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
 
 use super::fs::OverlayFs;
+use super::passthrough::PassthroughConfig;
 use super::{OverlayConfig, OverlayError};
 
 /// Size of one request buffer: 1 MiB of data (max_write with MAX_PAGES)
@@ -148,8 +149,31 @@ pub fn serve(fuse_fd: OwnedFd, cfg: OverlayConfig) -> Result<OverlayServer, Over
     }
     raise_nofile();
     let fs = Arc::new(OverlayFs::new(&cfg)?);
+    start(fuse_fd, fs, cfg.threads)
+}
+
+/// Starts serving `fuse_fd` as a passthrough mount of one host directory
+/// (see `passthrough`), like [`serve`].
+pub fn serve_passthrough(
+    fuse_fd: OwnedFd,
+    cfg: PassthroughConfig,
+) -> Result<OverlayServer, OverlayError> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes plain integers.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(OverlayError::Dumpable(io::Error::last_os_error()));
+    }
+    raise_nofile();
+    let fs = Arc::new(OverlayFs::new_passthrough(&cfg)?);
+    start(fuse_fd, fs, cfg.threads)
+}
+
+fn start(
+    fuse_fd: OwnedFd,
+    fs: Arc<OverlayFs>,
+    threads: usize,
+) -> Result<OverlayServer, OverlayError> {
     set_blocking(&fuse_fd).map_err(OverlayError::Channel)?;
-    let nthreads = cfg.threads.max(1);
+    let nthreads = threads.max(1);
     let mut fds = Vec::with_capacity(nthreads);
     for _ in 1..nthreads {
         fds.push(clone_channel(&fuse_fd).map_err(OverlayError::Channel)?);
