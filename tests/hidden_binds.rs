@@ -41,16 +41,7 @@ fn sbox_home(home: &Path, dir: &Path, args: &[&str]) -> Command {
         all.splice(1..1, ["--profile", prof.as_str()]);
     }
     let mut c = sbox(dir, &all);
-    // This HOME's own data and config directories (sbox's state in it).
-    for v in [
-        "XDG_CONFIG_HOME",
-        "XDG_DATA_HOME",
-        "XDG_CACHE_HOME",
-        "XDG_STATE_HOME",
-    ] {
-        c.env_remove(v);
-    }
-    c.env("HOME", home);
+    use_home(&mut c, home);
     c
 }
 

@@ -451,15 +451,7 @@ fn install_in_home(
         args,
     );
     // This HOME's own XDG directories unless the test names them.
-    for v in [
-        "XDG_CONFIG_HOME",
-        "XDG_DATA_HOME",
-        "XDG_CACHE_HOME",
-        "XDG_STATE_HOME",
-    ] {
-        c.env_remove(v);
-    }
-    c.env("HOME", home);
+    common::use_home(&mut c, home);
     for (k, v) in extra_env {
         c.env(k, v);
     }

@@ -50,16 +50,8 @@ impl Env {
         let mut c = sbox(dir, args);
         // This HOME's own data directory, and no runtime directory unless
         // the test gives one: the harness's per-process ones are not used.
-        for v in [
-            "XDG_CONFIG_HOME",
-            "XDG_DATA_HOME",
-            "XDG_CACHE_HOME",
-            "XDG_STATE_HOME",
-            "XDG_RUNTIME_DIR",
-        ] {
-            c.env_remove(v);
-        }
-        c.env("HOME", &self.home);
+        use_home(&mut c, &self.home);
+        c.env_remove("XDG_RUNTIME_DIR");
         if let Some(r) = &self.runtime {
             c.env("XDG_RUNTIME_DIR", r);
         }

@@ -13,16 +13,7 @@ use std::process::{Command, Output};
 /// `sbox ARGS` in `dir` with `home` as HOME.
 fn sb(home: &Project, dir: &Path, args: &[&str]) -> Output {
     let mut c: Command = sbox(dir, args);
-    // This HOME's own config and data directories.
-    for v in [
-        "XDG_CONFIG_HOME",
-        "XDG_DATA_HOME",
-        "XDG_CACHE_HOME",
-        "XDG_STATE_HOME",
-    ] {
-        c.env_remove(v);
-    }
-    c.env("HOME", &home.dir);
+    use_home(&mut c, &home.dir);
     output(c)
 }
 

@@ -398,6 +398,21 @@ pub fn as_user(program: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// Make `c` run with `home` as its HOME and that home's own XDG config,
+/// data, cache and state directories (the harness's per-process ones are
+/// dropped), for tests about what sbox keeps in a home of their making.
+pub fn use_home(c: &mut Command, home: &Path) {
+    for v in [
+        "XDG_CONFIG_HOME",
+        "XDG_DATA_HOME",
+        "XDG_CACHE_HOME",
+        "XDG_STATE_HOME",
+    ] {
+        c.env_remove(v);
+    }
+    c.env("HOME", home);
+}
+
 /// `sbox ARGS` as the test user in `dir`.
 pub fn sbox(dir: &Path, args: &[&str]) -> Command {
     let mut c = as_user(sbox_bin(), args);
