@@ -25,8 +25,15 @@ impl Canaries {
             let parent = p.parent().expect("parent");
             std::fs::create_dir_all(parent).expect("mkdir");
             chown(parent);
-            std::fs::write(&p, text).expect("write");
-            chown(&p);
+            // Tests of this process share the home and run in parallel:
+            // replace a canary atomically, and only when it differs, so
+            // another test checking it never sees it half-written.
+            if std::fs::read(&p).ok().as_deref() != Some(text.as_bytes()) {
+                let tmp = parent.join(format!(".canary-{}", std::process::id()));
+                std::fs::write(&tmp, text).expect("write");
+                chown(&tmp);
+                std::fs::rename(&tmp, &p).expect("rename");
+            }
             v.push((p, Vec::new()));
         }
         for (p, bytes) in &mut v {

@@ -60,8 +60,11 @@ impl Pt {
             caller_gid: 0,
             caller_inside: (0, 0),
             ids: IdMap {
-                uid: vec![(0, 0, 1), (1, 100_000, 65536)],
-                gid: vec![(0, 0, 1), (1, 100_000, 65536)],
+                // A subordinate range the tests can chown to as root and,
+                // as an ordinary user, in their own user namespace (which
+                // maps ids below 65536 only).
+                uid: vec![(0, 0, 1), (1, 10_000, 20_000)],
+                gid: vec![(0, 0, 1), (1, 10_000, 20_000)],
             },
             threads: 2,
             timeout: Duration::ZERO,
@@ -319,7 +322,7 @@ fn chmod_is_real_and_chown_is_kept_in_an_xattr() {
         fs::write(d.join("mine"), b"x").unwrap();
         fs::set_permissions(d.join("mine"), fs::Permissions::from_mode(0o644)).unwrap();
         fs::write(d.join("sub"), b"x").unwrap();
-        std::os::unix::fs::chown(d.join("sub"), Some(100_999), Some(100_999)).unwrap();
+        std::os::unix::fs::chown(d.join("sub"), Some(10_999), Some(10_999)).unwrap();
         fs::write(d.join("stranger"), b"x").unwrap();
         std::os::unix::fs::chown(d.join("stranger"), Some(5000), Some(5000)).unwrap();
     });

@@ -363,9 +363,17 @@ pub fn canary_secret() -> PathBuf {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     chown(&dir);
     let f = dir.join("id_ed25519");
-    std::fs::write(&f, canary_text()).expect("write canary");
-    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    chown(&f);
+    // Tests of one process share it and run in parallel: replaced
+    // atomically, and only when it differs, so a test reading it never
+    // sees it half-written.
+    let text = canary_text();
+    if std::fs::read(&f).ok().as_deref() != Some(text.as_bytes()) {
+        let tmp = dir.join(format!(".id_ed25519-{}", std::process::id()));
+        std::fs::write(&tmp, &text).expect("write canary");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        chown(&tmp);
+        std::fs::rename(&tmp, &f).expect("rename canary");
+    }
     f
 }
 
