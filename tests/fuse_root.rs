@@ -61,7 +61,9 @@ fn read(p: impl AsRef<Path>) -> Vec<u8> {
 fn sbox_fuse_mounts(mountinfo: &str) -> Vec<&str> {
     mountinfo
         .lines()
-        .filter(|l| l.contains(" - fuse.sbox "))
+        // sbox's own mounts (source "sbox"); the in-process overlay tests'
+        // mounts ("sbox-test") are theirs to clean up.
+        .filter(|l| l.contains(" - fuse.sbox sbox "))
         .collect()
 }
 
