@@ -199,3 +199,95 @@ fn host_ids_keep_their_numbers_inside() {
         );
     }
 }
+
+/// Inside, each user gets the host's permission checks on host-owned
+/// directories: `_apt` writes its 0700 `partial/`, `man` its cache, others
+/// are refused; root chowns, chmods, moves and removes them copy-on-write.
+/// A host directory the server cannot read (0700, not the caller's) lists
+/// as empty inside and takes new files.
+#[test]
+fn host_owned_dirs_follow_host_permissions_inside() {
+    if !Path::new("/usr/bin/apt-get").exists() {
+        eprintln!("not a Debian-like host (no apt-get): nothing to check");
+        return;
+    }
+    assert!(
+        apt_partial_dirs(),
+        "/var/lib/apt/lists/partial is missing: run apt-get update on the host once"
+    );
+    let mut script = String::from(
+        r#"P=/var/lib/apt/lists/partial
+as() { u=$1; g=$2; shift 2; setpriv --reuid=$u --regid=$g --clear-groups "$@"; }
+as 42 65534 touch $P/by-apt && echo apt-writes
+as 6 12 touch $P/by-man 2>/dev/null || echo man-refused
+as 1 1 chown 1 $P/by-apt 2>/dev/null || echo daemon-refused
+test -z "$(ls -A $P | grep -v '^by-apt$')" && echo partial-empty
+stat -c 'made %U %G' $P/by-apt
+chown 6:12 $P && stat -c 'chowned %U:%G %a' $P
+chmod 0755 /var/cache/apt/archives/partial && stat -c 'chmodded %U %a' /var/cache/apt/archives/partial
+mv /var/cache/apt/archives/partial /var/cache/apt/archives/p2 && rmdir /var/cache/apt/archives/p2 && echo moved-removed
+"#,
+    );
+    if Path::new("/var/cache/man").is_dir() {
+        script.push_str(
+            "as 6 12 touch /var/cache/man/by-man && echo man-writes\n\
+             as 65534 65534 touch /var/cache/man/x 2>/dev/null || echo nobody-refused\n",
+        );
+    }
+    // Made here when we are root: a 0700 directory of another id, with
+    // content the caller cannot see.
+    let host = PathBuf::from(format!("/var/tmp/sbox-it-{}-closed", std::process::id()));
+    if user().switch {
+        let _ = std::fs::remove_dir_all(&host);
+        std::fs::create_dir_all(host.join("closed")).expect("host dir");
+        std::fs::write(host.join("closed/secret"), "s").expect("write");
+        std::os::unix::fs::chown(host.join("closed"), Some(42), Some(65534)).expect("chown");
+        std::fs::set_permissions(
+            host.join("closed"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .expect("chmod");
+        let c = host.join("closed");
+        let c = c.display();
+        script.push_str(&format!(
+            "stat -c 'closed %u:%g %a' {c}\n\
+             test -z \"$(ls -A {c})\" && echo closed-empty\n\
+             cat {c}/secret 2>&1 | grep -q 'No such file' && echo secret-absent\n\
+             as 42 65534 sh -c 'echo mine > {c}/new' && cat {c}/new\n"
+        ));
+    }
+    let p = Project::new("perms");
+    let o = run_sh(&p.dir, &[], &script);
+    if user().switch {
+        let _ = std::fs::remove_dir_all(&host);
+    }
+    let out = stdout(&o);
+    let mut want = vec![
+        "apt-writes",
+        "man-refused",
+        "daemon-refused",
+        "partial-empty",
+        "made _apt nogroup",
+        "chowned man:man 700",
+        "chmodded _apt 755",
+        "moved-removed",
+    ];
+    if Path::new("/var/cache/man").is_dir() {
+        want.extend(["man-writes", "nobody-refused"]);
+    }
+    if user().switch {
+        want.extend([
+            "closed 42:65534 700",
+            "closed-empty",
+            "secret-absent",
+            "mine",
+        ]);
+    }
+    for w in want {
+        assert!(
+            out.lines().any(|l| l == w),
+            "want {w:?} in:\n{out}\nstderr: {}",
+            stderr(&o)
+        );
+    }
+}
