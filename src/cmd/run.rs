@@ -147,7 +147,7 @@ fn run_named(
     );
     match saved {
         // A full disk must not lock the user out of the sandbox whose
-        // files fill it: start anyway (the previous config stays).
+        // files fill it: start anyway (earlier settings, if any, stay).
         Err(Error::Io { source, .. })
             if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) =>
         {
