@@ -36,6 +36,7 @@ fn server_child() {
         caller_uid: UID,
         caller_gid: UID,
         caller_inside: (0, 0),
+        id_maps: None,
         threads: 2,
         attr_timeout: Duration::from_secs(1),
         entry_timeout: Duration::from_secs(1),

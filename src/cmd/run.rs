@@ -135,7 +135,7 @@ fn run_named(
         &data_dir(&policy.caller),
         &std::path::Path::new("sandboxes").join(&name),
     )?;
-    crate::names::write_json(
+    let saved = crate::names::write_json(
         &paths.config(),
         &crate::names::Config {
             name: name.clone(),
@@ -144,7 +144,17 @@ fn run_named(
             project: policy.project.clone(),
             shell: policy.tty && policy.persist_project,
         },
-    )?;
+    );
+    match saved {
+        // A full disk must not lock the user out of the sandbox whose
+        // files fill it: start anyway (earlier settings, if any, stay).
+        Err(Error::Io { source, .. })
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) =>
+        {
+            eprintln!("sbox: warning: cannot save the settings of sandbox {name:?}: {source}");
+        }
+        r => r?,
+    }
     if detach {
         return detach_run(policy, running, &name);
     }

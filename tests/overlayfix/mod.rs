@@ -289,6 +289,7 @@ impl Fx {
             caller_uid: 0,
             caller_gid: 0,
             caller_inside: (0, 0),
+            id_maps: None,
             threads: opts.threads,
             attr_timeout: Duration::from_secs(1),
             entry_timeout: Duration::from_secs(1),

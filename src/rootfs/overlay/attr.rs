@@ -3,7 +3,14 @@
 //! The server cannot chown on the host, so owner and mode set inside are kept
 //! in the upper file's `user.containers.override_stat` xattr ("uid:gid:0mode",
 //! the fuse-overlayfs format). Without an override, host ids are mapped:
-//! the caller and host root show as 0, every other id as 65534 (nobody).
+//! the caller shows as 0 (as itself with --map-user), any other host id
+//! that is also an id inside the sandbox (host root, `_apt`, `man`...) as
+//! that same number, every other id as 65534 (nobody).
+//!
+//! FUSE reads the ids the server returns in the user namespace of the
+//! mount (the sandbox's), so the number returned is the id seen inside:
+//! 42 is the sandbox's uid 42 (the host's caller subuid + 41), which the
+//! kernel's permission checks then treat exactly like on the host.
 
 use std::os::fd::BorrowedFd;
 
@@ -57,6 +64,9 @@ pub(crate) struct Ids {
     /// A passthrough mount presents host ids as a bind mount would: through
     /// the sandbox's own id maps (ids outside them are nobody).
     pub map: Option<IdMap>,
+    /// The overlay: the sandbox's id maps; a host id that is an id inside
+    /// them shows as that same number (None: only host root does).
+    pub shown: Option<IdMap>,
 }
 
 /// The sandbox's uid and gid maps: (inside, host, count) extents.
@@ -64,6 +74,13 @@ pub(crate) struct Ids {
 pub struct IdMap {
     pub uid: Vec<(u32, u32, u32)>,
     pub gid: Vec<(u32, u32, u32)>,
+}
+
+/// Whether `id` is an id inside the sandbox (in the inside part of an extent).
+fn covers(extents: &[(u32, u32, u32)], id: u32) -> bool {
+    extents
+        .iter()
+        .any(|&(inside, _, n)| id >= inside && id - inside < n)
 }
 
 fn map_id(extents: &[(u32, u32, u32)], host: u32) -> u32 {
@@ -80,8 +97,8 @@ impl Ids {
         }
         if host == self.caller_uid {
             self.inside_uid
-        } else if host == 0 {
-            0
+        } else if host == 0 || self.shown.as_ref().is_some_and(|m| covers(&m.uid, host)) {
+            host
         } else {
             NOBODY
         }
@@ -92,8 +109,8 @@ impl Ids {
         }
         if host == self.caller_gid {
             self.inside_gid
-        } else if host == 0 {
-            0
+        } else if host == 0 || self.shown.as_ref().is_some_and(|m| covers(&m.gid, host)) {
+            host
         } else {
             NOBODY
         }
@@ -244,6 +261,7 @@ mod tests {
             inside_uid: 0,
             inside_gid: 0,
             map: None,
+            shown: None,
         };
         assert_eq!(ids.uid(1001), 0);
         assert_eq!(ids.uid(0), 0);
@@ -256,7 +274,7 @@ mod tests {
                 uid: vec![(0, 1001, 1), (1, 100000, 65536)],
                 gid: vec![(0, 1002, 1)],
             }),
-            ..ids
+            ..ids.clone()
         };
         assert_eq!(bind.uid(1001), 0);
         assert_eq!(bind.uid(100999), 1000);
@@ -264,6 +282,37 @@ mod tests {
         assert_eq!(bind.uid(165536), NOBODY);
         assert_eq!(bind.gid(1002), 0);
         assert_eq!(bind.gid(100000), NOBODY);
+        // The overlay shows host ids that are ids inside as themselves.
+        let shown = Ids {
+            map: None,
+            shown: Some(IdMap {
+                uid: vec![(0, 1001, 1), (1, 100000, 65536)],
+                gid: vec![(0, 1002, 1), (1, 100000, 65536)],
+            }),
+            ..ids
+        };
+        assert_eq!(shown.uid(1001), 0);
+        assert_eq!(shown.uid(0), 0);
+        assert_eq!(shown.uid(42), 42);
+        assert_eq!(shown.uid(65536), 65536);
+        assert_eq!(shown.uid(65537), NOBODY);
+        assert_eq!(shown.gid(1002), 0);
+        assert_eq!(shown.gid(12), 12);
+        assert_eq!(shown.gid(100000), NOBODY);
+        // With --map-user the caller keeps its id, the others still show.
+        let keep = Ids {
+            inside_uid: 1001,
+            inside_gid: 1002,
+            shown: Some(IdMap {
+                uid: vec![(1001, 1001, 1), (0, 100000, 1001), (1002, 101001, 64535)],
+                gid: vec![(1002, 1002, 1), (0, 100000, 1002), (1003, 101002, 64534)],
+            }),
+            ..shown
+        };
+        assert_eq!(keep.uid(1001), 1001);
+        assert_eq!(keep.uid(42), 42);
+        assert_eq!(keep.uid(0), 0);
+        assert_eq!(keep.gid(1002), 1002);
     }
 
     #[test]

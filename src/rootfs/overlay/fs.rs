@@ -274,6 +274,7 @@ impl OverlayFs {
             inside_uid: cfg.caller_inside.0,
             inside_gid: cfg.caller_inside.1,
             map: None,
+            shown: cfg.id_maps.clone(),
         };
 
         // Masks: the paths as given, their canonical host form, and the
@@ -381,6 +382,7 @@ impl OverlayFs {
             inside_uid: cfg.caller_inside.0,
             inside_gid: cfg.caller_inside.1,
             map: Some(cfg.ids.clone()),
+            shown: None,
         };
         let masks = build_masks(&cfg.dir, &cfg.hidden, &cfg.empty)?;
         let root_state = NodeState {

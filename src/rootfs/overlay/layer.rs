@@ -95,6 +95,13 @@ fn is_absent(e: &io::Error) -> bool {
     )
 }
 
+/// A lower path below a host directory the caller may not search or read
+/// (`_apt`'s 0700 `partial/`): the server cannot see what it holds, so such
+/// a directory shows as empty and is written to as a new one.
+fn is_hidden_lower(l: Layer, e: &io::Error) -> bool {
+    l == Layer::Lower && e.raw_os_error() == Some(libc::EACCES)
+}
+
 fn dtype_of(t: Option<Type>) -> u32 {
     (match t {
         Some(Type::Fifo) => libc::DT_FIFO,
@@ -148,7 +155,7 @@ impl Layers {
                 let st = sys::fstat(fd.as_fd())?;
                 Ok(Some((fd, st)))
             }
-            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) if is_absent(&e) || is_hidden_lower(l, &e) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -291,7 +298,7 @@ impl Layers {
         if state.lower_dir {
             let fd = match self.open(Layer::Lower, rel, libc::O_RDONLY | libc::O_DIRECTORY) {
                 Ok(fd) => fd,
-                Err(e) if is_absent(&e) => return Ok(out),
+                Err(e) if is_absent(&e) || is_hidden_lower(Layer::Lower, &e) => return Ok(out),
                 Err(e) => return Err(e),
             };
             let dst = sys::fstat(fd.as_fd())?;

@@ -33,7 +33,10 @@
 //!   name went away (open, unlink, then write) gets EBADF;
 //! - the server reads the host as the caller: a host file the caller cannot
 //!   read (`/etc/shadow`) cannot be read inside either, and when it is
-//!   written inside its copy starts empty (so `useradd` works);
+//!   written inside its copy starts empty (so `useradd` works); a lower
+//!   directory the caller cannot read or search (`_apt`'s 0700
+//!   `partial/`) lists as empty and its copy-up is a new, empty directory
+//!   (so apt, running as `_apt` inside, can fill it);
 //! - POSIX/flock locks are left to the kernel (local to the mount);
 //! - O_TMPFILE is not supported (EOPNOTSUPP from the kernel).
 //!
@@ -78,6 +81,9 @@ pub struct OverlayConfig {
     /// The caller's ids inside the sandbox: (0, 0) normally, the caller's
     /// own with --map-user. The caller's host files are shown as theirs.
     pub caller_inside: (u32, u32),
+    /// The sandbox's uid/gid maps: a host id that is also an id inside
+    /// (`_apt`, `man`...) shows as that number; None: only host root does.
+    pub id_maps: Option<IdMap>,
     /// Serving threads (at least 1).
     pub threads: usize,
     /// How long the kernel may cache attributes.
