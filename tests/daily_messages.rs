@@ -261,8 +261,8 @@ fn memory_lists_the_units_it_accepts() {
 fn diff_without_a_project_sandbox_says_how_to_name_one() {
     let home = user().home.clone();
     for (dir, what) in [
-        (PathBuf::from("/"), "/ is not a project directory"),
-        (home.clone(), "is your home directory, not a project"),
+        (PathBuf::from("/"), "/ is the root directory"),
+        (home.clone(), "is your home directory"),
     ] {
         let err = fails(sb(&dir, &["diff"]));
         assert!(err.contains(what), "{}: {err}", dir.display());

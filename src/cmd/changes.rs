@@ -56,12 +56,15 @@ fn resolve(name: Option<String>, cmd: &str) -> Result<Paths> {
             )));
         };
         let home = std::fs::canonicalize(&caller.home).unwrap_or_else(|_| caller.home.clone());
-        let what = if cwd == Path::new("/") {
-            "/ is not a project directory: there is no project sandbox here".to_string()
-        } else if cwd == home {
+        let what = if cwd == Path::new("/") || cwd == home {
             format!(
-                "{} is your home directory, not a project: there is no project sandbox here",
-                cwd.display()
+                "{} is {}, not a project you ran `sbox shell` in: there is no project sandbox for it",
+                cwd.display(),
+                if cwd == home {
+                    "your home directory"
+                } else {
+                    "the root directory"
+                }
             )
         } else {
             format!(
