@@ -776,7 +776,7 @@ fn check_subids(name: &'static str, file: &str, user: &UserInfo, gids: bool) -> 
         let by_gid = UserInfo {
             uid: user.gid,
             gid: user.gid,
-            name: String::new(),
+            name: user.gid.to_string(),
         };
         ranges.extend(parse_subid_ranges(&content, &by_gid));
     }
@@ -1210,6 +1210,35 @@ mod tests {
             gid: 1000,
             name: "alice".into(),
         }
+    }
+
+    #[test]
+    fn the_range_reported_is_the_first_newuidmap_uses() {
+        let f = std::env::temp_dir().join(format!("sbox-subid-{}", std::process::id()));
+        let user = UserInfo {
+            uid: 1000,
+            gid: 2000,
+            name: "alice".into(),
+        };
+        let file = f.to_string_lossy().into_owned();
+        std::fs::write(&f, "bob:1:65536\n1000:500000:0\nalice:700000:65536\n").expect("w");
+        let c = check_subids("subuid range", &file, &user, false);
+        assert_eq!(c.status, Status::Ok, "{}", c.detail);
+        assert!(c.detail.contains("65536 ids from 700000"), "{}", c.detail);
+        std::fs::write(&f, "2000:100:70000\nalice:700000:1000\n1000:800000:65536\n").expect("w");
+        let c = check_subids("subuid range", &file, &user, false);
+        assert_eq!(c.status, Status::Warn, "{}", c.detail);
+        assert!(c.detail.contains("1000 ids from 700000"), "{}", c.detail);
+        assert!(c.detail.contains("2 ranges"), "{}", c.detail);
+        // gids: by name or uid first, by gid after.
+        let c = check_subids("subgid range", &file, &user, true);
+        assert!(c.detail.contains("1000 ids from 700000"), "{}", c.detail);
+        assert!(c.detail.contains("3 ranges"), "{}", c.detail);
+        std::fs::write(&f, "2000:100:70000\n").expect("w");
+        let c = check_subids("subgid range", &file, &user, true);
+        assert_eq!(c.status, Status::Ok, "{}", c.detail);
+        assert!(c.detail.contains("70000 ids from 100"), "{}", c.detail);
+        std::fs::remove_file(&f).ok();
     }
 
     #[test]
