@@ -47,7 +47,10 @@ pub struct Change {
 
 /// A path as JSON, losslessly: the string when it is UTF-8 (JSON escapes
 /// control characters itself), else its bytes.
-fn path_json<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+pub(crate) fn path_json<S: serde::Serializer>(
+    p: &Path,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     match p.to_str() {
         Some(t) => s.serialize_str(t),
         None => s.collect_seq(p.as_os_str().as_bytes()),

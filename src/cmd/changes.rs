@@ -117,10 +117,12 @@ pub fn diff(a: crate::cli::DiffArgs) -> Result<u8> {
         let sizes = changes::sizes(&paths.upper(), &list);
         let rows = stat_rows(&list, &sizes, &wanted);
         if a.json {
-            let v: Vec<serde_json::Value> = rows
+            let v: Vec<StatRow> = rows
                 .iter()
-                .map(|(p, n, b)| {
-                    serde_json::json!({"path": p.to_string_lossy(), "changes": n, "bytes": b})
+                .map(|(path, changes, bytes)| StatRow {
+                    path,
+                    changes: *changes,
+                    bytes: *bytes,
                 })
                 .collect();
             let t = serde_json::to_string_pretty(&v).map_err(|e| Error::Host(e.to_string()))?;
@@ -143,6 +145,15 @@ pub fn diff(a: crate::cli::DiffArgs) -> Result<u8> {
     };
     page(&text, a.no_pager);
     Ok(0)
+}
+
+/// A line of `--stat --json`; the path as in `diff --json`.
+#[derive(serde::Serialize)]
+struct StatRow<'a> {
+    #[serde(serialize_with = "changes::path_json")]
+    path: &'a Path,
+    changes: u64,
+    bytes: u64,
 }
 
 /// Changes and bytes per directory, largest first: the directories one
