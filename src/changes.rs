@@ -47,7 +47,10 @@ pub struct Change {
 
 /// A path as JSON, losslessly: the string when it is UTF-8 (JSON escapes
 /// control characters itself), else its bytes.
-fn path_json<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+pub(crate) fn path_json<S: serde::Serializer>(
+    p: &Path,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     match p.to_str() {
         Some(t) => s.serialize_str(t),
         None => s.collect_seq(p.as_os_str().as_bytes()),
@@ -172,6 +175,55 @@ pub fn list(upper: &Path, host_root: &Path) -> Vec<Change> {
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out
+}
+
+/// The size in bytes of what each change holds in `upper` (its length,
+/// for a file or symlink added or changed; 0 for a directory or a
+/// deletion), reached without following a symlink.
+pub fn sizes(upper: &Path, changes: &[Change]) -> Vec<u64> {
+    let up = sys::open_dir_path(upper).ok();
+    changes
+        .iter()
+        .map(|c| {
+            let Some(up) = &up else { return 0 };
+            if c.kind == Kind::D {
+                return 0;
+            }
+            let rel = c.path.strip_prefix("/").unwrap_or(&c.path);
+            sys::open_beneath(up.as_fd(), rel.as_os_str().as_bytes(), libc::O_PATH, 0)
+                .and_then(|fd| sys::fstat(fd.as_fd()))
+                .map_or(0, |st| match file_type(&st) {
+                    libc::S_IFREG | libc::S_IFLNK => st.st_size as u64,
+                    _ => 0,
+                })
+        })
+        .collect()
+}
+
+/// The bytes the files of an upper layer hold (their lengths), walked
+/// from directory fds without following a symlink.
+pub fn upper_bytes(upper: &Path) -> u64 {
+    fn walk(dir: BorrowedFd<'_>) -> u64 {
+        let mut total = 0;
+        for name in names(dir).unwrap_or_default() {
+            let Ok(st) = sys::fstatat(dir, &name) else {
+                continue;
+            };
+            match file_type(&st) {
+                libc::S_IFDIR => {
+                    if let Ok(fd) =
+                        sys::open_beneath(dir, name.to_bytes(), libc::O_PATH | libc::O_DIRECTORY, 0)
+                    {
+                        total += walk(fd.as_fd());
+                    }
+                }
+                libc::S_IFREG | libc::S_IFLNK => total += st.st_size as u64,
+                _ => {}
+            }
+        }
+        total
+    }
+    sys::open_dir_path(upper).map_or(0, |fd| walk(fd.as_fd()))
 }
 
 /// `up`: a directory of the upper layer; `host`: the same directory on the

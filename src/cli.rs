@@ -28,7 +28,7 @@ pub enum Command {
         after_help = "Examples:\n  sbox run -- npm install\n  sbox run --net none -- make test\n  sbox run --ro-bind ~/data:/data -- python3 train.py"
     )]
     Run(RunArgs),
-    /// Start an interactive login shell in a new sandbox
+    /// Start an interactive login shell: one sandbox per project (dev profile), kept between shells; joins it when it is running
     Shell(ShellArgs),
     /// Check what this host offers and how to fix what it lacks
     Doctor(DoctorArgs),
@@ -52,7 +52,7 @@ pub enum Command {
     /// What a stored sandbox changed outside its bound directories (A added, C changed, D deleted)
     Diff(DiffArgs),
     /// Throw away what a stored sandbox changed
-    Reset(OptNameArg),
+    Reset(ResetArgs),
     /// Copy selected changes of a stopped sandbox onto the host, after printing them
     Commit(CommitArgs),
     /// Print the completion script for a shell (bash, zsh or fish)
@@ -74,12 +74,30 @@ pub struct DiffArgs {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
+    /// Changes and bytes per directory, largest first, with a total
+    #[arg(long)]
+    pub stat: bool,
+    /// Print straight to the terminal (without it, a terminal gets $PAGER, default `less -FRX`)
+    #[arg(long)]
+    pub no_pager: bool,
+    /// The sandbox (default: the current project's); a NAME has no slash
+    pub name: Option<String>,
+    /// Only changes at or below these paths (absolute, as inside the sandbox)
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct OptNameArg {
     /// The sandbox (default: the current project's)
     pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]
-pub struct OptNameArg {
+pub struct ResetArgs {
+    /// Do not ask, however much the sandbox holds (it asks above 100 MB)
+    #[arg(long, short = 'f')]
+    pub force: bool,
     /// The sandbox (default: the current project's)
     pub name: Option<String>,
 }
@@ -323,8 +341,8 @@ pub fn run() -> ExitCode {
         Command::Start(a) => crate::cmd::lifecycle::start(&a.name),
         Command::Rm(a) => crate::cmd::lifecycle::rm(&a.name, a.force),
         Command::Logs(a) => crate::cmd::lifecycle::logs(&a.name),
-        Command::Diff(a) => crate::cmd::changes::diff(a.name, a.json),
-        Command::Reset(a) => crate::cmd::changes::reset(a.name),
+        Command::Diff(a) => crate::cmd::changes::diff(a),
+        Command::Reset(a) => crate::cmd::changes::reset(a.name, a.force),
         Command::Commit(a) => crate::cmd::changes::commit(a.name, a.paths, a.dry_run),
         Command::Completions(a) => crate::cmd::completions::run(a.shell),
     };

@@ -72,8 +72,18 @@ pub fn run_checks(user: &UserInfo) -> Vec<Check> {
         check_user_namespaces(),
         check_id_mapper("newuidmap"),
         check_id_mapper("newgidmap"),
-        check_subids("subuid range", "/etc/subuid", user),
-        check_subids("subgid range", "/etc/subgid", user),
+        check_subids(
+            "subuid range",
+            &subid_file("SBOX_SUBUID_FILE", "/etc/subuid"),
+            user,
+            false,
+        ),
+        check_subids(
+            "subgid range",
+            &subid_file("SBOX_SUBGID_FILE", "/etc/subgid"),
+            user,
+            true,
+        ),
         check_dev_fuse(),
         check_fuse_in_userns(),
         check_overlay_in_userns(),
@@ -719,22 +729,37 @@ pub fn free_subid_start(contents: &[&str]) -> u64 {
     start
 }
 
-fn check_subids(name: &'static str, file: &str, user: &UserInfo) -> Check {
+/// The subordinate id file the doctor reads: `var` names another (for
+/// tests; the doctor only reports, sbox itself always reads /etc).
+fn subid_file(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.into())
+}
+
+/// The range newuidmap/newgidmap will use — the first line for the user,
+/// by name or by uid (for gids, else by gid), as sbox reads it (see
+/// `--verbose`) — and a warning when the user has several.
+fn check_subids(name: &'static str, file: &str, user: &UserInfo, gids: bool) -> Check {
     let content = match fs::read_to_string(file) {
         Ok(c) => c,
         Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
         Err(e) => return check(name, Status::Warn, format!("cannot read {file}: {e}"), None),
     };
     let uids = fs::read_to_string("/etc/subuid").unwrap_or_default();
-    let gids = fs::read_to_string("/etc/subgid").unwrap_or_default();
-    let start = free_subid_start(&[&uids, &gids]);
+    let gids_text = fs::read_to_string("/etc/subgid").unwrap_or_default();
+    let start = free_subid_start(&[&uids, &gids_text]);
     let fix = Some(format!(
         "sudo usermod --add-subuids {start}-{end} --add-subgids {start}-{end} {}",
         user.name,
         end = start + FULL_SUBID_RANGE - 1
     ));
-    let ranges = parse_subid_ranges(&content, user);
-    let Some(&(start, count)) = ranges.iter().max_by_key(|(_, count)| *count) else {
+    let used = crate::idmap::parse_subid(&content, &user.name, user.uid).or_else(|| {
+        gids.then(|| crate::idmap::parse_subid(&content, "", user.gid))
+            .flatten()
+    });
+    let Some(used) = used else {
         return check(
             name,
             Status::Missing,
@@ -745,7 +770,43 @@ fn check_subids(name: &'static str, file: &str, user: &UserInfo) -> Check {
             fix,
         );
     };
-    let detail = format!("{} has {count} ids from {start} in {file}", user.name);
+    let (start, count) = (u64::from(used.start), u64::from(used.count));
+    let mut ranges = parse_subid_ranges(&content, user);
+    if gids && user.gid != user.uid {
+        let by_gid = UserInfo {
+            uid: user.gid,
+            gid: user.gid,
+            name: user.gid.to_string(),
+        };
+        ranges.extend(parse_subid_ranges(&content, &by_gid));
+    }
+    ranges.retain(|r| r.1 > 0);
+    let tool = if gids { "newgidmap" } else { "newuidmap" };
+    let detail = format!(
+        "{} has {count} ids from {start} in {file} (what {tool} uses)",
+        user.name
+    );
+    if ranges.len() > 1 {
+        let mut rest = ranges.clone();
+        if let Some(i) = rest.iter().position(|r| *r == (start, count)) {
+            rest.remove(i);
+        }
+        let others: Vec<String> = rest.iter().map(|(s, c)| format!("{c} from {s}")).collect();
+        return check(
+            name,
+            Status::Warn,
+            format!(
+                "{detail}; {} lists {} ranges for {}: sbox maps only the first, not {}",
+                file,
+                ranges.len(),
+                user.name,
+                others.join(", ")
+            ),
+            Some(format!(
+                "put the range you want first in {file}, or merge them into one line"
+            )),
+        );
+    }
     if count >= FULL_SUBID_RANGE {
         check(name, Status::Ok, detail, None)
     } else {
@@ -1149,6 +1210,35 @@ mod tests {
             gid: 1000,
             name: "alice".into(),
         }
+    }
+
+    #[test]
+    fn the_range_reported_is_the_first_newuidmap_uses() {
+        let f = std::env::temp_dir().join(format!("sbox-subid-{}", std::process::id()));
+        let user = UserInfo {
+            uid: 1000,
+            gid: 2000,
+            name: "alice".into(),
+        };
+        let file = f.to_string_lossy().into_owned();
+        std::fs::write(&f, "bob:1:65536\n1000:500000:0\nalice:700000:65536\n").expect("w");
+        let c = check_subids("subuid range", &file, &user, false);
+        assert_eq!(c.status, Status::Ok, "{}", c.detail);
+        assert!(c.detail.contains("65536 ids from 700000"), "{}", c.detail);
+        std::fs::write(&f, "2000:100:70000\nalice:700000:1000\n1000:800000:65536\n").expect("w");
+        let c = check_subids("subuid range", &file, &user, false);
+        assert_eq!(c.status, Status::Warn, "{}", c.detail);
+        assert!(c.detail.contains("1000 ids from 700000"), "{}", c.detail);
+        assert!(c.detail.contains("2 ranges"), "{}", c.detail);
+        // gids: by name or uid first, by gid after.
+        let c = check_subids("subgid range", &file, &user, true);
+        assert!(c.detail.contains("1000 ids from 700000"), "{}", c.detail);
+        assert!(c.detail.contains("3 ranges"), "{}", c.detail);
+        std::fs::write(&f, "2000:100:70000\n").expect("w");
+        let c = check_subids("subgid range", &file, &user, true);
+        assert_eq!(c.status, Status::Ok, "{}", c.detail);
+        assert!(c.detail.contains("70000 ids from 100"), "{}", c.detail);
+        std::fs::remove_file(&f).ok();
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct Limits {
     pub timeout: Option<Duration>,
 }
 
+/// What `parse_size` accepts, for its errors.
+const SIZE_FORMS: &str = "not a size: a number of bytes, or one with a unit \
+k, M, G or T (binary multiples; also KiB, MiB…, kB, MB…, any case), e.g. 512M, 1.5G";
+
 /// `64M`, `1.5G`, `512k`, `1048576` (bytes; binary multiples).
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
@@ -34,7 +38,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
                 "t" => 1 << 40,
                 _ => {
                     return Err(Error::Usage(format!(
-                        "--memory/process.memory {s:?}: unknown unit"
+                        "--memory/process.memory {s:?}: {SIZE_FORMS}"
                     )))
                 }
             };
@@ -42,11 +46,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
         }
         None => (t, 1),
     };
-    let n: f64 = num.parse().map_err(|_| {
-        Error::Usage(format!(
-            "--memory/process.memory {s:?}: not a size (e.g. 512M, 2G)"
-        ))
-    })?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| Error::Usage(format!("--memory/process.memory {s:?}: {SIZE_FORMS}")))?;
     let bytes = n * mult as f64;
     if bytes.is_nan() || bytes < 4096.0 {
         return Err(Error::Usage(format!(

@@ -85,6 +85,9 @@ pub struct Config {
     /// not `sbox start`).
     #[serde(default)]
     pub shell: bool,
+    /// The profile it last ran with (what `ps -a` shows once it stopped).
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 /// Directories of one named sandbox.
@@ -228,6 +231,19 @@ pub fn running(paths: &Paths) -> Option<Info> {
             None
         }
         Err(_) => read_json(&paths.info()),
+    }
+}
+
+/// The error for a sandbox that is not running: one that is stored but
+/// stopped says so, a name nothing is stored under says there is none.
+pub fn not_running(paths: &Paths) -> Error {
+    if paths.data.exists() {
+        Error::Usage(format!("sandbox {:?} is not running", paths.name))
+    } else {
+        Error::Usage(format!(
+            "no sandbox named {:?} (see `sbox ps -a`)",
+            paths.name
+        ))
     }
 }
 

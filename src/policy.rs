@@ -566,17 +566,34 @@ pub fn build(
         }
     }
     let mut extra = Vec::new();
-    for b in &fs.bind {
-        extra.push((parse_bind(b, false, "filesystem.bind", ctx)?, b));
-    }
-    for b in &fs.ro_bind {
-        extra.push((parse_bind(b, true, "filesystem.ro_bind", ctx)?, b));
-    }
-    for b in &ov.bind {
-        extra.push((parse_bind(b, false, "--bind", ctx)?, b));
-    }
-    for b in &ov.ro_bind {
-        extra.push((parse_bind(b, true, "--ro-bind", ctx)?, b));
+    for (list, readonly, what) in [
+        (&fs.bind, false, "filesystem.bind"),
+        (&fs.ro_bind, true, "filesystem.ro_bind"),
+        (&ov.bind, false, "--bind"),
+        (&ov.ro_bind, true, "--ro-bind"),
+    ] {
+        for b in list {
+            // `?SRC[:DEST]`: optional, skipped when SRC does not exist.
+            if let Some(spec) = b.strip_prefix('?') {
+                let src = expand(spec, ctx)?;
+                let src = src.split_once(':').map_or(&*src, |(s, _)| s);
+                let missing = std::fs::metadata(clean_absolute(src, what)?).is_err_and(|e| {
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    )
+                });
+                if missing {
+                    if ov.verbose {
+                        notes.push(format!("{what} {b}: {src} does not exist, not bound"));
+                    }
+                    continue;
+                }
+                extra.push((parse_bind(spec, readonly, what, ctx)?, b));
+            } else {
+                extra.push((parse_bind(b, readonly, what, ctx)?, b));
+            }
+        }
     }
     for (b, spec) in extra {
         if let Some(h) = hidden_holding(&b.src) {

@@ -343,6 +343,15 @@ pub fn default_sigpipe() {
     }
 }
 
+/// Ignore SIGPIPE, so a write to a pager that was quit early fails with
+/// EPIPE (and is dropped) instead of killing sbox.
+pub fn ignore_sigpipe() {
+    // SAFETY: SIG_IGN is a valid disposition; no handler code is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
 /// `open_tree(2)` with OPEN_TREE_CLONE: a detached copy of the mount tree
 /// at the object `fd` refers to (recursively when `recursive`).
 pub fn open_tree_clone(

@@ -121,6 +121,7 @@ fn net_rank(mode: Option<&str>) -> u8 {
 pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Path) -> Vec<String> {
     let mut w = Vec::new();
     let in_project = |spec: &str| {
+        let spec = spec.strip_prefix('?').unwrap_or(spec);
         let src = spec.split(':').next().unwrap_or(spec);
         let src = src.replace("$PWD", &project.to_string_lossy());
         // Lexically clean, so "$PWD/../.." is not inside the project; then

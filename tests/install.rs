@@ -30,6 +30,7 @@ const MAN1: &[&str] = &[
     "sbox-commit.1",
     "sbox-trust.1",
     "sbox-completions.1",
+    "sbox-profile.1",
 ];
 const MAN5: &[&str] = &["sbox-profile.5"];
 

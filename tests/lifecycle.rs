@@ -907,8 +907,8 @@ fn bad_names_and_states_are_one_clear_line() {
     assert!(!data_dir_of("a").exists() && !data_dir_of(&long).exists());
     // Names that are not there.
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["exec", &missing, "--", "true"], "not running"),
-        (vec!["stop", &missing], "not running"),
+        (vec!["exec", &missing, "--", "true"], "no sandbox named"),
+        (vec!["stop", &missing], "no sandbox named"),
         (vec!["start", &missing], "no sandbox named"),
         (vec!["rm", &missing], "no sandbox named"),
         (vec!["logs", &missing], "no sandbox named"),

@@ -31,14 +31,16 @@ pub fn project_sandbox_name(project: &Path) -> String {
     )
 }
 
-fn resolve(name: Option<String>) -> Result<Paths> {
+/// The stored sandbox `name`, else the current project's; `cmd` is the
+/// command, for the message that says how to name one.
+fn resolve(name: Option<String>, cmd: &str) -> Result<Paths> {
     let caller = crate::policy::Caller::from_host()?;
-    let name = match name {
-        Some(n) => n,
+    let (name, cwd) = match name {
+        Some(n) => (n, None),
         None => {
             let cwd = std::env::current_dir()
                 .map_err(|e| Error::Host(format!("cannot tell the current directory: {e}")))?;
-            project_sandbox_name(&cwd)
+            (project_sandbox_name(&cwd), Some(cwd))
         }
     };
     names::validate_name(&name)?;
@@ -48,8 +50,30 @@ fn resolve(name: Option<String>) -> Result<Paths> {
         &name,
     );
     if !paths.data.exists() {
+        let Some(cwd) = cwd else {
+            return Err(Error::Usage(format!(
+                "no stored sandbox named {name:?} (see `sbox ps -a`)"
+            )));
+        };
+        let home = std::fs::canonicalize(&caller.home).unwrap_or_else(|_| caller.home.clone());
+        let what = if cwd == Path::new("/") || cwd == home {
+            format!(
+                "{} is {}, not a project you ran `sbox shell` in: there is no project sandbox for it",
+                cwd.display(),
+                if cwd == home {
+                    "your home directory"
+                } else {
+                    "the root directory"
+                }
+            )
+        } else {
+            format!(
+                "there is no project sandbox for {} (`sbox shell` there keeps one)",
+                cwd.display()
+            )
+        };
         return Err(Error::Usage(format!(
-            "no stored sandbox named {name:?} (see `sbox ps -a`)"
+            "{what}; name one: `sbox {cmd} NAME` (`sbox ps -a` lists them)"
         )));
     }
     Ok(paths)
@@ -63,29 +87,203 @@ fn letter(k: Kind) -> &'static str {
     }
 }
 
-/// `sbox diff [NAME] [--json]`
-pub fn diff(name: Option<String>, json: bool) -> Result<u8> {
-    let paths = resolve(name)?;
-    let list = changes::list(&paths.upper(), Path::new("/"));
-    if json {
-        let text = serde_json::to_string_pretty(&list).map_err(|e| Error::Host(e.to_string()))?;
-        println!("{}", changes::json_for_terminal(&text));
-    } else {
-        for c in list {
-            println!("{} {}", letter(c.kind), changes::show(&c.path));
-        }
+/// `sbox diff [NAME] [PATH...] [--stat] [--json] [--no-pager]`: the
+/// changes (at or below the PATHs, when given), or with `--stat` their
+/// count and bytes per directory. A NAME has no slash, a PATH is absolute:
+/// `sbox diff /usr` is the current project's sandbox, below /usr.
+pub fn diff(a: crate::cli::DiffArgs) -> Result<u8> {
+    let mut name = a.name;
+    let mut targets = a.paths;
+    if name.as_deref().is_some_and(|n| n.contains('/')) {
+        targets.insert(0, name.take().unwrap_or_default());
     }
+    let wanted = targets
+        .iter()
+        .map(|t| {
+            if !t.starts_with('/') {
+                return Err(Error::Usage(format!(
+                    "diff: {t:?}: a PATH is absolute, as inside the sandbox (a NAME, first, has no slash)"
+                )));
+            }
+            crate::policy::clean_absolute(t, "diff")
+        })
+        .collect::<Result<Vec<PathBuf>>>()?;
+    let paths = resolve(name, "diff")?;
+    let mut list = changes::list(&paths.upper(), Path::new("/"));
+    if !wanted.is_empty() {
+        list.retain(|c| wanted.iter().any(|w| c.path.starts_with(w)));
+    }
+    let text = if a.stat {
+        let sizes = changes::sizes(&paths.upper(), &list);
+        let rows = stat_rows(&list, &sizes, &wanted);
+        if a.json {
+            let v: Vec<StatRow> = rows
+                .iter()
+                .map(|(path, changes, bytes)| StatRow {
+                    path,
+                    changes: *changes,
+                    bytes: *bytes,
+                })
+                .collect();
+            let t = serde_json::to_string_pretty(&v).map_err(|e| Error::Host(e.to_string()))?;
+            format!("{}\n", changes::json_for_terminal(&t))
+        } else {
+            stat_text(&rows)
+        }
+    } else if a.json {
+        let t = serde_json::to_string_pretty(&list).map_err(|e| Error::Host(e.to_string()))?;
+        format!("{}\n", changes::json_for_terminal(&t))
+    } else {
+        let mut t = String::new();
+        for c in list {
+            t.push_str(letter(c.kind));
+            t.push(' ');
+            t.push_str(&changes::show(&c.path));
+            t.push('\n');
+        }
+        t
+    };
+    page(&text, a.no_pager);
     Ok(0)
 }
 
-/// `sbox reset NAME`: throw the stored changes away.
-pub fn reset(name: Option<String>) -> Result<u8> {
-    let paths = resolve(name)?;
+/// A line of `--stat --json`; the path as in `diff --json`.
+#[derive(serde::Serialize)]
+struct StatRow<'a> {
+    #[serde(serialize_with = "changes::path_json")]
+    path: &'a Path,
+    changes: u64,
+    bytes: u64,
+}
+
+/// Changes and bytes per directory, largest first: the directories one
+/// level below the most precise PATH that holds each change (below / when
+/// no PATH is given).
+fn stat_rows(
+    list: &[changes::Change],
+    sizes: &[u64],
+    wanted: &[PathBuf],
+) -> Vec<(PathBuf, u64, u64)> {
+    let mut groups: std::collections::BTreeMap<PathBuf, (u64, u64)> = Default::default();
+    for (c, size) in list.iter().zip(sizes) {
+        let depth = wanted
+            .iter()
+            .filter(|w| c.path.starts_with(w))
+            .map(|w| w.components().count())
+            .max()
+            .unwrap_or(1);
+        let key: PathBuf = c.path.components().take(depth + 1).collect();
+        let e = groups.entry(key).or_default();
+        e.0 += 1;
+        e.1 += size;
+    }
+    let mut rows: Vec<(PathBuf, u64, u64)> =
+        groups.into_iter().map(|(p, (n, b))| (p, n, b)).collect();
+    rows.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)).then(a.0.cmp(&b.0)));
+    rows
+}
+
+/// `--stat` as a table with a total line.
+fn stat_text(rows: &[(PathBuf, u64, u64)]) -> String {
+    let total = (
+        rows.iter().map(|r| r.1).sum::<u64>(),
+        rows.iter().map(|r| r.2).sum::<u64>(),
+    );
+    let mut cells: Vec<(String, String, String)> =
+        vec![("CHANGES".into(), "SIZE".into(), "PATH".into())];
+    for (p, n, b) in rows {
+        cells.push((
+            n.to_string(),
+            crate::cmd::lifecycle::human(*b),
+            changes::show(p),
+        ));
+    }
+    cells.push((
+        total.0.to_string(),
+        crate::cmd::lifecycle::human(total.1),
+        "total".into(),
+    ));
+    let w0 = cells.iter().map(|c| c.0.len()).max().unwrap_or(0);
+    let w1 = cells.iter().map(|c| c.1.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (n, b, p) in cells {
+        out.push_str(&format!("{n:>w0$}  {b:>w1$}  {p}\n"));
+    }
+    out
+}
+
+/// Print `text`, through `$PAGER` (default `less -FRX`) when standard
+/// output is a terminal, like `git diff`; straight when it is not, with
+/// `--no-pager`, or when PAGER is empty or `cat`.
+fn page(text: &str, no_pager: bool) {
+    use std::io::{IsTerminal, Write};
+    let pager = std::env::var("PAGER").unwrap_or_else(|_| "less -FRX".into());
+    let pager = pager.trim();
+    if no_pager || !std::io::stdout().is_terminal() || pager.is_empty() || pager == "cat" {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+        return;
+    }
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg(pager).stdin(std::process::Stdio::piped());
+    if std::env::var_os("LESS").is_none() {
+        cmd.env("LESS", "FRX");
+    }
+    match cmd.spawn() {
+        Ok(mut child) => {
+            // A pager quit early closes its input: not an error.
+            crate::sys::ignore_sigpipe();
+            if let Some(mut input) = child.stdin.take() {
+                let _ = input.write_all(text.as_bytes());
+            }
+            let _ = child.wait();
+        }
+        Err(e) => {
+            eprintln!("sbox: cannot start the pager {pager:?}: {e}");
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+        }
+    }
+}
+
+/// Above this many bytes of changes, `reset` asks first.
+const RESET_ASK_BYTES: u64 = 100 << 20;
+
+/// `sbox reset [NAME] [-f]`: throw the stored changes away; more than
+/// 100 MB of them only when confirmed on a terminal, or with -f.
+pub fn reset(name: Option<String>, force: bool) -> Result<u8> {
+    use std::io::IsTerminal;
+    let paths = resolve(name, "reset")?;
     if names::running(&paths).is_some() {
         return Err(Error::Usage(format!(
             "sandbox {:?} is running: stop it first",
             paths.name
         )));
+    }
+    let bytes = if force {
+        0
+    } else {
+        changes::upper_bytes(&paths.upper())
+    };
+    if bytes > RESET_ASK_BYTES {
+        let size = crate::cmd::lifecycle::human(bytes);
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Usage(format!(
+                "sandbox {:?} holds {size} of changes and standard input is not a terminal to confirm: pass -f to throw them away",
+                paths.name
+            )));
+        }
+        eprint!(
+            "sandbox {:?} holds {size} of changes: throw them away? [y/N] ",
+            paths.name
+        );
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| Error::io("reading the answer", e))?;
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            return Err(Error::Usage("not reset: not confirmed".into()));
+        }
     }
     let caller = crate::policy::Caller::from_host()?;
     let ids = crate::idmap::IdPlan::for_caller(caller.uid, caller.gid, &caller.name, false);
@@ -124,7 +322,7 @@ fn hidden_of(paths: &Paths) -> Result<Vec<PathBuf>> {
 /// symlink, on either side (see `changes::Commit`); a host symlink in the
 /// way fails the commit before anything is written.
 pub fn commit(name: String, targets: Vec<String>, dry_run: bool) -> Result<u8> {
-    let paths = resolve(Some(name))?;
+    let paths = resolve(Some(name), "commit")?;
     if names::running(&paths).is_some() {
         return Err(Error::Usage(format!(
             "sandbox {:?} is running: stop it first, so its changes are settled",

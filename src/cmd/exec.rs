@@ -37,7 +37,7 @@ pub fn run(a: ExecArgs) -> Result<u8> {
         &a.name,
     );
     if crate::names::running(&paths).is_none() {
-        return Err(Error::Usage(format!("sandbox {:?} is not running", a.name)));
+        return Err(crate::names::not_running(&paths));
     }
     let mut env = Vec::new();
     for kv in &a.env {

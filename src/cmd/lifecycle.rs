@@ -51,7 +51,7 @@ fn ago(started: u64) -> String {
     }
 }
 
-fn human(bytes: u64) -> String {
+pub(crate) fn human(bytes: u64) -> String {
     let units = ["B", "K", "M", "G", "T"];
     let mut v = bytes as f64;
     let mut i = 0;
@@ -64,6 +64,16 @@ fn human(bytes: u64) -> String {
     } else {
         format!("{v:.1}{}", units[i])
     }
+}
+
+/// `text`, cut to `max` characters with an ellipsis (`--json` has it whole).
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max - 1).collect();
+    out.push('…');
+    out
 }
 
 /// `sbox ps [-a] [--json]`
@@ -102,7 +112,9 @@ pub fn ps(all: bool, json: bool) -> Result<u8> {
                     name,
                     status: "stopped",
                     pid: None,
-                    profile: cfg.as_ref().and_then(|c| c.opts.profile.clone()),
+                    profile: cfg
+                        .as_ref()
+                        .and_then(|c| c.profile.clone().or_else(|| c.opts.profile.clone())),
                     project: cfg.as_ref().map(|c| c.project.display().to_string()),
                     started: None,
                     command: cfg.map(|c| c.command).unwrap_or_default(),
@@ -121,35 +133,67 @@ pub fn ps(all: bool, json: bool) -> Result<u8> {
         return Ok(0);
     }
     let show_usage = rows.iter().any(|r| r.memory.is_some());
-    let mut header = format!(
-        "{:<24} {:<8} {:>8} {:<8} {:<12} {:<28} {}",
-        "NAME", "STATUS", "PID", "PROFILE", "STARTED", "PROJECT", "COMMAND"
-    );
+    // Columns as wide as their widest cell.
+    let mut table: Vec<Vec<String>> = Vec::new();
+    let mut head = vec![
+        "NAME", "STATUS", "PID", "PROFILE", "STARTED", "PROJECT", "COMMAND",
+    ];
     if all {
-        header.push_str("  SIZE");
+        head.push("SIZE");
     }
     if show_usage {
-        header.push_str("  MEM  CPU");
+        head.extend(["MEM", "CPU"]);
     }
-    println!("{header}");
+    table.push(head.iter().map(|h| h.to_string()).collect());
+    let dash = || "-".to_string();
     for r in rows {
-        let mut line = format!(
-            "{:<24} {:<8} {:>8} {:<8} {:<12} {:<28} {}",
+        let mut cells = vec![
             r.name,
-            r.status,
-            r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            r.profile.unwrap_or_else(|| "-".into()),
-            r.started.map(ago).unwrap_or_else(|| "-".into()),
-            r.project.unwrap_or_else(|| "-".into()),
-            r.command.join(" ")
-        );
-        if let Some(s) = r.size {
-            line.push_str(&format!("  {}", human(s)));
+            r.status.to_string(),
+            r.pid.map(|p| p.to_string()).unwrap_or_else(dash),
+            r.profile.unwrap_or_else(dash),
+            r.started.map(ago).unwrap_or_else(dash),
+            r.project.unwrap_or_else(dash),
+            shorten(&r.command.join(" "), 40),
+        ];
+        if all {
+            cells.push(r.size.map(human).unwrap_or_else(dash));
         }
-        if let (Some(m), Some(c)) = (r.memory, r.cpu_seconds) {
-            line.push_str(&format!("  {}  {c:.1}s", human(m)));
+        if show_usage {
+            // Blank (the line ends before them) where there is no usage.
+            cells.push(r.memory.map(human).unwrap_or_default());
+            cells.push(
+                r.cpu_seconds
+                    .map(|c| format!("{c:.1}s"))
+                    .unwrap_or_default(),
+            );
         }
-        println!("{line}");
+        table.push(cells);
+    }
+    let columns = head.len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            table
+                .iter()
+                .map(|row| row[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    // Numbers to the right.
+    let right = |i: usize| matches!(head[i], "PID" | "SIZE" | "MEM" | "CPU");
+    for row in &table {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if right(i) {
+                line.push_str(&format!("{cell:>w$}  ", w = widths[i]));
+            } else if i + 1 == columns {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", line.trim_end());
     }
     Ok(0)
 }
@@ -235,7 +279,7 @@ fn stop_running(paths: &Paths, info: &Info, grace: Duration) -> Result<()> {
 pub fn stop(name: &str, grace: u64) -> Result<u8> {
     let paths = paths_for(name)?;
     let Some(info) = names::running(&paths) else {
-        return Err(Error::Usage(format!("sandbox {name:?} is not running")));
+        return Err(names::not_running(&paths));
     };
     stop_running(&paths, &info, Duration::from_secs(grace))?;
     println!("{name}");

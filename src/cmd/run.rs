@@ -143,6 +143,7 @@ fn run_named(
             command: argv,
             project: policy.project.clone(),
             shell: policy.tty && policy.persist_project,
+            profile: Some(policy.profile.clone()),
         },
     );
     match saved {
