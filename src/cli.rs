@@ -88,12 +88,6 @@ pub struct DiffArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct OptNameArg {
-    /// The sandbox (default: the current project's)
-    pub name: Option<String>,
-}
-
-#[derive(Debug, Args)]
 pub struct ResetArgs {
     /// Do not ask, however much the sandbox holds (it asks above 100 MB)
     #[arg(long, short = 'f')]
