@@ -29,6 +29,12 @@ const RELAYED: &[Signal] = &[
 ];
 
 pub fn run(a: ExecArgs) -> Result<u8> {
+    join(a, false)
+}
+
+/// Run a command in a running named sandbox; with `hangup` (a shell of
+/// `sbox shell`), SIGTERM, SIGHUP and SIGINT hang up its session.
+pub fn join(a: ExecArgs, hangup: bool) -> Result<u8> {
     crate::names::validate_name(&a.name)?;
     let caller = crate::policy::Caller::from_host()?;
     let paths = crate::names::Paths::new(
@@ -85,7 +91,7 @@ pub fn run(a: ExecArgs) -> Result<u8> {
             )))
         }
     };
-    relay(&conn, &signals, master, a.tty, pipes)
+    relay(&conn, &signals, master, a.tty, pipes, hangup)
 }
 
 /// Relay until init says the command has ended.
@@ -95,6 +101,7 @@ fn relay(
     master: Option<OwnedFd>,
     tty: bool,
     mut pipes: Option<Relay>,
+    hangup: bool,
 ) -> Result<u8> {
     let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .ctx(|| "signalfd".into())?;
@@ -185,6 +192,9 @@ fn relay(
                             None,
                         );
                     }
+                } else if hangup && matches!(sig, Signal::SIGTERM | Signal::SIGHUP | Signal::SIGINT)
+                {
+                    let _ = conn.send(&Msg::Hangup, None);
                 } else {
                     let _ = conn.send(&Msg::Signal { signo: sig as i32 }, None);
                 }

@@ -112,25 +112,28 @@ pub fn run(
     let Some(name) = name else {
         return crate::sandbox::launcher::run(&policy, Default::default());
     };
-    run_named(&policy, opts, argv, &name, detach)
-}
-
-/// Run a sandbox under `name`: its upper layer is kept and reused.
-fn run_named(
-    policy: &Policy,
-    opts: SandboxOpts,
-    argv: Vec<String>,
-    name: &str,
-    detach: bool,
-) -> Result<u8> {
-    let name = name.to_string();
     crate::names::validate_name(&name)?;
     let paths = crate::names::Paths::new(
         &crate::state::runtime_base(policy.caller.uid)?,
         &data_dir(&policy.caller),
         &name,
     );
-    let running = crate::names::Running::acquire(paths.clone())?;
+    let running = crate::names::Running::acquire(paths)?;
+    run_named(&policy, opts, argv, running, detach, false)
+}
+
+/// Run a sandbox under the name `running` holds: its upper layer is kept
+/// and reused. `shell`: the per-project sandbox of `sbox shell`.
+fn run_named(
+    policy: &Policy,
+    opts: SandboxOpts,
+    argv: Vec<String>,
+    running: crate::names::Running,
+    detach: bool,
+    shell: bool,
+) -> Result<u8> {
+    let name = running.paths.name.clone();
+    let paths = running.paths.clone();
     crate::state::create_data_dirs(
         &data_dir(&policy.caller),
         &std::path::Path::new("sandboxes").join(&name),
@@ -142,7 +145,7 @@ fn run_named(
             opts,
             command: argv,
             project: policy.project.clone(),
-            shell: policy.tty && policy.persist_project,
+            shell,
         },
     )?;
     if detach {
@@ -255,12 +258,23 @@ fn detached_child(
     .map_err(|e| (e, ready))
 }
 
-/// `sbox shell [OPTIONS]`. With a profile that persists per project, the
-/// project's sandbox keeps its changes between shells, and a second shell
-/// in the same project joins the running one.
-pub fn shell(opts: SandboxOpts) -> Result<u8> {
-    let mut policy = make_policy(&opts, Vec::new(), true)?;
-    policy.argv.push("-l".into());
+/// `sbox shell [OPTIONS] [-c STRING | -- CMD...]`. With a profile that
+/// persists per project, the project's sandbox keeps its changes between
+/// shells, and a shell or command in the same project joins the running
+/// one. Without a terminal on stdin, the shell reads its commands from
+/// stdin; a command gets a terminal only when stdin and stdout are ones.
+pub fn shell(opts: SandboxOpts, command: Vec<String>, string: Option<String>) -> Result<u8> {
+    use std::io::IsTerminal;
+    let session = command.is_empty() && string.is_none();
+    let tty = std::io::stdin().is_terminal() && (session || std::io::stdout().is_terminal());
+    let mut policy = make_policy(&opts, command.clone(), tty)?;
+    if command.is_empty() {
+        policy.argv.push("-l".into());
+        if let Some(s) = string {
+            policy.argv.extend(["-c".into(), s]);
+        }
+    }
+    policy.hangup = session;
     if !policy.persist_project {
         return crate::sandbox::launcher::run(&policy, Default::default());
     }
@@ -270,19 +284,37 @@ pub fn shell(opts: SandboxOpts) -> Result<u8> {
         &data_dir(&policy.caller),
         &name,
     );
-    if crate::names::running(&paths).is_some() {
-        if policy.verbose {
-            crate::sandbox::say("launcher", &format!("joining the running sandbox {name}"));
+    if crate::names::running(&paths).is_none() {
+        match crate::names::Running::acquire(paths.clone()) {
+            Ok(running) => {
+                let argv = policy.argv.clone();
+                return run_named(&policy, opts, argv, running, false, true);
+            }
+            // Another shell of the project is starting it: join that one
+            // once it runs.
+            Err(e) => {
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while crate::names::running(&paths).is_none() {
+                    if std::time::Instant::now() > end {
+                        return Err(e);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
         }
-        return crate::cmd::exec::run(crate::cli::ExecArgs {
+    }
+    if policy.verbose {
+        crate::sandbox::say("launcher", &format!("joining the running sandbox {name}"));
+    }
+    crate::cmd::exec::join(
+        crate::cli::ExecArgs {
             interactive: true,
-            tty: true,
+            tty,
             env: Vec::new(),
             workdir: Some(policy.chdir.to_string_lossy().into_owned()),
             name,
             command: policy.argv.clone(),
-        });
-    }
-    let argv = policy.argv.clone();
-    run_named(&policy, opts, argv, &name, false)
+        },
+        session,
+    )
 }

@@ -633,6 +633,7 @@ mod tests {
             log_denials: false,
             new_session: true,
             persist_project: false,
+            hangup: false,
             host_cache: std::time::Duration::from_secs(2),
             confinement: Default::default(),
             limits: Default::default(),

@@ -70,6 +70,9 @@ pub enum Msg {
     ExecExited { code: u8 },
     /// `sbox exec` → init: deliver this signal to the command.
     Signal { signo: i32 },
+    /// `sbox shell` joining → init: hang up the command's session (SIGHUP
+    /// to it and its process group, SIGKILL after the grace period).
+    Hangup,
     /// `sbox exec` → init: the caller's terminal changed size.
     Resize { rows: u16, cols: u16 },
 }

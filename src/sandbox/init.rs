@@ -14,6 +14,10 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// How long a hung-up shell session has to end before it is killed.
+pub const HANGUP_GRACE: Duration = Duration::from_secs(2);
 
 /// What init needs, prepared by the launcher before the clone.
 pub struct InitArgs<'a> {
@@ -327,6 +331,8 @@ struct ExecClient {
     master: Option<OwnedFd>,
     /// The client closed its end.
     gone: bool,
+    /// Hung up: killed at this time if still running.
+    kill_at: Option<Instant>,
 }
 
 /// init's event loop: signals, reaping, seccomp notifications and exec
@@ -342,6 +348,8 @@ struct Supervisor<'a> {
     clients: Vec<ExecClient>,
     /// The main command's nested user namespace, which `sbox exec` joins.
     userns: Option<OwnedFd>,
+    /// The sandbox was hung up: everything is killed at this time.
+    kill_at: Option<Instant>,
 }
 
 enum Source {
@@ -368,12 +376,14 @@ impl<'a> Supervisor<'a> {
             control: args.control.as_ref().and_then(|c| c.try_clone().ok()),
             clients: Vec::new(),
             userns: started.userns,
+            kill_at: None,
         })
     }
 
     fn run(&mut self) -> Result<u8> {
         loop {
             let ready = self.wait()?;
+            self.expire();
             for src in ready {
                 match src {
                     Source::Signals => self.on_signals(),
@@ -412,7 +422,21 @@ impl<'a> Supervisor<'a> {
             fds.push(PollFd::new(*fd, PollFlags::POLLIN));
             kinds.push(Source::Client(*i));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        let next = self
+            .clients
+            .iter()
+            .filter_map(|c| c.kill_at)
+            .chain(self.kill_at)
+            .min();
+        let timeout = match next {
+            Some(t) => {
+                let left = t.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
+                    .unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        };
+        match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::sys("poll", e)),
         }
@@ -442,8 +466,37 @@ impl<'a> Supervisor<'a> {
             let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
                 continue;
             };
-            if sig != Signal::SIGCHLD {
+            if sig == Signal::SIGCHLD {
+                continue;
+            }
+            let hangs_up = matches!(sig, Signal::SIGTERM | Signal::SIGHUP | Signal::SIGINT);
+            if self.policy.hangup && hangs_up {
+                // A shell ignores SIGTERM (and SIGINT): hang up the whole
+                // sandbox, as a closing terminal would.
+                log(self.policy, || format!("{sig}: hanging up"));
+                let _ = kill(Pid::from_raw(-1), Signal::SIGHUP);
+                let _ = kill(Pid::from_raw(-1), Signal::SIGCONT);
+                self.kill_at.get_or_insert(Instant::now() + HANGUP_GRACE);
+            } else {
                 let _ = kill(self.main, sig);
+            }
+        }
+    }
+
+    /// Kill what was hung up and is still there after the grace period.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        if self.kill_at.is_some_and(|t| t <= now) {
+            self.kill_at = None;
+            let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        }
+        for c in &mut self.clients {
+            if let (Some(t), Some(pid)) = (c.kill_at, c.pid) {
+                if t <= now {
+                    c.kill_at = None;
+                    let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+                    let _ = kill(pid, Signal::SIGKILL);
+                }
             }
         }
     }
@@ -482,6 +535,7 @@ impl<'a> Supervisor<'a> {
             pid: None,
             master: None,
             gone: false,
+            kill_at: None,
         };
         match self.start_exec(argv, env, cwd, tty, fds) {
             Ok((started, master)) => {
@@ -561,6 +615,17 @@ impl<'a> Supervisor<'a> {
             Ok(Some((Msg::Signal { signo }, _))) => {
                 if let (Some(pid), Ok(sig)) = (c.pid, Signal::try_from(signo)) {
                     let _ = kill(pid, sig);
+                }
+            }
+            Ok(Some((Msg::Hangup, _))) => {
+                // The session leader's process group, then the leader
+                // itself (a shell resends SIGHUP to its jobs).
+                if let Some(pid) = c.pid {
+                    let group = Pid::from_raw(-pid.as_raw());
+                    let _ = kill(group, Signal::SIGHUP);
+                    let _ = kill(pid, Signal::SIGHUP);
+                    let _ = kill(group, Signal::SIGCONT);
+                    c.kill_at.get_or_insert(Instant::now() + HANGUP_GRACE);
                 }
             }
             Ok(Some((Msg::Resize { rows, cols }, _))) => {

@@ -16,7 +16,7 @@ impl RawMode {
         let saved = termios::tcgetattr(fd).ok()?;
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
-        termios::tcsetattr(fd, SetArg::TCSANOW, &raw).ok()?;
+        without_sigttou(|| termios::tcsetattr(fd, SetArg::TCSANOW, &raw)).ok()?;
         Some(RawMode {
             fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
             saved,
@@ -29,8 +29,23 @@ impl Drop for RawMode {
         // SAFETY: the descriptor is the caller's stdin, open for the life of
         // the process.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        let _ = termios::tcsetattr(fd, SetArg::TCSADRAIN, &self.saved);
+        let _ = without_sigttou(|| termios::tcsetattr(fd, SetArg::TCSADRAIN, &self.saved));
     }
+}
+
+/// Run `f` with SIGTTOU blocked: a launcher in a background process group
+/// (`timeout sbox shell` puts it in one) sets its terminal rather than
+/// stopping there for good, unable to see the signals that would end it.
+fn without_sigttou<T>(f: impl FnOnce() -> T) -> T {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTTOU);
+    let old = set.thread_swap_mask(SigmaskHow::SIG_BLOCK).ok();
+    let r = f();
+    if let Some(old) = old {
+        let _ = old.thread_set_mask();
+    }
+    r
 }
 
 /// Copy the window size of `from` (the caller's terminal) to `to`.
