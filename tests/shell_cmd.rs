@@ -376,3 +376,42 @@ fn a_command_joins_the_running_shell_of_the_project() {
     let st = wait_bounded(&mut first, 20, "the first shell");
     assert!(st.success(), "first shell: {st:?}: {}", pty.seen());
 }
+
+#[test]
+fn a_shell_that_joined_keeps_the_sandbox_a_command_started() {
+    let p = Project::new("keep");
+    let mut c = sbox(
+        &p.dir,
+        &[
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "echo one > /tmp/keep-mark; sleep 3; exit 2",
+        ],
+    );
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut command = c.spawn().expect("spawn");
+    let found = wait_for(20, || running_sandbox(&p).is_some());
+    assert!(found, "the command's sandbox did not start");
+    let mut pty = Pty::open();
+    let mut shell = pty.spawn(sbox(&p.dir, &["shell"]));
+    pty.type_in("echo joined-$((1+1))\n");
+    let joined = wait_for(20, || pty.seen().contains("joined-2"));
+    assert!(joined, "the shell did not start: {}", pty.seen());
+    // The command ends with its own status, without waiting for the shell.
+    let st = wait_bounded(&mut command, 20, "the command that started the sandbox");
+    assert_eq!(st.code(), Some(2));
+    // The sandbox goes on with the shell in it.
+    assert!(running_sandbox(&p).is_some(), "the sandbox ended");
+    pty.type_in("cat /tmp/keep-mark; echo seen-$((2+3))\n");
+    let seen = wait_for(20, || pty.seen().contains("seen-5"));
+    assert!(seen && pty.seen().contains("one\r\n"), "{}", pty.seen());
+    pty.type_in("exit\n");
+    let st = wait_bounded(&mut shell, 20, "the joined shell");
+    assert!(st.success(), "{st:?}: {}", pty.seen());
+    let ended = wait_for(10, || running_sandbox(&p).is_none());
+    assert!(ended, "the sandbox outlived its last session");
+}

@@ -91,10 +91,20 @@ pub fn join(a: ExecArgs, hangup: bool) -> Result<u8> {
             )))
         }
     };
-    relay(&conn, &signals, master, a.tty, pipes, hangup)
+    let (code, ending) = relay(&conn, &signals, master, a.tty, pipes, hangup)?;
+    if ending {
+        // The sandbox ends with this command: return once it has (its
+        // changes stored, its name free for the next start).
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while crate::names::running(&paths).is_some() && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    Ok(code)
 }
 
-/// Relay until init says the command has ended.
+/// Relay until init says the command has ended; its status, and whether
+/// the sandbox ends with it.
 fn relay(
     conn: &Channel,
     signals: &SigSet,
@@ -102,7 +112,7 @@ fn relay(
     tty: bool,
     mut pipes: Option<Relay>,
     hangup: bool,
-) -> Result<u8> {
+) -> Result<(u8, bool)> {
     let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .ctx(|| "signalfd".into())?;
     let (stdin_handle, stdout_handle) = (std::io::stdin(), std::io::stdout());
@@ -123,6 +133,7 @@ fn relay(
     let mut stdin_open = master.is_some();
     let mut master_open = master.is_some();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut ending = false;
     loop {
         let mut fds = vec![
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
@@ -209,8 +220,9 @@ fn relay(
                     if let Some(p) = &mut pipes {
                         p.drain(&mut buf);
                     }
-                    return Ok(code);
+                    return Ok((code, ending));
                 }
+                Some((Msg::Ending, _)) => ending = true,
                 Some(_) => {}
                 None => {
                     return Err(Error::Host(

@@ -149,7 +149,7 @@ fn run_named(
         },
     )?;
     if detach {
-        return detach_run(policy, running, &name);
+        return detach_run(policy, running, &name, !shell);
     }
     crate::sandbox::launcher::run(
         policy,
@@ -160,9 +160,14 @@ fn run_named(
     )
 }
 
-/// Start the sandbox in the background: print its name once the command
-/// runs, or the reason it could not start.
-fn detach_run(policy: &Policy, running: crate::names::Running, name: &str) -> Result<u8> {
+/// Start the sandbox in the background: print its name (with `announce`)
+/// once the command runs, or the reason it could not start.
+fn detach_run(
+    policy: &Policy,
+    running: crate::names::Running,
+    name: &str,
+    announce: bool,
+) -> Result<u8> {
     use crate::sys::{clone_process, exit_now, Forked};
     use std::io::Read;
     let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| Error::sys("pipe", e))?;
@@ -198,7 +203,9 @@ fn detach_run(policy: &Policy, running: crate::names::Running, name: &str) -> Re
             }
             let answer = String::from_utf8_lossy(&answer).into_owned();
             if answer.starts_with("ok") {
-                println!("{name}");
+                if announce {
+                    println!("{name}");
+                }
                 Ok(0)
             } else if answer.is_empty() {
                 // The command could not start: its status and message.
@@ -286,9 +293,23 @@ pub fn shell(opts: SandboxOpts, command: Vec<String>, string: Option<String>) ->
     );
     if crate::names::running(&paths).is_none() {
         match crate::names::Running::acquire(paths.clone()) {
-            Ok(running) => {
+            Ok(running) if session => {
                 let argv = policy.argv.clone();
                 return run_named(&policy, opts, argv, running, false, true);
+            }
+            // A command: the sandbox starts in the background and lives
+            // while sessions are in it, this command first; a shell that
+            // joins meanwhile keeps it after the command ends.
+            Ok(running) => {
+                let mut holder = policy.clone();
+                holder.tty = false;
+                holder.sessions = true;
+                holder.hangup = true;
+                let argv = policy.argv.clone();
+                let code = run_named(&holder, opts, argv, running, true, true)?;
+                if code != 0 {
+                    return Ok(code);
+                }
             }
             // Another shell of the project is starting it: join that one
             // once it runs.

@@ -634,6 +634,7 @@ mod tests {
             new_session: true,
             persist_project: false,
             hangup: false,
+            sessions: false,
             host_cache: std::time::Duration::from_secs(2),
             confinement: Default::default(),
             limits: Default::default(),

@@ -68,6 +68,9 @@ pub enum Msg {
     ExecFailed { error: String },
     /// init → `sbox exec`: the command ended with this status.
     ExecExited { code: u8 },
+    /// init → `sbox exec`: the command was the last session of a sandbox
+    /// that lives while its sessions do; the sandbox ends now.
+    Ending,
     /// `sbox exec` → init: deliver this signal to the command.
     Signal { signo: i32 },
     /// `sbox shell` joining → init: hang up the command's session (SIGHUP

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 /// How long a hung-up shell session has to end before it is killed.
 pub const HANGUP_GRACE: Duration = Duration::from_secs(2);
+/// How long a sandbox that lives while its sessions do waits for its first.
+const FIRST_SESSION_WAIT: Duration = Duration::from_secs(30);
 
 /// What init needs, prepared by the launcher before the clone.
 pub struct InitArgs<'a> {
@@ -269,6 +271,9 @@ fn spawn_payload(
                     sys::exit_now(EXIT_SBOX_FAILED as i32);
                 }
             }
+            if policy.sessions {
+                idle()
+            }
             super::payload::exec(
                 policy,
                 pty_slave,
@@ -324,6 +329,19 @@ fn spawn_payload(
     })
 }
 
+/// The command of a sandbox that lives while its sessions do: it holds the
+/// sandbox (and the nested user namespace of --pids) and does nothing. It
+/// runs no code of the sandbox and cannot be traced by the sessions, which
+/// have fewer capabilities; killing it ends the sandbox.
+fn idle() -> ! {
+    let _ = sys::set_not_dumpable();
+    let _ = sys::close_fds_from(0);
+    let _ = SigSet::all().thread_block();
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
 /// A command started by `sbox exec`.
 struct ExecClient {
     conn: Channel,
@@ -350,6 +368,9 @@ struct Supervisor<'a> {
     userns: Option<OwnedFd>,
     /// The sandbox was hung up: everything is killed at this time.
     kill_at: Option<Instant>,
+    /// `policy.sessions`: ended when no session is left, or none came by
+    /// this time.
+    first_session_by: Option<Instant>,
 }
 
 enum Source {
@@ -377,6 +398,7 @@ impl<'a> Supervisor<'a> {
             clients: Vec::new(),
             userns: started.userns,
             kill_at: None,
+            first_session_by: policy.sessions.then(|| Instant::now() + FIRST_SESSION_WAIT),
         })
     }
 
@@ -427,6 +449,7 @@ impl<'a> Supervisor<'a> {
             .iter()
             .filter_map(|c| c.kill_at)
             .chain(self.kill_at)
+            .chain(self.first_session_by)
             .min();
         let timeout = match next {
             Some(t) => {
@@ -486,6 +509,10 @@ impl<'a> Supervisor<'a> {
     /// Kill what was hung up and is still there after the grace period.
     fn expire(&mut self) {
         let now = Instant::now();
+        if self.first_session_by.is_some_and(|t| t <= now) && self.clients.is_empty() {
+            log(self.policy, || "no session came: ending".into());
+            let _ = kill(self.main, Signal::SIGKILL);
+        }
         if self.kill_at.is_some_and(|t| t <= now) {
             self.kill_at = None;
             let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
@@ -548,6 +575,7 @@ impl<'a> Supervisor<'a> {
                 client.pid = Some(started.pid);
                 client.master = master;
                 self.listeners.extend(started.listener);
+                self.first_session_by = None;
                 log(self.policy, || {
                     format!("exec started as pid {}", started.pid)
                 });
@@ -578,6 +606,7 @@ impl<'a> Supervisor<'a> {
             return Err(Error::Usage("no command given".into()));
         }
         let mut p = self.policy.clone();
+        p.sessions = false;
         p.argv = argv;
         p.tty = tty;
         for (k, v) in env {
@@ -665,7 +694,18 @@ impl<'a> Supervisor<'a> {
                     return Some(code);
                 }
                 Ok(st) => {
+                    let last = self.policy.sessions
+                        && self.first_session_by.is_none()
+                        && self
+                            .clients
+                            .iter()
+                            .all(|c| c.pid.is_none() || c.pid == st.pid());
                     if let Some(c) = self.clients.iter_mut().find(|c| c.pid == st.pid()) {
+                        if last {
+                            // The sandbox goes with its last session.
+                            let _ = c.conn.send(&Msg::Ending, None);
+                            let _ = kill(self.main, Signal::SIGKILL);
+                        }
                         let _ = c.conn.send(
                             &Msg::ExecExited {
                                 code: status_code(st),
