@@ -415,3 +415,37 @@ fn a_shell_that_joined_keeps_the_sandbox_a_command_started() {
     let ended = wait_for(10, || running_sandbox(&p).is_none());
     assert!(ended, "the sandbox outlived its last session");
 }
+
+#[test]
+fn commands_started_together_all_run_with_their_status() {
+    let p = Project::new("many");
+    let dir = p.dir.clone();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut codes = Vec::new();
+                for i in 0..4 {
+                    let script = format!("echo {w}-{i} >> /tmp/ran; exit 3");
+                    let o = run_bounded(
+                        sbox(&dir, &["shell", "--", "sh", "-c", &script]),
+                        b"",
+                        60,
+                        "concurrent sbox shell --",
+                    );
+                    codes.push((o.status.code(), stderr(&o)));
+                }
+                codes
+            })
+        })
+        .collect();
+    for w in workers {
+        for (code, err) in w.join().expect("worker") {
+            assert_eq!(code, Some(3), "stderr: {err}");
+        }
+    }
+    assert!(
+        wait_for(10, || running_sandbox(&p).is_none()),
+        "the sandbox outlived its sessions"
+    );
+}

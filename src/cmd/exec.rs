@@ -29,12 +29,14 @@ const RELAYED: &[Signal] = &[
 ];
 
 pub fn run(a: ExecArgs) -> Result<u8> {
-    join(a, false)
+    Ok(join(a, false, false)?.unwrap_or(crate::error::EXIT_SBOX_FAILED))
 }
 
 /// Run a command in a running named sandbox; with `hangup` (a shell of
-/// `sbox shell`), SIGTERM, SIGHUP and SIGINT hang up its session.
-pub fn join(a: ExecArgs, hangup: bool) -> Result<u8> {
+/// `sbox shell`), SIGTERM, SIGHUP and SIGINT hang up its session. With
+/// `gone_ok`, a sandbox that is not running, or ends before the command
+/// starts, is `None` rather than an error.
+pub fn join(a: ExecArgs, hangup: bool, gone_ok: bool) -> Result<Option<u8>> {
     crate::names::validate_name(&a.name)?;
     let caller = crate::policy::Caller::from_host()?;
     let paths = crate::names::Paths::new(
@@ -43,6 +45,9 @@ pub fn join(a: ExecArgs, hangup: bool) -> Result<u8> {
         &a.name,
     );
     if crate::names::running(&paths).is_none() {
+        if gone_ok {
+            return Ok(None);
+        }
         return Err(Error::Usage(format!("sandbox {:?} is not running", a.name)));
     }
     let mut env = Vec::new();
@@ -57,7 +62,11 @@ pub fn join(a: ExecArgs, hangup: bool) -> Result<u8> {
         Some(w) => Some(crate::policy::clean_absolute(w, "--workdir")?),
         None => None,
     };
-    let conn = Channel::connect(&paths.control())?;
+    let conn = match Channel::connect(&paths.control()) {
+        Ok(c) => c,
+        Err(_) if gone_ok => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let request = Msg::Exec {
         argv: a.command.clone(),
         env,
@@ -68,22 +77,26 @@ pub fn join(a: ExecArgs, hangup: bool) -> Result<u8> {
     for s in RELAYED {
         signals.add(*s);
     }
-    signals
+    let old_mask = signals
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
         .ctx(|| "blocking signals".into())?;
     // Without a terminal, the command gets pipes of ours, never our own
     // descriptors: what it leaves behind cannot hold the caller's terminal.
-    let pipes = if a.tty {
-        conn.send(&request, None)?;
-        None
+    let (pipes, sent) = if a.tty {
+        (None, conn.send(&request, None))
     } else {
         let (pipes, theirs) = Relay::new(a.interactive)?;
-        conn.send_fds(&request, &theirs.raw())?;
-        Some(pipes)
+        (Some(pipes), conn.send_fds(&request, &theirs.raw()))
     };
-    let master = match conn.recv()? {
-        Some((Msg::ExecStarted { .. }, master)) => master,
-        Some((Msg::ExecFailed { error }, _)) => return Err(Error::Host(error)),
+    let answer = sent.and_then(|()| conn.recv());
+    let master = match answer {
+        Ok(Some((Msg::ExecStarted { .. }, master))) => master,
+        Ok(Some((Msg::ExecFailed { error }, _))) => return Err(Error::Host(error)),
+        _ if gone_ok => {
+            let _ = old_mask.thread_set_mask();
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
         _ => {
             return Err(Error::Host(format!(
                 "sandbox {:?} stopped before the command started",
@@ -100,7 +113,7 @@ pub fn join(a: ExecArgs, hangup: bool) -> Result<u8> {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
-    Ok(code)
+    Ok(Some(code))
 }
 
 /// Relay until init says the command has ended; its status, and whether

@@ -291,11 +291,36 @@ pub fn shell(opts: SandboxOpts, command: Vec<String>, string: Option<String>) ->
         &data_dir(&policy.caller),
         &name,
     );
-    if crate::names::running(&paths).is_none() {
+    // The sandbox may be starting or ending meanwhile: then again.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(code) = shell_in(&policy, &opts, &paths, tty, session)? {
+            return Ok(code);
+        }
+        if std::time::Instant::now() > end {
+            return Err(Error::Host(format!(
+                "the project's sandbox {name} is busy starting or ending; try again"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Start the project's sandbox or join it: the status, or `None` when the
+/// sandbox ended before the command could start in it.
+fn shell_in(
+    policy: &Policy,
+    opts: &SandboxOpts,
+    paths: &crate::names::Paths,
+    tty: bool,
+    session: bool,
+) -> Result<Option<u8>> {
+    let name = paths.name.clone();
+    if crate::names::running(paths).is_none() {
         match crate::names::Running::acquire(paths.clone()) {
             Ok(running) if session => {
                 let argv = policy.argv.clone();
-                return run_named(&policy, opts, argv, running, false, true);
+                return run_named(policy, opts.clone(), argv, running, false, true).map(Some);
             }
             // A command: the sandbox starts in the background and lives
             // while sessions are in it, this command first; a shell that
@@ -306,22 +331,15 @@ pub fn shell(opts: SandboxOpts, command: Vec<String>, string: Option<String>) ->
                 holder.sessions = true;
                 holder.hangup = true;
                 let argv = policy.argv.clone();
-                let code = run_named(&holder, opts, argv, running, true, true)?;
+                let code = run_named(&holder, opts.clone(), argv, running, true, true)?;
                 if code != 0 {
-                    return Ok(code);
+                    return Ok(Some(code));
                 }
             }
-            // Another shell of the project is starting it: join that one
-            // once it runs.
-            Err(e) => {
-                let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                while crate::names::running(&paths).is_none() {
-                    if std::time::Instant::now() > end {
-                        return Err(e);
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-            }
+            // Another shell of the project is starting or ending it:
+            // join it once it runs, or start it once it has ended.
+            Err(_) if crate::names::running(paths).is_none() => return Ok(None),
+            Err(_) => {}
         }
     }
     if policy.verbose {
@@ -337,5 +355,6 @@ pub fn shell(opts: SandboxOpts, command: Vec<String>, string: Option<String>) ->
             command: policy.argv.clone(),
         },
         session,
+        true,
     )
 }
