@@ -449,3 +449,18 @@ fn commands_started_together_all_run_with_their_status() {
         "the sandbox outlived its sessions"
     );
 }
+
+#[test]
+fn a_command_that_starts_the_sandbox_keeps_its_timeout_status() {
+    let p = Project::new("tmo");
+    let t = Instant::now();
+    let o = run_bounded(
+        sbox(&p.dir, &["shell", "--timeout", "2s", "--", "sleep", "30"]),
+        b"",
+        30,
+        "sbox shell --timeout 2s -- sleep 30",
+    );
+    assert_eq!(o.status.code(), Some(124), "stderr: {}", stderr(&o));
+    assert!(stderr(&o).contains("--timeout"), "{}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+}

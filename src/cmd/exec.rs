@@ -147,6 +147,7 @@ fn relay(
     let mut master_open = master.is_some();
     let mut buf = vec![0u8; 64 * 1024];
     let mut ending = false;
+    let mut timed_out = None;
     loop {
         let mut fds = vec![
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
@@ -233,9 +234,17 @@ fn relay(
                     if let Some(p) = &mut pipes {
                         p.drain(&mut buf);
                     }
+                    if let Some(millis) = timed_out {
+                        let secs = millis as f64 / 1000.0;
+                        eprintln!(
+                            "sbox: error: the sandbox ran out of time ({secs}s, --timeout) and was stopped"
+                        );
+                        return Ok((crate::error::EXIT_TIMEOUT, ending));
+                    }
                     return Ok((code, ending));
                 }
                 Some((Msg::Ending, _)) => ending = true,
+                Some((Msg::TimedOut { millis }, _)) => timed_out = Some(millis),
                 Some(_) => {}
                 None => {
                     return Err(Error::Host(

@@ -68,6 +68,9 @@ pub enum Msg {
     ExecFailed { error: String },
     /// init → `sbox exec`: the command ended with this status.
     ExecExited { code: u8 },
+    /// init → `sbox exec`: the sandbox ran out of time (--timeout) and
+    /// is being stopped.
+    TimedOut { millis: u64 },
     /// init → `sbox exec`: the command was the last session of a sandbox
     /// that lives while its sessions do; the sandbox ends now.
     Ending,

@@ -492,6 +492,18 @@ impl<'a> Supervisor<'a> {
             if sig == Signal::SIGCHLD {
                 continue;
             }
+            if sig == Signal::SIGALRM {
+                // From the launcher: --timeout ran out (SIGTERM follows).
+                let millis = self
+                    .policy
+                    .limits
+                    .timeout
+                    .map_or(0, |t| t.as_millis() as u64);
+                for c in &self.clients {
+                    let _ = c.conn.send(&Msg::TimedOut { millis }, None);
+                }
+                continue;
+            }
             let hangs_up = matches!(sig, Signal::SIGTERM | Signal::SIGHUP | Signal::SIGINT);
             if self.policy.hangup && hangs_up {
                 // A shell ignores SIGTERM (and SIGINT): hang up the whole
@@ -512,6 +524,7 @@ impl<'a> Supervisor<'a> {
         if self.first_session_by.is_some_and(|t| t <= now) && self.clients.is_empty() {
             log(self.policy, || "no session came: ending".into());
             let _ = kill(self.main, Signal::SIGKILL);
+            self.control = None;
         }
         if self.kill_at.is_some_and(|t| t <= now) {
             self.kill_at = None;
@@ -702,9 +715,12 @@ impl<'a> Supervisor<'a> {
                             .all(|c| c.pid.is_none() || c.pid == st.pid());
                     if let Some(c) = self.clients.iter_mut().find(|c| c.pid == st.pid()) {
                         if last {
-                            // The sandbox goes with its last session.
+                            // The sandbox goes with its last session; a
+                            // new one is refused (its client tries again)
+                            // rather than started and killed with it.
                             let _ = c.conn.send(&Msg::Ending, None);
                             let _ = kill(self.main, Signal::SIGKILL);
+                            self.control = None;
                         }
                         let _ = c.conn.send(
                             &Msg::ExecExited {
