@@ -28,7 +28,10 @@ pub enum Command {
         after_help = "Examples:\n  sbox run -- npm install\n  sbox run --net none -- make test\n  sbox run --ro-bind ~/data:/data -- python3 train.py"
     )]
     Run(RunArgs),
-    /// Start an interactive login shell: one sandbox per project (dev profile), kept between shells; joins it when it is running
+    /// A login shell in the project's sandbox: one kept per project, joined when it runs; `-- CMD` runs one command there
+    #[command(
+        after_help = "Without a terminal on stdin the shell reads its commands from stdin and ends at their end.\n\nExamples:\n  sbox shell\n  sbox shell -- go build ./...\n  sbox shell -c 'make && make test'"
+    )]
     Shell(ShellArgs),
     /// Check what this host offers and how to fix what it lacks
     Doctor(DoctorArgs),
@@ -272,6 +275,12 @@ pub struct RunArgs {
 pub struct ShellArgs {
     #[command(flatten)]
     pub opts: SandboxOpts,
+    /// Run this command line with the login shell (SHELL -l -c STRING) and exit with its status
+    #[arg(short = 'c', value_name = "STRING", conflicts_with = "command")]
+    pub string: Option<String>,
+    /// Run this command in the project's sandbox and exit with its status
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -324,7 +333,7 @@ pub fn run() -> ExitCode {
     }
     let result = match cli.command {
         Command::Run(a) => crate::cmd::run::run(a.opts, a.command, a.tty, a.name, a.detach),
-        Command::Shell(a) => crate::cmd::run::shell(a.opts),
+        Command::Shell(a) => crate::cmd::run::shell(a.opts, a.command, a.string),
         Command::Doctor(a) => crate::cmd::doctor::run(a.json),
         Command::Profile(p) => crate::cmd::profile::run(p),
         Command::Trust(a) => crate::cmd::trust::run(a),

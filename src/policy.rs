@@ -163,6 +163,12 @@ pub struct Policy {
     pub notes: Vec<String>,
     /// `sbox shell` keeps one sandbox per project (filesystem.persist).
     pub persist_project: bool,
+    /// The command is a shell session (`sbox shell`): SIGTERM, SIGHUP and
+    /// SIGINT hang it up, as a closing terminal would, which a shell obeys.
+    pub hangup: bool,
+    /// The sandbox runs no command of its own and lives while `sbox exec`
+    /// sessions are in it (`sbox shell -- CMD` starts the project's so).
+    pub sessions: bool,
     /// How long the FUSE root's names and attributes are cached by the
     /// kernel (filesystem.host_cache): how stale a host change may look.
     pub host_cache: std::time::Duration,
@@ -723,6 +729,8 @@ pub fn build(
                 )))
             }
         },
+        hangup: false,
+        sessions: false,
         host_cache: host_cache(fs.host_cache.as_deref())?,
         confinement,
         limits,

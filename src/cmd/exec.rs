@@ -29,6 +29,14 @@ const RELAYED: &[Signal] = &[
 ];
 
 pub fn run(a: ExecArgs) -> Result<u8> {
+    Ok(join(a, false, false)?.unwrap_or(crate::error::EXIT_SBOX_FAILED))
+}
+
+/// Run a command in a running named sandbox; with `hangup` (a shell of
+/// `sbox shell`), SIGTERM, SIGHUP and SIGINT hang up its session. With
+/// `gone_ok`, a sandbox that is not running, or ends before the command
+/// starts, is `None` rather than an error.
+pub fn join(a: ExecArgs, hangup: bool, gone_ok: bool) -> Result<Option<u8>> {
     crate::names::validate_name(&a.name)?;
     let caller = crate::policy::Caller::from_host()?;
     let paths = crate::names::Paths::new(
@@ -37,6 +45,9 @@ pub fn run(a: ExecArgs) -> Result<u8> {
         &a.name,
     );
     if crate::names::running(&paths).is_none() {
+        if gone_ok {
+            return Ok(None);
+        }
         return Err(crate::names::not_running(&paths));
     }
     let mut env = Vec::new();
@@ -51,7 +62,11 @@ pub fn run(a: ExecArgs) -> Result<u8> {
         Some(w) => Some(crate::policy::clean_absolute(w, "--workdir")?),
         None => None,
     };
-    let conn = Channel::connect(&paths.control())?;
+    let conn = match Channel::connect(&paths.control()) {
+        Ok(c) => c,
+        Err(_) if gone_ok => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let request = Msg::Exec {
         argv: a.command.clone(),
         env,
@@ -62,22 +77,26 @@ pub fn run(a: ExecArgs) -> Result<u8> {
     for s in RELAYED {
         signals.add(*s);
     }
-    signals
+    let old_mask = signals
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
         .ctx(|| "blocking signals".into())?;
     // Without a terminal, the command gets pipes of ours, never our own
     // descriptors: what it leaves behind cannot hold the caller's terminal.
-    let pipes = if a.tty {
-        conn.send(&request, None)?;
-        None
+    let (pipes, sent) = if a.tty {
+        (None, conn.send(&request, None))
     } else {
         let (pipes, theirs) = Relay::new(a.interactive)?;
-        conn.send_fds(&request, &theirs.raw())?;
-        Some(pipes)
+        (Some(pipes), conn.send_fds(&request, &theirs.raw()))
     };
-    let master = match conn.recv()? {
-        Some((Msg::ExecStarted { .. }, master)) => master,
-        Some((Msg::ExecFailed { error }, _)) => return Err(Error::Host(error)),
+    let answer = sent.and_then(|()| conn.recv());
+    let master = match answer {
+        Ok(Some((Msg::ExecStarted { .. }, master))) => master,
+        Ok(Some((Msg::ExecFailed { error }, _))) => return Err(Error::Host(error)),
+        _ if gone_ok => {
+            let _ = old_mask.thread_set_mask();
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
         _ => {
             return Err(Error::Host(format!(
                 "sandbox {:?} stopped before the command started",
@@ -85,17 +104,28 @@ pub fn run(a: ExecArgs) -> Result<u8> {
             )))
         }
     };
-    relay(&conn, &signals, master, a.tty, pipes)
+    let (code, ending) = relay(&conn, &signals, master, a.tty, pipes, hangup)?;
+    if ending {
+        // The sandbox ends with this command: return once it has (its
+        // changes stored, its name free for the next start).
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while crate::names::running(&paths).is_some() && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    Ok(Some(code))
 }
 
-/// Relay until init says the command has ended.
+/// Relay until init says the command has ended; its status, and whether
+/// the sandbox ends with it.
 fn relay(
     conn: &Channel,
     signals: &SigSet,
     master: Option<OwnedFd>,
     tty: bool,
     mut pipes: Option<Relay>,
-) -> Result<u8> {
+    hangup: bool,
+) -> Result<(u8, bool)> {
     let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .ctx(|| "signalfd".into())?;
     let (stdin_handle, stdout_handle) = (std::io::stdin(), std::io::stdout());
@@ -116,6 +146,8 @@ fn relay(
     let mut stdin_open = master.is_some();
     let mut master_open = master.is_some();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut ending = false;
+    let mut timed_out = None;
     loop {
         let mut fds = vec![
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
@@ -185,6 +217,9 @@ fn relay(
                             None,
                         );
                     }
+                } else if hangup && matches!(sig, Signal::SIGTERM | Signal::SIGHUP | Signal::SIGINT)
+                {
+                    let _ = conn.send(&Msg::Hangup, None);
                 } else {
                     let _ = conn.send(&Msg::Signal { signo: sig as i32 }, None);
                 }
@@ -199,8 +234,17 @@ fn relay(
                     if let Some(p) = &mut pipes {
                         p.drain(&mut buf);
                     }
-                    return Ok(code);
+                    if let Some(millis) = timed_out {
+                        let secs = millis as f64 / 1000.0;
+                        eprintln!(
+                            "sbox: error: the sandbox ran out of time ({secs}s, --timeout) and was stopped"
+                        );
+                        return Ok((crate::error::EXIT_TIMEOUT, ending));
+                    }
+                    return Ok((code, ending));
                 }
+                Some((Msg::Ending, _)) => ending = true,
+                Some((Msg::TimedOut { millis }, _)) => timed_out = Some(millis),
                 Some(_) => {}
                 None => {
                     return Err(Error::Host(

@@ -112,25 +112,28 @@ pub fn run(
     let Some(name) = name else {
         return crate::sandbox::launcher::run(&policy, Default::default());
     };
-    run_named(&policy, opts, argv, &name, detach)
-}
-
-/// Run a sandbox under `name`: its upper layer is kept and reused.
-fn run_named(
-    policy: &Policy,
-    opts: SandboxOpts,
-    argv: Vec<String>,
-    name: &str,
-    detach: bool,
-) -> Result<u8> {
-    let name = name.to_string();
     crate::names::validate_name(&name)?;
     let paths = crate::names::Paths::new(
         &crate::state::runtime_base(policy.caller.uid)?,
         &data_dir(&policy.caller),
         &name,
     );
-    let running = crate::names::Running::acquire(paths.clone())?;
+    let running = crate::names::Running::acquire(paths)?;
+    run_named(&policy, opts, argv, running, detach, false)
+}
+
+/// Run a sandbox under the name `running` holds: its upper layer is kept
+/// and reused. `shell`: the per-project sandbox of `sbox shell`.
+fn run_named(
+    policy: &Policy,
+    opts: SandboxOpts,
+    argv: Vec<String>,
+    running: crate::names::Running,
+    detach: bool,
+    shell: bool,
+) -> Result<u8> {
+    let name = running.paths.name.clone();
+    let paths = running.paths.clone();
     crate::state::create_data_dirs(
         &data_dir(&policy.caller),
         &std::path::Path::new("sandboxes").join(&name),
@@ -142,7 +145,7 @@ fn run_named(
             opts,
             command: argv,
             project: policy.project.clone(),
-            shell: policy.tty && policy.persist_project,
+            shell,
             profile: Some(policy.profile.clone()),
         },
     );
@@ -157,7 +160,7 @@ fn run_named(
         r => r?,
     }
     if detach {
-        return detach_run(policy, running, &name);
+        return detach_run(policy, running, &name, !shell);
     }
     crate::sandbox::launcher::run(
         policy,
@@ -168,9 +171,14 @@ fn run_named(
     )
 }
 
-/// Start the sandbox in the background: print its name once the command
-/// runs, or the reason it could not start.
-fn detach_run(policy: &Policy, running: crate::names::Running, name: &str) -> Result<u8> {
+/// Start the sandbox in the background: print its name (with `announce`)
+/// once the command runs, or the reason it could not start.
+fn detach_run(
+    policy: &Policy,
+    running: crate::names::Running,
+    name: &str,
+    announce: bool,
+) -> Result<u8> {
     use crate::sys::{clone_process, exit_now, Forked};
     use std::io::Read;
     let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| Error::sys("pipe", e))?;
@@ -206,7 +214,9 @@ fn detach_run(policy: &Policy, running: crate::names::Running, name: &str) -> Re
             }
             let answer = String::from_utf8_lossy(&answer).into_owned();
             if answer.starts_with("ok") {
-                println!("{name}");
+                if announce {
+                    println!("{name}");
+                }
                 Ok(0)
             } else if answer.is_empty() {
                 // The command could not start: its status and message.
@@ -266,12 +276,23 @@ fn detached_child(
     .map_err(|e| (e, ready))
 }
 
-/// `sbox shell [OPTIONS]`. With a profile that persists per project, the
-/// project's sandbox keeps its changes between shells, and a second shell
-/// in the same project joins the running one.
-pub fn shell(opts: SandboxOpts) -> Result<u8> {
-    let mut policy = make_policy(&opts, Vec::new(), true)?;
-    policy.argv.push("-l".into());
+/// `sbox shell [OPTIONS] [-c STRING | -- CMD...]`. With a profile that
+/// persists per project, the project's sandbox keeps its changes between
+/// shells, and a shell or command in the same project joins the running
+/// one. Without a terminal on stdin, the shell reads its commands from
+/// stdin; a command gets a terminal only when stdin and stdout are ones.
+pub fn shell(opts: SandboxOpts, command: Vec<String>, string: Option<String>) -> Result<u8> {
+    use std::io::IsTerminal;
+    let session = command.is_empty() && string.is_none();
+    let tty = std::io::stdin().is_terminal() && (session || std::io::stdout().is_terminal());
+    let mut policy = make_policy(&opts, command.clone(), tty)?;
+    if command.is_empty() {
+        policy.argv.push("-l".into());
+        if let Some(s) = string {
+            policy.argv.extend(["-c".into(), s]);
+        }
+    }
+    policy.hangup = session;
     if !policy.persist_project {
         return crate::sandbox::launcher::run(&policy, Default::default());
     }
@@ -281,19 +302,70 @@ pub fn shell(opts: SandboxOpts) -> Result<u8> {
         &data_dir(&policy.caller),
         &name,
     );
-    if crate::names::running(&paths).is_some() {
-        if policy.verbose {
-            crate::sandbox::say("launcher", &format!("joining the running sandbox {name}"));
+    // The sandbox may be starting or ending meanwhile: then again.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(code) = shell_in(&policy, &opts, &paths, tty, session)? {
+            return Ok(code);
         }
-        return crate::cmd::exec::run(crate::cli::ExecArgs {
+        if std::time::Instant::now() > end {
+            return Err(Error::Host(format!(
+                "the project's sandbox {name} is busy starting or ending; try again"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Start the project's sandbox or join it: the status, or `None` when the
+/// sandbox ended before the command could start in it.
+fn shell_in(
+    policy: &Policy,
+    opts: &SandboxOpts,
+    paths: &crate::names::Paths,
+    tty: bool,
+    session: bool,
+) -> Result<Option<u8>> {
+    let name = paths.name.clone();
+    if crate::names::running(paths).is_none() {
+        match crate::names::Running::acquire(paths.clone()) {
+            Ok(running) if session => {
+                let argv = policy.argv.clone();
+                return run_named(policy, opts.clone(), argv, running, false, true).map(Some);
+            }
+            // A command: the sandbox starts in the background and lives
+            // while sessions are in it, this command first; a shell that
+            // joins meanwhile keeps it after the command ends.
+            Ok(running) => {
+                let mut holder = policy.clone();
+                holder.tty = false;
+                holder.sessions = true;
+                holder.hangup = true;
+                let argv = policy.argv.clone();
+                let code = run_named(&holder, opts.clone(), argv, running, true, true)?;
+                if code != 0 {
+                    return Ok(Some(code));
+                }
+            }
+            // Another shell of the project is starting or ending it:
+            // join it once it runs, or start it once it has ended.
+            Err(_) if crate::names::running(paths).is_none() => return Ok(None),
+            Err(_) => {}
+        }
+    }
+    if policy.verbose {
+        crate::sandbox::say("launcher", &format!("joining the running sandbox {name}"));
+    }
+    crate::cmd::exec::join(
+        crate::cli::ExecArgs {
             interactive: true,
-            tty: true,
+            tty,
             env: Vec::new(),
             workdir: Some(policy.chdir.to_string_lossy().into_owned()),
             name,
             command: policy.argv.clone(),
-        });
-    }
-    let argv = policy.argv.clone();
-    run_named(&policy, opts, argv, &name, false)
+        },
+        session,
+        true,
+    )
 }

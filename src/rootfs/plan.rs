@@ -633,6 +633,8 @@ mod tests {
             log_denials: false,
             new_session: true,
             persist_project: false,
+            hangup: false,
+            sessions: false,
             host_cache: std::time::Duration::from_secs(2),
             confinement: Default::default(),
             limits: Default::default(),

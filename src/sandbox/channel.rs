@@ -68,8 +68,17 @@ pub enum Msg {
     ExecFailed { error: String },
     /// init → `sbox exec`: the command ended with this status.
     ExecExited { code: u8 },
+    /// init → `sbox exec`: the sandbox ran out of time (--timeout) and
+    /// is being stopped.
+    TimedOut { millis: u64 },
+    /// init → `sbox exec`: the command was the last session of a sandbox
+    /// that lives while its sessions do; the sandbox ends now.
+    Ending,
     /// `sbox exec` → init: deliver this signal to the command.
     Signal { signo: i32 },
+    /// `sbox shell` joining → init: hang up the command's session (SIGHUP
+    /// to it and its process group, SIGKILL after the grace period).
+    Hangup,
     /// `sbox exec` → init: the caller's terminal changed size.
     Resize { rows: u16, cols: u16 },
 }

@@ -14,6 +14,12 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// How long a hung-up shell session has to end before it is killed.
+pub const HANGUP_GRACE: Duration = Duration::from_secs(2);
+/// How long a sandbox that lives while its sessions do waits for its first.
+const FIRST_SESSION_WAIT: Duration = Duration::from_secs(30);
 
 /// What init needs, prepared by the launcher before the clone.
 pub struct InitArgs<'a> {
@@ -265,6 +271,9 @@ fn spawn_payload(
                     sys::exit_now(EXIT_SBOX_FAILED as i32);
                 }
             }
+            if policy.sessions {
+                idle()
+            }
             super::payload::exec(
                 policy,
                 pty_slave,
@@ -320,6 +329,19 @@ fn spawn_payload(
     })
 }
 
+/// The command of a sandbox that lives while its sessions do: it holds the
+/// sandbox (and the nested user namespace of --pids) and does nothing. It
+/// runs no code of the sandbox and cannot be traced by the sessions, which
+/// have fewer capabilities; killing it ends the sandbox.
+fn idle() -> ! {
+    let _ = sys::set_not_dumpable();
+    let _ = sys::close_fds_from(0);
+    let _ = SigSet::all().thread_block();
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
 /// A command started by `sbox exec`.
 struct ExecClient {
     conn: Channel,
@@ -327,6 +349,8 @@ struct ExecClient {
     master: Option<OwnedFd>,
     /// The client closed its end.
     gone: bool,
+    /// Hung up: killed at this time if still running.
+    kill_at: Option<Instant>,
 }
 
 /// init's event loop: signals, reaping, seccomp notifications and exec
@@ -342,6 +366,11 @@ struct Supervisor<'a> {
     clients: Vec<ExecClient>,
     /// The main command's nested user namespace, which `sbox exec` joins.
     userns: Option<OwnedFd>,
+    /// The sandbox was hung up: everything is killed at this time.
+    kill_at: Option<Instant>,
+    /// `policy.sessions`: ended when no session is left, or none came by
+    /// this time.
+    first_session_by: Option<Instant>,
 }
 
 enum Source {
@@ -368,12 +397,15 @@ impl<'a> Supervisor<'a> {
             control: args.control.as_ref().and_then(|c| c.try_clone().ok()),
             clients: Vec::new(),
             userns: started.userns,
+            kill_at: None,
+            first_session_by: policy.sessions.then(|| Instant::now() + FIRST_SESSION_WAIT),
         })
     }
 
     fn run(&mut self) -> Result<u8> {
         loop {
             let ready = self.wait()?;
+            self.expire();
             for src in ready {
                 match src {
                     Source::Signals => self.on_signals(),
@@ -412,7 +444,22 @@ impl<'a> Supervisor<'a> {
             fds.push(PollFd::new(*fd, PollFlags::POLLIN));
             kinds.push(Source::Client(*i));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        let next = self
+            .clients
+            .iter()
+            .filter_map(|c| c.kill_at)
+            .chain(self.kill_at)
+            .chain(self.first_session_by)
+            .min();
+        let timeout = match next {
+            Some(t) => {
+                let left = t.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
+                    .unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        };
+        match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::sys("poll", e)),
         }
@@ -442,8 +489,54 @@ impl<'a> Supervisor<'a> {
             let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
                 continue;
             };
-            if sig != Signal::SIGCHLD {
+            if sig == Signal::SIGCHLD {
+                continue;
+            }
+            if sig == Signal::SIGALRM {
+                // From the launcher: --timeout ran out (SIGTERM follows).
+                let millis = self
+                    .policy
+                    .limits
+                    .timeout
+                    .map_or(0, |t| t.as_millis() as u64);
+                for c in &self.clients {
+                    let _ = c.conn.send(&Msg::TimedOut { millis }, None);
+                }
+                continue;
+            }
+            let hangs_up = matches!(sig, Signal::SIGTERM | Signal::SIGHUP | Signal::SIGINT);
+            if self.policy.hangup && hangs_up {
+                // A shell ignores SIGTERM (and SIGINT): hang up the whole
+                // sandbox, as a closing terminal would.
+                log(self.policy, || format!("{sig}: hanging up"));
+                let _ = kill(Pid::from_raw(-1), Signal::SIGHUP);
+                let _ = kill(Pid::from_raw(-1), Signal::SIGCONT);
+                self.kill_at.get_or_insert(Instant::now() + HANGUP_GRACE);
+            } else {
                 let _ = kill(self.main, sig);
+            }
+        }
+    }
+
+    /// Kill what was hung up and is still there after the grace period.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        if self.first_session_by.is_some_and(|t| t <= now) && self.clients.is_empty() {
+            log(self.policy, || "no session came: ending".into());
+            let _ = kill(self.main, Signal::SIGKILL);
+            self.control = None;
+        }
+        if self.kill_at.is_some_and(|t| t <= now) {
+            self.kill_at = None;
+            let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        }
+        for c in &mut self.clients {
+            if let (Some(t), Some(pid)) = (c.kill_at, c.pid) {
+                if t <= now {
+                    c.kill_at = None;
+                    let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+                    let _ = kill(pid, Signal::SIGKILL);
+                }
             }
         }
     }
@@ -482,6 +575,7 @@ impl<'a> Supervisor<'a> {
             pid: None,
             master: None,
             gone: false,
+            kill_at: None,
         };
         match self.start_exec(argv, env, cwd, tty, fds) {
             Ok((started, master)) => {
@@ -494,6 +588,7 @@ impl<'a> Supervisor<'a> {
                 client.pid = Some(started.pid);
                 client.master = master;
                 self.listeners.extend(started.listener);
+                self.first_session_by = None;
                 log(self.policy, || {
                     format!("exec started as pid {}", started.pid)
                 });
@@ -524,6 +619,7 @@ impl<'a> Supervisor<'a> {
             return Err(Error::Usage("no command given".into()));
         }
         let mut p = self.policy.clone();
+        p.sessions = false;
         p.argv = argv;
         p.tty = tty;
         for (k, v) in env {
@@ -563,6 +659,17 @@ impl<'a> Supervisor<'a> {
                     let _ = kill(pid, sig);
                 }
             }
+            Ok(Some((Msg::Hangup, _))) => {
+                // The session leader's process group, then the leader
+                // itself (a shell resends SIGHUP to its jobs).
+                if let Some(pid) = c.pid {
+                    let group = Pid::from_raw(-pid.as_raw());
+                    let _ = kill(group, Signal::SIGHUP);
+                    let _ = kill(pid, Signal::SIGHUP);
+                    let _ = kill(group, Signal::SIGCONT);
+                    c.kill_at.get_or_insert(Instant::now() + HANGUP_GRACE);
+                }
+            }
             Ok(Some((Msg::Resize { rows, cols }, _))) => {
                 if let Some(m) = &c.master {
                     let ws = libc::winsize {
@@ -600,7 +707,21 @@ impl<'a> Supervisor<'a> {
                     return Some(code);
                 }
                 Ok(st) => {
+                    let last = self.policy.sessions
+                        && self.first_session_by.is_none()
+                        && self
+                            .clients
+                            .iter()
+                            .all(|c| c.pid.is_none() || c.pid == st.pid());
                     if let Some(c) = self.clients.iter_mut().find(|c| c.pid == st.pid()) {
+                        if last {
+                            // The sandbox goes with its last session; a
+                            // new one is refused (its client tries again)
+                            // rather than started and killed with it.
+                            let _ = c.conn.send(&Msg::Ending, None);
+                            let _ = kill(self.main, Signal::SIGKILL);
+                            self.control = None;
+                        }
                         let _ = c.conn.send(
                             &Msg::ExecExited {
                                 code: status_code(st),

@@ -135,6 +135,8 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
         signals.add(*s);
     }
     signals.add(Signal::SIGCHLD);
+    // The launcher tells init of --timeout with it (for `sbox exec`).
+    signals.add(Signal::SIGALRM);
     let old_mask = signals
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
         .ctx(|| "blocking signals".into())?;
@@ -568,6 +570,7 @@ fn supervise(
                 } else {
                     log(policy, || "timeout: stopping the sandbox".into());
                     timed_out = true;
+                    let _ = kill(child, Signal::SIGALRM);
                     let _ = kill(child, Signal::SIGTERM);
                     deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
                 }
@@ -594,7 +597,7 @@ fn supervise(
                     continue;
                 };
                 match (sig, &master) {
-                    (Signal::SIGCHLD, _) => {}
+                    (Signal::SIGCHLD, _) | (Signal::SIGALRM, _) => {}
                     (Signal::SIGWINCH, Some(m)) => pty::copy_winsize(0, m.as_raw_fd()),
                     (s, _) => {
                         log(policy, || format!("forwarding {s}"));

@@ -11,11 +11,25 @@ pub struct RawMode {
 }
 
 impl RawMode {
-    /// Raw mode on `fd` if it is a terminal; `None` otherwise.
+    /// Raw mode on `fd` if it is a terminal; `None` otherwise, or when a
+    /// signal that ends the sandbox came while sbox waited in the
+    /// background of its terminal.
     pub fn enter(fd: BorrowedFd<'_>) -> Option<Self> {
         let saved = termios::tcgetattr(fd).ok()?;
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
+        // In the background of its terminal (`sbox shell &`, `timeout sbox
+        // shell`), stop until continued, as job control expects; then give
+        // up on the terminal if SIGTERM, SIGHUP or SIGINT came meanwhile:
+        // sbox blocks them (its loop reads them), so stopping again in
+        // tcsetattr would leave it stopped with them pending for good.
+        let background = nix::unistd::tcgetpgrp(fd).is_ok_and(|p| p != nix::unistd::getpgrp());
+        if background && !ending_signal_pending() {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTTOU);
+        }
+        if ending_signal_pending() {
+            return None;
+        }
         termios::tcsetattr(fd, SetArg::TCSANOW, &raw).ok()?;
         Some(RawMode {
             fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
@@ -29,8 +43,38 @@ impl Drop for RawMode {
         // SAFETY: the descriptor is the caller's stdin, open for the life of
         // the process.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        let _ = termios::tcsetattr(fd, SetArg::TCSADRAIN, &self.saved);
+        let _ = without_sigttou(|| termios::tcsetattr(fd, SetArg::TCSADRAIN, &self.saved));
     }
+}
+
+/// SIGTERM, SIGHUP or SIGINT is pending (blocked, for the relay loop).
+fn ending_signal_pending() -> bool {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the set it is given, which lives on our
+    // stack for the call.
+    if unsafe { libc::sigpending(set.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: sigpending succeeded, so the set is initialised.
+    let set = unsafe { set.assume_init() };
+    [libc::SIGTERM, libc::SIGHUP, libc::SIGINT]
+        .iter()
+        // SAFETY: sigismember only reads the initialised set.
+        .any(|&s| unsafe { libc::sigismember(&set, s) } == 1)
+}
+
+/// Run `f` with SIGTTOU blocked: restoring the terminal at the end never
+/// stops sbox for good, even from a background process group.
+fn without_sigttou<T>(f: impl FnOnce() -> T) -> T {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTTOU);
+    let old = set.thread_swap_mask(SigmaskHow::SIG_BLOCK).ok();
+    let r = f();
+    if let Some(old) = old {
+        let _ = old.thread_set_mask();
+    }
+    r
 }
 
 /// Copy the window size of `from` (the caller's terminal) to `to`.
