@@ -28,7 +28,7 @@ pub enum Command {
         after_help = "Examples:\n  sbox run -- npm install\n  sbox run --net none -- make test\n  sbox run --ro-bind ~/data:/data -- python3 train.py"
     )]
     Run(RunArgs),
-    /// A login shell in the project's sandbox: one kept per project, joined when it runs; `-- CMD` runs one command there
+    /// A login shell in the project's sandbox: one sandbox per project, kept between shells; joins it when it runs; `-- CMD` runs one command there
     #[command(
         after_help = "Without a terminal on stdin the shell reads its commands from stdin and ends at their end.\n\nExamples:\n  sbox shell\n  sbox shell -- go build ./...\n  sbox shell -c 'make && make test'"
     )]
