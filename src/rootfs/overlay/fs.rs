@@ -430,6 +430,12 @@ impl OverlayFs {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `name` in `parent` is a hidden path (a refused lookup).
+    fn hidden_name(&self, parent: u64, name: &CStr) -> bool {
+        self.info(parent)
+            .is_ok_and(|p| self.masks.hidden(&join(&p.path, name.to_bytes())))
+    }
+
     /// Hidden paths (absolute, as inside) that were asked for, with how often.
     pub(crate) fn hidden_refusals(&self) -> Vec<(std::path::PathBuf, u32)> {
         use std::os::unix::ffi::OsStrExt;
@@ -1204,16 +1210,19 @@ impl FileSystem for OverlayFs {
         match self.do_lookup(parent, name.to_bytes()) {
             // A negative entry the kernel may cache for the entry timeout:
             // compilers and loaders probe many paths that do not exist.
-            // Creating the name through the mount replaces it at once.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Entry {
-                inode: 0,
-                generation: 0,
-                // SAFETY: stat64 is plain old data; all-zero is valid.
-                attr: unsafe { std::mem::zeroed() },
-                attr_flags: 0,
-                attr_timeout: Duration::ZERO,
-                entry_timeout: self.entry_timeout,
-            }),
+            // Creating the name through the mount replaces it at once. Not
+            // for a hidden path: each attempt must reach us to be counted.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !self.hidden_name(parent, name) => {
+                Ok(Entry {
+                    inode: 0,
+                    generation: 0,
+                    // SAFETY: stat64 is plain old data; all-zero is valid.
+                    attr: unsafe { std::mem::zeroed() },
+                    attr_flags: 0,
+                    attr_timeout: Duration::ZERO,
+                    entry_timeout: self.entry_timeout,
+                })
+            }
             r => r,
         }
     }
