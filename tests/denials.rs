@@ -97,3 +97,49 @@ fn log_denials_names_each_refusal_with_what_would_allow_it() {
     let denied: Vec<&str> = err.lines().filter(|l| l.contains("denied: ")).collect();
     assert_eq!(denied.len(), 4, "{err}");
 }
+
+#[test]
+fn log_denials_names_a_port_outside_allowed_connect_ports() {
+    let p = Project::new("denials-port");
+    let prof = p.write(
+        "ports.toml",
+        "include = [\"build\"]\n[network]\nallowed_connect_ports = [443]\n",
+    );
+    p.write(
+        "c.py",
+        "import socket\nfor port in (80, 80, 443):\n    s = socket.socket()\n    try:\n        s.connect(('127.0.0.1', port))\n    except OSError as e:\n        print(port, e.errno)\n",
+    );
+    let o = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--profile",
+            &prof.to_string_lossy(),
+            "--log-denials",
+            "--",
+            "python3",
+            "c.py",
+        ],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Landlock refuses 80 (EACCES); 443 is allowed, nobody listens.
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "80 {}\n80 {}\n443 {}\n",
+            libc::EACCES,
+            libc::EACCES,
+            libc::ECONNREFUSED
+        )
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("sbox: denied: connect to 127.0.0.1:80 (2 times) by Landlock; to allow: add its port to network.allowed_connect_ports"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sbox: 2 operations were refused in all"),
+        "{err}"
+    );
+    assert!(!err.contains("443"), "{err}");
+}
