@@ -5,11 +5,13 @@ mod common;
 use common::*;
 
 /// Writes outside the project 3 times (Landlock), reads a hidden path twice
-/// (the FUSE root), connects out once without a network, calls keyctl once
-/// (seccomp).
+/// and makes another once (the FUSE root: a creation is one refusal, not
+/// its lookup and its mkdir), connects out once without a network, calls
+/// keyctl once (seccomp).
 const BUILD: &str = r#"
 for i in 1 2 3; do (echo x > "$HOME/out") 2>/dev/null; done
 cat "$SECRET" 2>/dev/null; cat "$SECRET" 2>/dev/null
+mkdir "$HOME/.aws" 2>/dev/null
 PYTHONDONTWRITEBYTECODE=1 python3 probe.py
 true
 "#;
@@ -50,11 +52,11 @@ fn without_the_flag_one_line_counts_hidden_paths_and_seccomp_refusals() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "connect=ENETUNREACH\nkeyctl=EPERM\n");
     let err = stderr(&o);
-    // Hidden path ×2 (each attempt, not once) + keyctl ×1; Landlock and
+    // Hidden paths ×3 (each attempt, not once) + keyctl ×1; Landlock and
     // the network are observed only with --log-denials.
     assert_eq!(
         summary_lines(&err),
-        ["sbox: 3 operations were refused; run with --log-denials to see them"],
+        ["sbox: 4 operations were refused; run with --log-denials to see them"],
         "{err}"
     );
     assert!(!err.contains("denied"), "{err}");
@@ -86,16 +88,17 @@ fn log_denials_names_each_refusal_with_what_would_allow_it() {
     for want in [
         format!("sbox: denied: write to {home}/out (3 times) by Landlock; to allow: add it or a directory above it to landlock.write"),
         format!("sbox: denied: hidden path {home}/.ssh (2 times); to allow: leave it out of filesystem.hidden"),
+        format!("sbox: denied: hidden path {home}/.aws (1 time); to allow: leave it out of filesystem.hidden"),
         "sbox: denied: connect to 192.0.2.1:80 (1 time): the sandbox has no network; to allow: --net user or --net host (network.mode)".to_string(),
         "sbox: 1 call denied by seccomp: keyctl ×1; to allow: seccomp.allow = [\"keyctl\"]".to_string(),
-        "sbox: 7 operations were refused in all".to_string(),
+        "sbox: 8 operations were refused in all".to_string(),
     ] {
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }
     assert_eq!(summary_lines(&err).len(), 1, "{err}");
     // Nothing else was reported: no write the rules allow, no other path.
     let denied: Vec<&str> = err.lines().filter(|l| l.contains("denied: ")).collect();
-    assert_eq!(denied.len(), 4, "{err}");
+    assert_eq!(denied.len(), 5, "{err}");
 }
 
 #[test]

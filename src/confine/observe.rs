@@ -15,6 +15,10 @@
 //!   the call was made and before it is carried out: a path the command
 //!   changes in between, or a read-only mount that refuses first (EROFS), can
 //!   make a count wrong. `openat2` is read for its flags like `openat`.
+//!   Paths under /proc, /dev/fd and /dev/std* are not judged (init would
+//!   resolve its own /proc/self), nor symlinks elsewhere that lead there;
+//!   nor hidden paths (the FUSE server counts them), as named (a `..` or a
+//!   symlink that leads into one is looked up, and counted, twice).
 //! * with no network (`--net none`), a `connect` to an address that is not
 //!   the loopback's; name lookups that fail without a connect (no resolver
 //!   reachable) are not seen.
@@ -35,6 +39,9 @@ pub struct Observer {
     pub no_network: bool,
     /// TCP connect is limited to these ports (Landlock).
     pub connect_ports: Option<Vec<u16>>,
+    /// The hidden paths: a call on one is the overlay's refusal, counted by
+    /// the FUSE server (init must not even look it up: that counts too).
+    pub hidden: Vec<PathBuf>,
 }
 
 /// What a call does to a path, as far as Landlock's write rights go.
@@ -105,8 +112,21 @@ impl Observer {
         };
         let mut resolved = Vec::new();
         for ((dirfd, ptr), op) in targets {
-            let path = read_path(req.pid, ptr)?;
-            resolved.push((absolute(req.pid, dirfd, &path)?, op));
+            let path = absolute(req.pid, dirfd, &read_path(req.pid, ptr)?)?;
+            // /proc/self and /dev/std* would be init's own, not the caller's.
+            let own = [
+                "/proc",
+                "/dev/fd",
+                "/dev/stdin",
+                "/dev/stdout",
+                "/dev/stderr",
+            ];
+            if own.iter().any(|o| path.starts_with(o))
+                || self.hidden.iter().any(|h| path.starts_with(h))
+            {
+                return None;
+            }
+            resolved.push((path, op));
         }
         // A rename refused for its source is not refused again for its target.
         resolved

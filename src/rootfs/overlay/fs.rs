@@ -46,8 +46,8 @@ impl Masks {
                 .enumerate()
                 .any(|(i, &c)| c == b'/' && self.hidden.contains(&rel[..i]))
     }
-    /// Like `hidden`, for a request that names the path (lookup, create,
-    /// rename, remove): counts the refusal.
+    /// Like `hidden`, for a lookup: counts the refusal (creation, removal
+    /// and rename come after a lookup of the name, counted there).
     pub(crate) fn refuses(&self, rel: &[u8]) -> bool {
         if !self.hidden(rel) {
             return false;
@@ -832,7 +832,8 @@ impl OverlayFs {
             return Err(err(libc::EPERM));
         }
         let rel = join(&pinfo.path, name);
-        if self.masks.refuses(&rel) || self.masks.empty(&rel) {
+        // Looked up (and counted) just before: not counted again.
+        if self.masks.hidden(&rel) || self.masks.empty(&rel) {
             return Err(err(libc::EACCES));
         }
         self.copy_up(parent, true)?;
@@ -911,7 +912,7 @@ impl OverlayFs {
             return Err(err(libc::ENOENT));
         }
         let rel = join(&pinfo.path, name);
-        if self.masks.refuses(&rel) {
+        if self.masks.hidden(&rel) {
             return Err(err(libc::ENOENT));
         }
         Ok((pinfo, rel))
@@ -950,13 +951,13 @@ impl OverlayFs {
         }
         let orel = join(&opi.path, oname);
         let nrel = join(&npi.path, nname);
-        if self.masks.refuses(&orel) {
+        if self.masks.hidden(&orel) {
             return Err(err(libc::ENOENT));
         }
         if self.masks.empty(&orel) {
             return Err(err(libc::EBUSY));
         }
-        if self.masks.refuses(&nrel) || self.masks.empty(&nrel) {
+        if self.masks.hidden(&nrel) || self.masks.empty(&nrel) {
             return Err(err(libc::EACCES));
         }
         if self.masks.masks_below(&orel)
