@@ -50,8 +50,7 @@ pub enum Msg {
     /// init → launcher: the /dev/fuse descriptor of the passthrough mount
     /// of plan step `step` (a `Step::FuseBind`) is attached; serve it.
     FuseBindFd { step: usize },
-    /// payload → init: the seccomp notification listener is attached
-    /// (--log-denials).
+    /// payload → init: the seccomp notification listener is attached.
     SeccompListener,
     /// init → launcher, as the sandbox ends: how many operations init saw
     /// refused (seccomp; with --log-denials also Landlock and the network),

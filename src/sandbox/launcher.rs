@@ -480,9 +480,6 @@ fn describe_layers(policy: &Policy, ids: &IdPlan) {
     }
 }
 
-/// Relay signals, the terminal (when there is one) and a detached
-/// sandbox's output until init exits; stop the sandbox at its timeout.
-/// Returns init's status and whether the timeout stopped it.
 /// What init counted as refused (its last message, sent as the sandbox
 /// ended; it is gone, so this does not wait).
 fn init_refusals(ours: &Channel) -> (u32, Vec<String>) {
@@ -533,6 +530,9 @@ fn report_refusals(
     eprintln!("sbox: {ops} in all");
 }
 
+/// Relay signals, the terminal (when there is one) and a detached
+/// sandbox's output until init exits; stop the sandbox at its timeout.
+/// Returns init's status and whether the timeout stopped it.
 fn supervise(
     policy: &Policy,
     child: Pid,
