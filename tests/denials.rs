@@ -102,15 +102,15 @@ fn log_denials_names_each_refusal_with_what_would_allow_it() {
 }
 
 #[test]
-fn log_denials_names_a_port_outside_allowed_connect_ports() {
+fn log_denials_names_ports_outside_allowed_connect_and_bind_ports() {
     let p = Project::new("denials-port");
     let prof = p.write(
         "ports.toml",
-        "include = [\"build\"]\n[network]\nallowed_connect_ports = [443]\n",
+        "include = [\"build\"]\n[network]\nallowed_connect_ports = [443]\nallowed_bind_ports = [8443]\n",
     );
     p.write(
         "c.py",
-        "import socket\nfor port in (80, 80, 443):\n    s = socket.socket()\n    try:\n        s.connect(('127.0.0.1', port))\n    except OSError as e:\n        print(port, e.errno)\n",
+        "import socket\nfor port in (80, 80, 443):\n    s = socket.socket()\n    try:\n        s.connect(('127.0.0.1', port))\n    except OSError as e:\n        print(port, e.errno)\ns = socket.socket()\ntry:\n    s.bind(('127.0.0.1', 8080))\nexcept OSError as e:\n    print('bind', e.errno)\n",
     );
     let o = output(sbox(
         &p.dir,
@@ -129,10 +129,11 @@ fn log_denials_names_a_port_outside_allowed_connect_ports() {
     assert_eq!(
         stdout(&o),
         format!(
-            "80 {}\n80 {}\n443 {}\n",
+            "80 {}\n80 {}\n443 {}\nbind {}\n",
             libc::EACCES,
             libc::EACCES,
-            libc::ECONNREFUSED
+            libc::ECONNREFUSED,
+            libc::EACCES
         )
     );
     let err = stderr(&o);
@@ -141,7 +142,11 @@ fn log_denials_names_a_port_outside_allowed_connect_ports() {
         "{err}"
     );
     assert!(
-        err.contains("sbox: 2 operations were refused in all"),
+        err.contains("sbox: denied: bind to 127.0.0.1:8080 (1 time) by Landlock; to allow: add its port to network.allowed_bind_ports"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sbox: 3 operations were refused in all"),
         "{err}"
     );
     assert!(!err.contains("443"), "{err}");

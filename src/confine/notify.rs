@@ -160,6 +160,8 @@ pub enum Refusal {
     NoNetwork(String),
     /// A TCP connect to a port outside `network.allowed_connect_ports`.
     Port(String),
+    /// A TCP bind to a port outside `network.allowed_bind_ports`.
+    BindPort(String),
 }
 
 /// Counts refusals for the report at exit.
@@ -194,6 +196,10 @@ impl Tally {
                 )),
                 Refusal::NoNetwork(addr) => lines.push(format!(
                     "denied: connect to {addr} ({}): the sandbox has no network; to allow: --net user or --net host (network.mode)",
+                    times(n)
+                )),
+                Refusal::BindPort(addr) => lines.push(format!(
+                    "denied: bind to {addr} ({}) by Landlock; to allow: add its port to network.allowed_bind_ports",
                     times(n)
                 )),
                 Refusal::Port(addr) => lines.push(format!(

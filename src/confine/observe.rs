@@ -22,7 +22,8 @@
 //! * with no network (`--net none`), a `connect` to an address that is not
 //!   the loopback's; name lookups that fail without a connect (no resolver
 //!   reachable) are not seen.
-//! * a TCP `connect` to a port outside `network.allowed_connect_ports`.
+//! * a TCP `connect` to a port outside `network.allowed_connect_ports`, a
+//!   TCP `bind` to one outside `network.allowed_bind_ports`.
 
 use super::notify::{Refusal, Request};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -39,6 +40,8 @@ pub struct Observer {
     pub no_network: bool,
     /// TCP connect is limited to these ports (Landlock).
     pub connect_ports: Option<Vec<u16>>,
+    /// TCP bind is limited to these ports (Landlock).
+    pub bind_ports: Option<Vec<u16>>,
     /// The hidden paths: a call on one is the overlay's refusal, counted by
     /// the FUSE server (init must not even look it up: that counts too).
     pub hidden: Vec<PathBuf>,
@@ -80,6 +83,9 @@ impl Observer {
         let a = &req.args;
         if name == "connect" {
             return self.connect(req);
+        }
+        if name == "bind" {
+            return self.bind(req);
         }
         self.write_roots.as_ref()?;
         let at = |dirfd: u64, path: u64| -> Arg { (Some(dirfd as i32), path) };
@@ -194,6 +200,18 @@ impl Observer {
             return None;
         }
         Some(Refusal::Port(addr.to_string()))
+    }
+}
+
+impl Observer {
+    fn bind(&self, req: &Request) -> Option<Refusal> {
+        let ports = self.bind_ports.as_ref()?;
+        let len = usize::try_from(req.args[2]).ok()?.min(128);
+        let addr = sockaddr(&read_mem(req.pid, req.args[1], len)?)?;
+        if ports.contains(&addr.port()) || !is_tcp(req.pid, req.args[0] as i32) {
+            return None;
+        }
+        Some(Refusal::BindPort(addr.to_string()))
     }
 }
 

@@ -71,7 +71,7 @@ pub struct Watch {
     /// Calls that write, create, remove or rename by path (open/openat only
     /// with a flag that writes, creates or truncates).
     pub paths: bool,
-    /// connect(2).
+    /// connect(2) and bind(2).
     pub connect: bool,
 }
 
@@ -494,6 +494,7 @@ fn build_rule_set(spec: &SeccompSpec) -> Result<BTreeMap<String, DenyRule>, Conf
     }
     if spec.watch.connect {
         watch("connect", Condition::Always);
+        watch("bind", Condition::Always);
     }
     Ok(rules)
 }
