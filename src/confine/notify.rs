@@ -166,7 +166,12 @@ pub enum Refusal {
 
 /// Counts refusals for the report at exit.
 #[derive(Debug, Default)]
-pub struct Tally(BTreeMap<Refusal, u32>);
+pub struct Tally(BTreeMap<Refusal, u32>, u32);
+
+/// Distinct refusals kept (more are counted, not named).
+const KEPT: usize = 10_000;
+/// Paths and addresses named in the report (the rest are summed up).
+const NAMED: usize = 100;
 
 fn times(n: u32) -> String {
     format!("{n} time{}", if n == 1 { "" } else { "s" })
@@ -174,11 +179,17 @@ fn times(n: u32) -> String {
 
 impl Tally {
     pub fn add(&mut self, r: Refusal) {
-        *self.0.entry(r).or_default() += 1;
+        let named = !matches!(r, Refusal::Seccomp(_));
+        if named && self.0.len() >= KEPT && !self.0.contains_key(&r) {
+            self.1 = self.1.saturating_add(1);
+            return;
+        }
+        let n = self.0.entry(r).or_default();
+        *n = n.saturating_add(1);
     }
 
     pub fn total(&self) -> u32 {
-        self.0.values().sum()
+        self.0.values().fold(self.1, |a, n| a.saturating_add(*n))
     }
 
     /// The report: one line per refused path or address, one for seccomp
@@ -190,23 +201,34 @@ impl Tally {
         for (r, &n) in &self.0 {
             match r {
                 Refusal::Seccomp(name) => calls.push((name.as_str(), n)),
-                Refusal::LandlockWrite(path) => lines.push(format!(
+                Refusal::LandlockWrite(path) => lines.push((format!(
                     "denied: write to {path} ({}) by Landlock; to allow: add it or a directory above it to landlock.write",
                     times(n)
-                )),
-                Refusal::NoNetwork(addr) => lines.push(format!(
+                ), n)),
+                Refusal::NoNetwork(addr) => lines.push((format!(
                     "denied: connect to {addr} ({}): the sandbox has no network; to allow: --net user or --net host (network.mode)",
                     times(n)
-                )),
-                Refusal::BindPort(addr) => lines.push(format!(
+                ), n)),
+                Refusal::BindPort(addr) => lines.push((format!(
                     "denied: bind to {addr} ({}) by Landlock; to allow: add its port to network.allowed_bind_ports",
                     times(n)
-                )),
-                Refusal::Port(addr) => lines.push(format!(
+                ), n)),
+                Refusal::Port(addr) => lines.push((format!(
                     "denied: connect to {addr} ({}) by Landlock; to allow: add its port to network.allowed_connect_ports",
                     times(n)
-                )),
+                ), n)),
             }
+        }
+        // The rest summed up (the report goes to the launcher in one message).
+        let more = lines
+            .iter()
+            .skip(NAMED)
+            .fold(self.1, |a, (_, n)| a.saturating_add(*n));
+        let mut lines: Vec<String> = lines.into_iter().take(NAMED).map(|(l, _)| l).collect();
+        if more > 0 {
+            lines.push(format!(
+                "denied: {more} more (writes, connects or binds not named)"
+            ));
         }
         if !calls.is_empty() {
             let total: u32 = calls.iter().map(|(_, n)| n).sum();
@@ -267,6 +289,32 @@ mod tests {
                 "3 calls denied by seccomp: bpf ×1, keyctl ×2; to allow: seccomp.allow = [\"bpf\", \"keyctl\"]",
             ]
         );
+    }
+
+    #[test]
+    fn the_report_names_a_bounded_number_and_counts_the_rest() {
+        let mut t = Tally::default();
+        for i in 0..KEPT + 5 {
+            t.add(Refusal::LandlockWrite(format!("/x/{i:05}")));
+        }
+        t.add(Refusal::LandlockWrite("/x/00000".into()));
+        t.add(Refusal::Seccomp("bpf".into()));
+        assert_eq!(t.total() as usize, KEPT + 7);
+        let r = t.report();
+        assert_eq!(r.len(), NAMED + 2);
+        assert!(
+            r[0].starts_with("denied: write to /x/00000 (2 times)"),
+            "{}",
+            r[0]
+        );
+        assert_eq!(
+            r[NAMED],
+            format!(
+                "denied: {} more (writes, connects or binds not named)",
+                KEPT + 5 - NAMED
+            )
+        );
+        assert!(r[NAMED + 1].starts_with("1 call denied by seccomp: bpf ×1"));
     }
 
     #[test]
