@@ -18,7 +18,9 @@
 //!   Paths under /proc, /dev/fd and /dev/std* are not judged (init would
 //!   resolve its own /proc/self), nor symlinks elsewhere that lead there;
 //!   nor hidden paths (the FUSE server counts them), as named (a `..` or a
-//!   symlink that leads into one is looked up, and counted, twice).
+//!   symlink that leads into one is looked up, and counted, twice). A
+//!   command that changed its root has its paths taken below that root, but
+//!   its absolute symlinks are followed from the sandbox's.
 //! * with no network (`--net none`), a `connect` to an address that is not
 //!   the loopback's; name lookups that fail without a connect (no resolver
 //!   reachable) are not seen.
@@ -307,8 +309,10 @@ fn read_path(pid: u32, addr: u64) -> Option<PathBuf> {
 /// `path` made absolute: relative to `dirfd` of `pid` (None: its working
 /// directory).
 fn absolute(pid: u32, dirfd: Option<i32>, path: &Path) -> Option<PathBuf> {
-    if path.is_absolute() {
-        return Some(path.to_path_buf());
+    if let Ok(rel) = path.strip_prefix("/") {
+        // Below its root, as init sees it (a command may have chrooted).
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).ok()?;
+        return Some(root.join(rel));
     }
     let base = match dirfd {
         None => format!("/proc/{pid}/cwd"),
