@@ -29,7 +29,7 @@ impl Canaries {
             // replace a canary atomically, and only when it differs, so
             // another test checking it never sees it half-written.
             if std::fs::read(&p).ok().as_deref() != Some(text.as_bytes()) {
-                let tmp = parent.join(format!(".canary-{}", std::process::id()));
+                let tmp = parent.join(format!(".canary-{}-{}", std::process::id(), unique()));
                 std::fs::write(&tmp, text).expect("write");
                 chown(&tmp);
                 std::fs::rename(&tmp, &p).expect("rename");

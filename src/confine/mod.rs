@@ -7,6 +7,7 @@
 
 pub mod landlock;
 pub mod notify;
+pub mod observe;
 pub mod plan;
 pub mod seccomp;
 mod syscall_table;

@@ -1,22 +1,27 @@
-//! `--log-denials` for seccomp: the filter's EPERM answers become user
-//! notifications; init receives them, names the call and the process on
-//! stderr, answers EPERM itself, and prints a summary at exit.
+//! seccomp user notifications, answered by init. The filter's EPERM answers
+//! become notifications (always: counting them costs nothing until a call is
+//! refused): init names the call and the process on stderr with
+//! --log-denials, answers EPERM itself, and counts it. With --log-denials the
+//! calls in [`super::seccomp::Watch`] are passed on too, observed (see
+//! [`super::observe`]) and let through unchanged (`CONTINUE`).
 
-use super::seccomp::native_arch;
+use super::seccomp::{native_arch, WATCH_ERRNO};
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
-/// Turn every `return ERRNO(errno)` of `prog` into `return USER_NOTIF`.
-/// Pure: the program's shape and every other action stay as they are.
+/// Turn every `return ERRNO(errno)` and `return ERRNO(WATCH_ERRNO)` of
+/// `prog` into `return USER_NOTIF`. Pure: the program's shape and every other
+/// action stay as they are.
 pub fn build_notifying(prog: &seccompiler::BpfProgram, errno: i32) -> seccompiler::BpfProgram {
-    let deny = libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA);
+    let ret = |e: i32| libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA);
+    let (deny, watch) = (ret(errno), ret(WATCH_ERRNO));
     prog.iter()
         .map(|ins| {
             let mut i = ins.clone();
-            if i.code == BPF_RET_K && i.k == deny {
+            if i.code == BPF_RET_K && (i.k == deny || i.k == watch) {
                 i.k = libc::SECCOMP_RET_USER_NOTIF;
             }
             i
@@ -50,17 +55,17 @@ pub fn install_with_listener(prog: &seccompiler::BpfProgram) -> io::Result<Owned
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// One denied call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
+/// One notification: a call the filter passed to the listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub id: u64,
     pub pid: u32,
-    pub syscall: String,
-    pub comm: String,
+    pub nr: i32,
+    pub args: [u64; 6],
 }
 
-/// Receive one notification, answer it with `errno`, and describe it.
-/// `None` when the notification vanished (the caller died meanwhile).
-pub fn answer_one(listener: &OwnedFd, errno: i32) -> io::Result<Option<Denial>> {
+/// Receive one notification; `None` when it vanished (the caller died).
+pub fn receive(listener: &OwnedFd) -> io::Result<Option<Request>> {
     // SAFETY: seccomp_notif is plain old data; all-zero is the value the
     // kernel requires before NOTIF_RECV.
     let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
@@ -79,14 +84,26 @@ pub fn answer_one(listener: &OwnedFd, errno: i32) -> io::Result<Option<Denial>> 
             _ => Err(e),
         };
     }
-    let comm = std::fs::read_to_string(format!("/proc/{}/comm", req.pid))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    let resp = libc::seccomp_notif_resp {
+    Ok(Some(Request {
         id: req.id,
+        pid: req.pid,
+        nr: req.data.nr,
+        args: req.data.args,
+    }))
+}
+
+/// Answer a notification: fail the call with `errno`, or (`None`) let the
+/// kernel carry it out as if nothing had been asked.
+pub fn reply(listener: &OwnedFd, id: u64, errno: Option<i32>) -> io::Result<()> {
+    let resp = libc::seccomp_notif_resp {
+        id,
         val: 0,
-        error: -errno,
-        flags: 0,
+        error: errno.map_or(0, |e| -e),
+        flags: if errno.is_none() {
+            libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32
+        } else {
+            0
+        },
     };
     // SAFETY: NOTIF_SEND reads one seccomp_notif_resp that we own.
     let r = unsafe {
@@ -99,11 +116,28 @@ pub fn answer_one(listener: &OwnedFd, errno: i32) -> io::Result<Option<Denial>> 
     if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
         return Err(io::Error::last_os_error());
     }
-    Ok(Some(Denial {
-        pid: req.pid,
-        syscall: syscall_name(req.data.nr),
-        comm,
-    }))
+    Ok(())
+}
+
+/// The notification `id` is still pending: what was read of its process
+/// since it was received belongs to the process that made the call.
+pub fn still_valid(listener: &OwnedFd, id: u64) -> bool {
+    // SAFETY: NOTIF_ID_VALID reads one u64 that we own.
+    let r = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+            &id as *const u64,
+        )
+    };
+    r == 0
+}
+
+/// The command name of process `pid`, or "?".
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// The name of a system call number of the running architecture.
@@ -114,27 +148,100 @@ pub fn syscall_name(nr: i32) -> String {
         .unwrap_or_else(|| format!("syscall {nr}"))
 }
 
-/// Counts denials for the summary at exit.
+/// What was refused, for the report at exit.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Refusal {
+    /// A system call seccomp refused (its name).
+    Seccomp(String),
+    /// A write, creation, removal or rename by path outside every
+    /// `landlock.write` rule.
+    LandlockWrite(String),
+    /// A connect to a non-local address without a network (the address).
+    NoNetwork(String),
+    /// A TCP connect to a port outside `network.allowed_connect_ports`.
+    Port(String),
+    /// A TCP bind to a port outside `network.allowed_bind_ports`.
+    BindPort(String),
+}
+
+/// Counts refusals for the report at exit.
 #[derive(Debug, Default)]
-pub struct Tally(BTreeMap<String, u32>);
+pub struct Tally(BTreeMap<Refusal, u32>, u32);
+
+/// Distinct refusals kept (more are counted, not named).
+const KEPT: usize = 10_000;
+/// Paths and addresses named in the report (the rest are summed up).
+const NAMED: usize = 100;
+
+fn times(n: u32) -> String {
+    format!("{n} time{}", if n == 1 { "" } else { "s" })
+}
 
 impl Tally {
-    pub fn add(&mut self, d: &Denial) {
-        *self.0.entry(d.syscall.clone()).or_default() += 1;
+    pub fn add(&mut self, r: Refusal) {
+        let named = !matches!(r, Refusal::Seccomp(_));
+        if named && self.0.len() >= KEPT && !self.0.contains_key(&r) {
+            self.1 = self.1.saturating_add(1);
+            return;
+        }
+        let n = self.0.entry(r).or_default();
+        *n = n.saturating_add(1);
     }
 
-    /// "3 calls denied by seccomp: bpf ×1, keyctl ×2", or None.
-    pub fn summary(&self) -> Option<String> {
-        let total: u32 = self.0.values().sum();
-        if total == 0 {
-            return None;
+    pub fn total(&self) -> u32 {
+        self.0.values().fold(self.1, |a, n| a.saturating_add(*n))
+    }
+
+    /// The report: one line per refused path or address, one for seccomp
+    /// ("3 calls denied by seccomp: bpf ×1, keyctl ×2"), each saying what
+    /// would allow it.
+    pub fn report(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut calls = Vec::new();
+        for (r, &n) in &self.0 {
+            match r {
+                Refusal::Seccomp(name) => calls.push((name.as_str(), n)),
+                Refusal::LandlockWrite(path) => lines.push((format!(
+                    "denied: write to {path} ({}) by Landlock; to allow: add it or a directory above it to landlock.write",
+                    times(n)
+                ), n)),
+                Refusal::NoNetwork(addr) => lines.push((format!(
+                    "denied: connect to {addr} ({}): the sandbox has no network; to allow: --net user or --net host (network.mode)",
+                    times(n)
+                ), n)),
+                Refusal::BindPort(addr) => lines.push((format!(
+                    "denied: bind to {addr} ({}) by Landlock; to allow: add its port to network.allowed_bind_ports",
+                    times(n)
+                ), n)),
+                Refusal::Port(addr) => lines.push((format!(
+                    "denied: connect to {addr} ({}) by Landlock; to allow: add its port to network.allowed_connect_ports",
+                    times(n)
+                ), n)),
+            }
         }
-        let parts: Vec<String> = self.0.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
-        Some(format!(
-            "{total} call{} denied by seccomp: {}",
-            if total == 1 { "" } else { "s" },
-            parts.join(", ")
-        ))
+        // The rest summed up (the report goes to the launcher in one message).
+        let more = lines
+            .iter()
+            .skip(NAMED)
+            .fold(self.1, |a, (_, n)| a.saturating_add(*n));
+        let mut lines: Vec<String> = lines.into_iter().take(NAMED).map(|(l, _)| l).collect();
+        if more > 0 {
+            lines.push(format!(
+                "denied: {more} more (writes, connects or binds not named)"
+            ));
+        }
+        if !calls.is_empty() {
+            let total: u32 = calls.iter().map(|(_, n)| n).sum();
+            let parts: Vec<String> = calls.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+            let names: Vec<String> = calls.iter().map(|(k, _)| format!("{k:?}")).collect();
+            lines.push(format!(
+                "{total} call{} denied by seccomp: {}; to allow: seccomp.allow = [{}]",
+                if total == 1 { "" } else { "s" },
+                parts.join(", "),
+                names.join(", ")
+            ));
+        }
+        lines
     }
 }
 
@@ -164,20 +271,66 @@ mod tests {
     }
 
     #[test]
-    fn names_and_summary() {
+    fn names_and_report() {
         assert_eq!(syscall_name(libc::SYS_getpid as i32), "getpid");
         let mut t = Tally::default();
-        assert_eq!(t.summary(), None);
+        assert!(t.report().is_empty());
         for s in ["keyctl", "bpf", "keyctl"] {
-            t.add(&Denial {
-                pid: 2,
-                syscall: s.into(),
-                comm: "x".into(),
-            });
+            t.add(Refusal::Seccomp(s.into()));
         }
+        t.add(Refusal::LandlockWrite("/etc/x".into()));
+        t.add(Refusal::NoNetwork("192.0.2.1:80".into()));
+        assert_eq!(t.total(), 5);
         assert_eq!(
-            t.summary().as_deref(),
-            Some("3 calls denied by seccomp: bpf ×1, keyctl ×2")
+            t.report(),
+            [
+                "denied: write to /etc/x (1 time) by Landlock; to allow: add it or a directory above it to landlock.write",
+                "denied: connect to 192.0.2.1:80 (1 time): the sandbox has no network; to allow: --net user or --net host (network.mode)",
+                "3 calls denied by seccomp: bpf ×1, keyctl ×2; to allow: seccomp.allow = [\"bpf\", \"keyctl\"]",
+            ]
         );
+    }
+
+    #[test]
+    fn the_report_names_a_bounded_number_and_counts_the_rest() {
+        let mut t = Tally::default();
+        for i in 0..KEPT + 5 {
+            t.add(Refusal::LandlockWrite(format!("/x/{i:05}")));
+        }
+        t.add(Refusal::LandlockWrite("/x/00000".into()));
+        t.add(Refusal::Seccomp("bpf".into()));
+        assert_eq!(t.total() as usize, KEPT + 7);
+        let r = t.report();
+        assert_eq!(r.len(), NAMED + 2);
+        assert!(
+            r[0].starts_with("denied: write to /x/00000 (2 times)"),
+            "{}",
+            r[0]
+        );
+        assert_eq!(
+            r[NAMED],
+            format!(
+                "denied: {} more (writes, connects or binds not named)",
+                KEPT + 5 - NAMED
+            )
+        );
+        assert!(r[NAMED + 1].starts_with("1 call denied by seccomp: bpf ×1"));
+    }
+
+    #[test]
+    fn watched_calls_become_notifications() {
+        let arch = native_arch().expect("arch");
+        let spec = SeccompSpec {
+            watch: crate::confine::seccomp::Watch {
+                paths: true,
+                connect: true,
+            },
+            ..SeccompSpec::default()
+        };
+        let prog = build_filter(&spec, arch).expect("filter");
+        let watch = libc::SECCOMP_RET_ERRNO | WATCH_ERRNO as u32;
+        assert!(prog.iter().any(|i| i.code == BPF_RET_K && i.k == watch));
+        let notif = build_notifying(&prog, libc::EPERM);
+        assert!(!notif.iter().any(|i| i.code == BPF_RET_K && i.k == watch));
     }
 }

@@ -27,7 +27,8 @@ pub struct LandlockRules {
 pub struct SeccompRules {
     pub spec: SeccompSpec,
     pub program: seccompiler::BpfProgram,
-    /// EPERM denials go to a user-notification listener (--log-denials).
+    /// EPERM denials (and, with --log-denials, watched calls) go to a
+    /// user-notification listener that init answers.
     pub notify: bool,
 }
 
@@ -166,20 +167,29 @@ pub fn build(
         }
     };
     let seccomp = match build_seccomp_spec(p, log_denials)? {
-        Some(spec) => {
+        Some(mut spec) => {
+            // --log-denials observes what Landlock and the network refuse.
+            spec.watch = super::seccomp::Watch {
+                paths: log_denials
+                    && landlock.as_ref().is_some_and(|l| {
+                        l.plan.enforce && !l.spec.write.iter().any(|w| w.as_os_str() == "/")
+                    }),
+                connect: log_denials,
+            };
             let arch = native_arch().ok_or_else(|| {
                 Error::Confine(
                     "seccomp: sbox has no system call table for this architecture".into(),
                 )
             })?;
-            let mut program = build_filter(&spec, arch).map_err(err)?;
-            if log_denials {
-                program = super::notify::build_notifying(&program, spec.default_errno);
-            }
+            // Refused calls always go to init, which counts them.
+            let program = super::notify::build_notifying(
+                &build_filter(&spec, arch).map_err(err)?,
+                spec.default_errno,
+            );
             Some(SeccompRules {
                 spec,
                 program,
-                notify: log_denials,
+                notify: true,
             })
         }
         None => None,

@@ -57,7 +57,57 @@ pub struct SeccompSpec {
     pub default_errno: i32,
     /// Log denials to the audit log (see [`install_filter_with_log`]).
     pub log_denials: bool,
+    /// Calls to pass to the notification listener to be observed (they
+    /// return [`WATCH_ERRNO`] before [`super::notify::build_notifying`]
+    /// turns them into notifications): --log-denials, to see what Landlock
+    /// and the network refuse.
+    pub watch: Watch,
 }
+
+/// Which calls --log-denials observes (allowed calls the kernel may refuse
+/// for reasons the sandbox set: Landlock, the network).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Watch {
+    /// Calls that write, create, remove or rename by path (open/openat only
+    /// with a flag that writes, creates or truncates).
+    pub paths: bool,
+    /// connect(2) and bind(2).
+    pub connect: bool,
+}
+
+/// The errno marking a watched call in a built program (never a real answer:
+/// [`super::notify::build_notifying`] turns it into a notification).
+pub const WATCH_ERRNO: i32 = 4095;
+
+/// Path calls that need Landlock's write rights (watched with `Watch::paths`).
+pub const WATCHED_PATH_CALLS: &[&str] = &[
+    "creat",
+    "openat2",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "rename",
+    "renameat",
+    "renameat2",
+    "link",
+    "linkat",
+    "symlink",
+    "symlinkat",
+    "truncate",
+];
+
+/// open(2)/openat(2) flags that need write rights: O_WRONLY, O_RDWR,
+/// O_CREAT, O_TRUNC.
+const WRITE_OPEN_FLAGS: &[u64] = &[
+    libc::O_WRONLY as u64,
+    libc::O_RDWR as u64,
+    libc::O_CREAT as u64,
+    libc::O_TRUNC as u64,
+];
 
 impl Default for SeccompSpec {
     fn default() -> Self {
@@ -69,6 +119,7 @@ impl Default for SeccompSpec {
             extra_allow: Vec::new(),
             default_errno: libc::EPERM,
             log_denials: false,
+            watch: Watch::default(),
         }
     }
 }
@@ -188,6 +239,8 @@ enum Condition {
     LowWordIn { arg: u8, values: &'static [u64] },
     /// When the low 32 bits of `arg` equal none of `values`.
     LowWordNotIn { arg: u8, values: &'static [u64] },
+    /// When the low 32 bits of `arg` have any of the bits `flags` set.
+    AnyFlag { arg: u8, flags: &'static [u64] },
 }
 
 /// The outcome of a denied call, before it is turned into a seccomp action.
@@ -196,6 +249,7 @@ enum Outcome {
     DefaultErrno,
     Enosys,
     Profile(Action),
+    Watch,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -412,7 +466,47 @@ fn build_rule_set(spec: &SeccompSpec) -> Result<BTreeMap<String, DenyRule>, Conf
         check_name(name)?;
         rules.remove(name);
     }
+    // Observed calls that nothing denies.
+    let mut watch = |name: &str, condition: Condition| {
+        rules.entry(name.to_string()).or_insert(DenyRule {
+            condition,
+            outcome: Outcome::Watch,
+        });
+    };
+    if spec.watch.paths {
+        for name in WATCHED_PATH_CALLS {
+            watch(name, Condition::Always);
+        }
+        watch(
+            "open",
+            Condition::AnyFlag {
+                arg: 1,
+                flags: WRITE_OPEN_FLAGS,
+            },
+        );
+        watch(
+            "openat",
+            Condition::AnyFlag {
+                arg: 2,
+                flags: WRITE_OPEN_FLAGS,
+            },
+        );
+    }
+    if spec.watch.connect {
+        watch("connect", Condition::Always);
+        watch("bind", Condition::Always);
+    }
     Ok(rules)
+}
+
+/// The calls of `spec` that go to the listener to be observed (watched and
+/// not denied by the profile), by name.
+pub fn watched_calls(spec: &SeccompSpec) -> Result<BTreeSet<String>, ConfineError> {
+    Ok(build_rule_set(spec)?
+        .into_iter()
+        .filter(|(_, r)| r.outcome == Outcome::Watch)
+        .map(|(name, _)| name)
+        .collect())
 }
 
 fn check_name(name: &str) -> Result<(), ConfineError> {
@@ -439,6 +533,7 @@ fn seccomp_action(outcome: Outcome, default_errno: i32) -> SeccompAction {
         Outcome::Profile(Action::Errno(e)) => errno(e),
         Outcome::Profile(Action::Kill) => SeccompAction::KillProcess,
         Outcome::Profile(Action::Log) => SeccompAction::Log,
+        Outcome::Watch => errno(WATCH_ERRNO),
     }
 }
 
@@ -491,6 +586,17 @@ fn seccomp_chain(condition: &Condition) -> Result<Vec<SeccompRule>, ConfineError
                     SeccompCmpArgLen::Dword,
                     SeccompCmpOp::Eq,
                     *v,
+                )?])
+            })
+            .collect(),
+        Condition::AnyFlag { arg, flags } => flags
+            .iter()
+            .map(|f| {
+                rule(vec![cond(
+                    *arg,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::MaskedEq(*f),
+                    *f,
                 )?])
             })
             .collect(),

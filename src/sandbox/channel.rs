@@ -50,9 +50,12 @@ pub enum Msg {
     /// init → launcher: the /dev/fuse descriptor of the passthrough mount
     /// of plan step `step` (a `Step::FuseBind`) is attached; serve it.
     FuseBindFd { step: usize },
-    /// payload → init: the seccomp notification listener is attached
-    /// (--log-denials).
+    /// payload → init: the seccomp notification listener is attached.
     SeccompListener,
+    /// init → launcher, as the sandbox ends: how many operations init saw
+    /// refused (seccomp; with --log-denials also Landlock and the network),
+    /// and the report lines (each saying what would allow it).
+    Refused { total: u32, report: Vec<String> },
     /// `sbox exec` → init: run a command in the sandbox. Without `tty`,
     /// its stdin, stdout and stderr are attached: pipes (and /dev/null)
     /// that `sbox exec` relays, never the caller's own descriptors.

@@ -3,7 +3,8 @@
 //! and exits with the payload's status.
 
 use super::channel::{Channel, Msg};
-use crate::confine::notify::{answer_one, Tally};
+use crate::confine::notify::{self, Refusal, Tally};
+use crate::confine::observe::Observer;
 use crate::error::{status_code, Error, NixContext, Result, EXIT_SBOX_FAILED};
 use crate::policy::{NetMode, Policy};
 use crate::rootfs::plan::{StatePaths, Step};
@@ -371,6 +372,11 @@ struct Supervisor<'a> {
     /// `policy.sessions`: ended when no session is left, or none came by
     /// this time.
     first_session_by: Option<Instant>,
+    /// Calls the listener gets to observe (--log-denials), and how.
+    watched: std::collections::BTreeSet<String>,
+    observer: Observer,
+    /// To the launcher, which reports the refusals at exit.
+    channel: &'a Channel,
 }
 
 enum Source {
@@ -381,7 +387,7 @@ enum Source {
 }
 
 impl<'a> Supervisor<'a> {
-    fn new(policy: &'a Policy, args: &InitArgs, started: Started) -> Result<Self> {
+    fn new(policy: &'a Policy, args: &'a InitArgs, started: Started) -> Result<Self> {
         let sfd = SignalFd::with_flags(
             &args.signals,
             SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
@@ -399,6 +405,14 @@ impl<'a> Supervisor<'a> {
             userns: started.userns,
             kill_at: None,
             first_session_by: policy.sessions.then(|| Instant::now() + FIRST_SESSION_WAIT),
+            watched: policy
+                .confinement
+                .seccomp
+                .as_ref()
+                .and_then(|s| crate::confine::seccomp::watched_calls(&s.spec).ok())
+                .unwrap_or_default(),
+            observer: observer(policy),
+            channel: &args.channel,
         })
     }
 
@@ -545,10 +559,30 @@ impl<'a> Supervisor<'a> {
         let Some(l) = self.listeners.get(i) else {
             return;
         };
-        if let Ok(Some(d)) = answer_one(l, libc::EPERM) {
-            eprintln!("sbox: denied: {} by {} (pid {})", d.syscall, d.comm, d.pid);
-            self.tally.add(&d);
+        let Ok(Some(req)) = notify::receive(l) else {
+            return;
+        };
+        let name = notify::syscall_name(req.nr);
+        if self.watched.contains(&name) {
+            // Observed only: the call goes on unchanged whatever we find.
+            let seen = self.observer.observe(&req, &name);
+            if notify::still_valid(l, req.id) {
+                if let Some(r) = seen {
+                    self.tally.add(r);
+                }
+            }
+            let _ = notify::reply(l, req.id, None);
+            return;
         }
+        if self.policy.log_denials {
+            eprintln!(
+                "sbox: denied: {name} by {} (pid {})",
+                notify::comm(req.pid),
+                req.pid
+            );
+        }
+        let _ = notify::reply(l, req.id, Some(libc::EPERM));
+        self.tally.add(Refusal::Seccomp(name));
     }
 
     fn on_control(&mut self) {
@@ -701,9 +735,14 @@ impl<'a> Supervisor<'a> {
                     for c in &self.clients {
                         let _ = c.conn.send(&Msg::ExecExited { code: 137 }, None);
                     }
-                    if let Some(s) = self.tally.summary() {
-                        eprintln!("sbox: {s}");
-                    }
+                    // The launcher reports them with what it counted.
+                    let _ = self.channel.send(
+                        &Msg::Refused {
+                            total: self.tally.total(),
+                            report: self.tally.report(),
+                        },
+                        None,
+                    );
                     return Some(code);
                 }
                 Ok(st) => {
@@ -733,6 +772,21 @@ impl<'a> Supervisor<'a> {
                 }
             }
         }
+    }
+}
+
+/// What init needs to tell what Landlock and the network refuse.
+fn observer(policy: &Policy) -> Observer {
+    let landlock = policy.confinement.landlock.as_ref();
+    let watch = policy.confinement.seccomp.as_ref().map(|s| s.spec.watch);
+    Observer {
+        write_roots: landlock
+            .filter(|_| watch.is_some_and(|w| w.paths))
+            .map(|l| Observer::resolve_roots(&l.spec.write)),
+        no_network: policy.net == NetMode::None,
+        connect_ports: landlock.and_then(|l| l.plan.connect_tcp.clone()),
+        bind_ports: landlock.and_then(|l| l.plan.bind_tcp.clone()),
+        hidden: policy.hidden.clone(),
     }
 }
 

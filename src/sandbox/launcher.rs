@@ -294,28 +294,16 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     };
     log(policy, || format!("sandbox ended: {status:?}"));
     drop(cgroup);
-    if policy.log_denials {
-        let mut refused: Vec<(std::path::PathBuf, u32)> = fuse_server
-            .as_ref()
-            .map(|s| s.stats().hidden_refusals)
-            .unwrap_or_default();
-        for (dest, s) in &bind_servers {
-            for (rel, n) in s.stats().hidden_refusals {
-                refused.push((dest.join(rel.strip_prefix("/").unwrap_or(&rel)), n));
-            }
-        }
-        for (path, n) in &refused {
-            eprintln!(
-                "sbox: denied: hidden path {} ({n} time{})",
-                path.display(),
-                if *n == 1 { "" } else { "s" }
-            );
-        }
-        if !refused.is_empty() {
-            let total: u32 = refused.iter().map(|(_, n)| n).sum();
-            eprintln!("sbox: {total} access(es) to hidden paths refused by the overlay");
+    let mut refused: Vec<(std::path::PathBuf, u32)> = fuse_server
+        .as_ref()
+        .map(|s| s.stats().hidden_refusals)
+        .unwrap_or_default();
+    for (dest, s) in &bind_servers {
+        for (rel, n) in s.stats().hidden_refusals {
+            refused.push((dest.join(rel.strip_prefix("/").unwrap_or(&rel)), n));
         }
     }
+    report_refusals(policy, &refused, init_refusals(&ours));
     let servers = bind_servers.into_iter().map(|(_, s)| s);
     for s in fuse_server.into_iter().chain(servers) {
         // The mount went away with the sandbox: the server ends.
@@ -492,6 +480,56 @@ fn describe_layers(policy: &Policy, ids: &IdPlan) {
     for note in &policy.limit_plan.notes {
         eprintln!("sbox:   limit: {note}");
     }
+}
+
+/// What init counted as refused (its last message, sent as the sandbox
+/// ended; it is gone, so this does not wait).
+fn init_refusals(ours: &Channel) -> (u32, Vec<String>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let fd = ours.as_fd();
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+        return (0, Vec::new());
+    }
+    match ours.recv() {
+        Ok(Some((Msg::Refused { total, report }, _))) => (total, report),
+        _ => (0, Vec::new()),
+    }
+}
+
+/// At exit: with --log-denials, each refusal with what would allow it; in
+/// any case one line with how many there were.
+fn report_refusals(
+    policy: &Policy,
+    hidden: &[(std::path::PathBuf, u32)],
+    init: (u32, Vec<String>),
+) {
+    let (counted, lines) = init;
+    let total = counted + hidden.iter().map(|(_, n)| n).sum::<u32>();
+    if total == 0 {
+        return;
+    }
+    let ops = if total == 1 {
+        "1 operation was refused".to_string()
+    } else {
+        format!("{total} operations were refused")
+    };
+    if !policy.log_denials {
+        eprintln!("sbox: {ops}; run with --log-denials to see them");
+        return;
+    }
+    for (path, n) in hidden {
+        eprintln!(
+            "sbox: denied: hidden path {} ({n} time{}); to allow: leave it out of filesystem.hidden (replace = [\"filesystem.hidden\"] in a profile of yours)",
+            path.display(),
+            if *n == 1 { "" } else { "s" }
+        );
+    }
+    for l in lines {
+        eprintln!("sbox: {l}");
+    }
+    eprintln!("sbox: {ops} in all");
 }
 
 /// Relay signals, the terminal (when there is one) and a detached

@@ -355,6 +355,12 @@ pub fn canary_text() -> String {
     format!("SBOX-CANARY-PRIVATE-KEY-{}\n", std::process::id())
 }
 
+/// A number no other call in this process gets (for temporary names).
+pub fn unique() -> usize {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Put a canary secret at `~/.ssh/id_ed25519` of the (throwaway) home.
 pub fn canary_secret() -> PathBuf {
     let u = user();
@@ -368,7 +374,7 @@ pub fn canary_secret() -> PathBuf {
     // sees it half-written.
     let text = canary_text();
     if std::fs::read(&f).ok().as_deref() != Some(text.as_bytes()) {
-        let tmp = dir.join(format!(".id_ed25519-{}", std::process::id()));
+        let tmp = dir.join(format!(".id_ed25519-{}-{}", std::process::id(), unique()));
         std::fs::write(&tmp, &text).expect("write canary");
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         chown(&tmp);

@@ -46,8 +46,8 @@ impl Masks {
                 .enumerate()
                 .any(|(i, &c)| c == b'/' && self.hidden.contains(&rel[..i]))
     }
-    /// Like `hidden`, for a request that names the path (lookup, create,
-    /// rename, remove): counts the refusal.
+    /// Like `hidden`, for a lookup: counts the refusal (creation, removal
+    /// and rename come after a lookup of the name, counted there).
     pub(crate) fn refuses(&self, rel: &[u8]) -> bool {
         if !self.hidden(rel) {
             return false;
@@ -428,6 +428,12 @@ impl OverlayFs {
 
     pub(crate) fn table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `name` in `parent` is a hidden path (a refused lookup).
+    fn hidden_name(&self, parent: u64, name: &CStr) -> bool {
+        self.info(parent)
+            .is_ok_and(|p| self.masks.hidden(&join(&p.path, name.to_bytes())))
     }
 
     /// Hidden paths (absolute, as inside) that were asked for, with how often.
@@ -826,7 +832,8 @@ impl OverlayFs {
             return Err(err(libc::EPERM));
         }
         let rel = join(&pinfo.path, name);
-        if self.masks.refuses(&rel) || self.masks.empty(&rel) {
+        // Looked up (and counted) just before: not counted again.
+        if self.masks.hidden(&rel) || self.masks.empty(&rel) {
             return Err(err(libc::EACCES));
         }
         self.copy_up(parent, true)?;
@@ -905,7 +912,7 @@ impl OverlayFs {
             return Err(err(libc::ENOENT));
         }
         let rel = join(&pinfo.path, name);
-        if self.masks.refuses(&rel) {
+        if self.masks.hidden(&rel) {
             return Err(err(libc::ENOENT));
         }
         Ok((pinfo, rel))
@@ -944,13 +951,13 @@ impl OverlayFs {
         }
         let orel = join(&opi.path, oname);
         let nrel = join(&npi.path, nname);
-        if self.masks.refuses(&orel) {
+        if self.masks.hidden(&orel) {
             return Err(err(libc::ENOENT));
         }
         if self.masks.empty(&orel) {
             return Err(err(libc::EBUSY));
         }
-        if self.masks.refuses(&nrel) || self.masks.empty(&nrel) {
+        if self.masks.hidden(&nrel) || self.masks.empty(&nrel) {
             return Err(err(libc::EACCES));
         }
         if self.masks.masks_below(&orel)
@@ -1204,16 +1211,19 @@ impl FileSystem for OverlayFs {
         match self.do_lookup(parent, name.to_bytes()) {
             // A negative entry the kernel may cache for the entry timeout:
             // compilers and loaders probe many paths that do not exist.
-            // Creating the name through the mount replaces it at once.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Entry {
-                inode: 0,
-                generation: 0,
-                // SAFETY: stat64 is plain old data; all-zero is valid.
-                attr: unsafe { std::mem::zeroed() },
-                attr_flags: 0,
-                attr_timeout: Duration::ZERO,
-                entry_timeout: self.entry_timeout,
-            }),
+            // Creating the name through the mount replaces it at once. Not
+            // for a hidden path: each attempt must reach us to be counted.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !self.hidden_name(parent, name) => {
+                Ok(Entry {
+                    inode: 0,
+                    generation: 0,
+                    // SAFETY: stat64 is plain old data; all-zero is valid.
+                    attr: unsafe { std::mem::zeroed() },
+                    attr_flags: 0,
+                    attr_timeout: Duration::ZERO,
+                    entry_timeout: self.entry_timeout,
+                })
+            }
             r => r,
         }
     }
