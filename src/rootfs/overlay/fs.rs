@@ -1344,6 +1344,10 @@ impl FileSystem for OverlayFs {
         if let Some(times) = set_times(&attr, valid) {
             sys::utimensat(pfd.as_fd(), &n, &times)?;
         }
+        if (valid - SetattrValid::CTIME).is_empty() {
+            // chown(-1, -1) and the like: nothing changes but the ctime.
+            sys::touch_ctime(pfd.as_fd(), &n)?;
+        }
         let info = self.info(inode)?;
         Ok((self.stat_of(&info)?, self.attr_timeout))
     }
