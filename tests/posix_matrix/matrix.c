@@ -373,6 +373,53 @@ static void chown_chmod(void)
     close(dir);
 }
 
+/* ---- owners of symlinks, fifos and sockets follow them ---- */
+static void special_owners(void)
+{
+    for (int t = 2; t < 5; t++) {
+        const char *ty = types[t];
+        int dir = fresh(0777, 0, 0), other = fresh(0777, 0, 0);
+        make(dir, "a", ty);
+        struct timespec c0 = st(dir, "a").st_ctim;
+        pause_a_bit();
+        int r = res(fchownat(dir, "a", 1000, 1500, AT_SYMLINK_NOFOLLOW));
+        struct stat s = st(dir, "a");
+        printf("lchown %s: %s owner=%u:%u ctime %s\n", ty, en(r), s.st_uid, s.st_gid,
+               newer(s.st_ctim, c0) ? "changed" : "same");
+        r = res(renameat(dir, "a", other, "b"));
+        s = st(other, "b");
+        printf("owner after rename %s: %s owner=%u:%u\n", ty, en(r), s.st_uid, s.st_gid);
+        r = res(linkat(other, "b", dir, "c", 0));
+        s = st(dir, "c");
+        printf("owner of link %s: %s owner=%u:%u\n", ty, en(r), s.st_uid, s.st_gid);
+        as1(2000);
+        make(dir, "d", ty);
+        back();
+        r = res(renameat(dir, "d", other, "b"));
+        s = st(other, "b");
+        printf("owner after rename over %s: %s owner=%u:%u\n", ty, en(r), s.st_uid, s.st_gid);
+        r = res(unlinkat(other, "b", 0));
+        make(other, "b", ty);
+        s = st(other, "b");
+        printf("owner of new entry %s by root: %s owner=%u:%u\n", ty, en(r), s.st_uid, s.st_gid);
+        s = st(dir, "c");
+        printf("owner of other name %s: owner=%u:%u nlink=%lu\n", ty, s.st_uid, s.st_gid,
+               (unsigned long)s.st_nlink);
+        /* the owner may now do what owners do */
+        if (fchmod(dir, 01777) < 0) die("chmod sticky");
+        as1(1000);
+        r = res(renameat(dir, "c", dir, "e"));
+        back();
+        printf("owner renames %s in sticky dir: %s\n", ty, en(r));
+        as1(3000);
+        r = res(unlinkat(dir, "e", 0));
+        back();
+        printf("other removes %s in sticky dir: %s\n", ty, en(r));
+        close(dir);
+        close(other);
+    }
+}
+
 /* ---- link counts and ctime ---- */
 static void links(void)
 {
@@ -556,6 +603,7 @@ int main(int argc, char **argv)
     if (strchr(argv[2], 'o')) open_perms();
     if (strchr(argv[2], 'c')) chown_chmod();
     if (strchr(argv[2], 'l')) links();
+    if (strchr(argv[2], 'w')) special_owners();
     if (strchr(argv[2], 'p')) deep();
     printf("done %d cases\n", ncase);
     return 0;
