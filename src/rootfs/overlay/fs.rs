@@ -874,17 +874,19 @@ impl OverlayFs {
     /// [`install`](Self::install) of a staged symlink, fifo or socket whose
     /// owner is kept (or not) on its new directory.
     fn install_special(&self, rel: &[u8], tmp: &CStr, owner: Option<(u32, u32)>) -> io::Result<()> {
+        self.install(rel, tmp, false)?;
+        // The kernel holds the directory locked while it makes an entry: no
+        // lookup sees it before its owner is kept. When the directory has
+        // no room for that (ENOSPC, E2BIG), the entry shows as the caller's.
         if let Some(o) = owner {
             if let Err(e) = self.set_entry_owner_at(rel, Some(o)) {
-                self.remove_tmp(tmp, false);
-                return Err(e);
+                log::debug!(
+                    "overlay: the owner of {} is not kept: {e}",
+                    String::from_utf8_lossy(rel)
+                );
             }
         }
-        let r = self.install(rel, tmp, false);
-        if r.is_err() && owner.is_some() {
-            let _ = self.set_entry_owner_at(rel, None);
-        }
-        r
+        Ok(())
     }
 
     /// Sets owner/mode of a freshly staged regular file or directory.
