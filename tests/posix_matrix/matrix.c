@@ -489,6 +489,175 @@ static void links(void)
     close(dir);
 }
 
+/* ---- errno of each operation on each kind of target; parent times ---- */
+static const char *kinds[] = {"none", "reg", "dir", "fulldir", "fifo", "sock", "symlink",
+                              "dangling", "loop"};
+
+static void make_kind(int dir, const char *name, const char *k)
+{
+    if (!strcmp(k, "none")) return;
+    if (!strcmp(k, "fulldir")) {
+        make(dir, name, "dir");
+        char p[64];
+        snprintf(p, sizeof p, "%s/in", name);
+        close(openat(dir, p, O_CREAT | O_WRONLY, 0644));
+        return;
+    }
+    if (!strcmp(k, "symlink")) {
+        close(openat(dir, "target", O_CREAT | O_WRONLY, 0644));
+        symlinkat("target", dir, name);
+        return;
+    }
+    if (!strcmp(k, "dangling")) {
+        symlinkat("nowhere", dir, name);
+        return;
+    }
+    if (!strcmp(k, "loop")) {
+        symlinkat(name, dir, name);
+        return;
+    }
+    make(dir, name, k);
+}
+
+static void errnos(void)
+{
+    const size_t nk = sizeof kinds / sizeof *kinds;
+    for (size_t i = 0; i < nk; i++) {
+        const char *k = kinds[i];
+        struct { const char *op; } ops[] = {
+            {"mkdir"}, {"rmdir"}, {"unlink"}, {"creat-excl"}, {"open-dir"}, {"open-nofollow"},
+            {"open-rdonly"}, {"open-creat"}, {"truncate"}, {"link-from"}, {"link-to"},
+            {"symlink-to"}, {"mkfifo"}, {"chmod"}, {"lchown"}, {"chown-follow"}, {"lookup-below"},
+            {"rename-reg-over"}, {"rename-dir-over"}, {"rename-from"}, {"rename-noreplace"},
+            {"rename-exchange"}, {"utimes"}, {"readlink"}, {"stat"},
+        };
+        for (size_t o = 0; o < sizeof ops / sizeof *ops; o++) {
+            const char *op = ops[o].op;
+            int dir = fresh(0755, 0, 0);
+            make_kind(dir, "t", k);
+            make(dir, "f", "reg");
+            make(dir, "d", "dir");
+            struct stat d0 = st(dir, ".");
+            pause_a_bit();
+            int r = 0, fd;
+            if (!strcmp(op, "mkdir")) r = res(mkdirat(dir, "t", 0755));
+            else if (!strcmp(op, "rmdir")) r = res(unlinkat(dir, "t", AT_REMOVEDIR));
+            else if (!strcmp(op, "unlink")) r = res(unlinkat(dir, "t", 0));
+            else if (!strcmp(op, "creat-excl")) {
+                fd = openat(dir, "t", O_CREAT | O_EXCL | O_WRONLY, 0644);
+                r = fd < 0 ? errno : 0;
+                if (fd >= 0) close(fd);
+            } else if (!strcmp(op, "open-dir")) {
+                fd = openat(dir, "t", O_RDONLY | O_DIRECTORY);
+                r = fd < 0 ? errno : 0;
+                if (fd >= 0) close(fd);
+            } else if (!strcmp(op, "open-nofollow")) {
+                fd = openat(dir, "t", O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+                r = fd < 0 ? errno : 0;
+                if (fd >= 0) close(fd);
+            } else if (!strcmp(op, "open-rdonly")) {
+                fd = openat(dir, "t", O_RDONLY | O_NONBLOCK);
+                r = fd < 0 ? errno : 0;
+                if (fd >= 0) close(fd);
+            } else if (!strcmp(op, "open-creat")) {
+                fd = openat(dir, "t", O_CREAT | O_WRONLY | O_NONBLOCK, 0644);
+                r = fd < 0 ? errno : 0;
+                if (fd >= 0) close(fd);
+            } else if (!strcmp(op, "truncate")) {
+                int here = open(".", O_RDONLY | O_DIRECTORY);
+                if (fchdir(dir) < 0) die("fchdir");
+                r = res(truncate("t", 0));
+                if (fchdir(here) < 0) die("fchdir back");
+                close(here);
+            } else if (!strcmp(op, "link-from")) r = res(linkat(dir, "t", dir, "n", 0));
+            else if (!strcmp(op, "link-to")) r = res(linkat(dir, "f", dir, "t", 0));
+            else if (!strcmp(op, "symlink-to")) r = res(symlinkat("x", dir, "t"));
+            else if (!strcmp(op, "mkfifo")) r = res(mkfifoat(dir, "t", 0644));
+            else if (!strcmp(op, "chmod")) r = res(fchmodat(dir, "t", 0700, 0));
+            else if (!strcmp(op, "lchown")) r = res(fchownat(dir, "t", 5, 6, AT_SYMLINK_NOFOLLOW));
+            else if (!strcmp(op, "chown-follow")) r = res(fchownat(dir, "t", 5, 6, 0));
+            else if (!strcmp(op, "lookup-below")) {
+                struct stat x;
+                r = res(fstatat(dir, "t/x", &x, AT_SYMLINK_NOFOLLOW));
+            } else if (!strcmp(op, "rename-reg-over")) r = res(renameat(dir, "f", dir, "t"));
+            else if (!strcmp(op, "rename-dir-over")) r = res(renameat(dir, "d", dir, "t"));
+            else if (!strcmp(op, "rename-from")) r = res(renameat(dir, "t", dir, "d/t"));
+            else if (!strcmp(op, "rename-noreplace"))
+                r = res(renameat2(dir, "f", dir, "t", RENAME_NOREPLACE));
+            else if (!strcmp(op, "rename-exchange"))
+                r = res(renameat2(dir, "d", dir, "t", RENAME_EXCHANGE));
+            else if (!strcmp(op, "utimes")) {
+                struct timespec t[2] = {{5, 0}, {7, 0}};
+                r = res(utimensat(dir, "t", t, AT_SYMLINK_NOFOLLOW));
+            } else if (!strcmp(op, "readlink")) {
+                char b[64];
+                r = readlinkat(dir, "t", b, sizeof b) < 0 ? errno : 0;
+            } else if (!strcmp(op, "stat")) {
+                struct stat x;
+                r = res(fstatat(dir, "t", &x, 0));
+            }
+            struct stat d1 = st(dir, "."), t1 = st(dir, "t"), dd = st(dir, "d");
+            printf("errno %s on %s: %s dir-mtime %s dir-nlink %lu t=%o/%lu/%u:%u/%lld/%lld d-nlink %lu\n",
+                   op, k, en(r), newer(d1.st_mtim, d0.st_mtim) ? "changed" : "same",
+                   (unsigned long)d1.st_nlink, t1.st_mode, (unsigned long)t1.st_nlink, t1.st_uid,
+                   t1.st_gid, (long long)(t1.st_mode && !S_ISDIR(t1.st_mode) ? t1.st_size : 0),
+                   (long long)(S_ISLNK(t1.st_mode) ? 0 : t1.st_mtim.tv_sec % 1000 == 7),
+                   (unsigned long)dd.st_nlink);
+            close(dir);
+        }
+    }
+    /* names that are not names */
+    int dir = fresh(0755, 0, 0);
+    make(dir, "d", "dir");
+    printf("rmdir dot: %s\n", en(res(unlinkat(dir, "d/.", AT_REMOVEDIR))));
+    printf("rmdir dotdot: %s\n", en(res(unlinkat(dir, "d/..", AT_REMOVEDIR))));
+    printf("mkdir dot: %s\n", en(res(mkdirat(dir, ".", 0755))));
+    printf("rename dot: %s\n", en(res(renameat(dir, "d/.", dir, "e"))));
+    printf("rename into self: %s\n", en(res(renameat(dir, "d", dir, "d/e"))));
+    printf("rename empty: %s\n", en(res(renameat(dir, "", dir, "e"))));
+    printf("unlink dir: %s\n", en(res(unlinkat(dir, "d", 0))));
+    printf("link dir: %s\n", en(res(linkat(dir, "d", dir, "e", 0))));
+    close(dir);
+    /* ctime/mtime/nlink of directories moved between directories */
+    dir = fresh(0755, 0, 0);
+    make(dir, "a", "dir");
+    make(dir, "b", "dir");
+    make(dir, "a/s", "dir");
+    struct stat a0 = st(dir, "a"), b0 = st(dir, "b"), s0 = st(dir, "a/s");
+    pause_a_bit();
+    int r = res(renameat(dir, "a/s", dir, "b/s"));
+    struct stat a1 = st(dir, "a"), b1 = st(dir, "b"), s1 = st(dir, "b/s");
+    printf("move dir: %s from nlink %lu->%lu mtime %s, to nlink %lu->%lu mtime %s, moved ctime %s\n",
+           en(r), (unsigned long)a0.st_nlink, (unsigned long)a1.st_nlink,
+           newer(a1.st_mtim, a0.st_mtim) ? "changed" : "same", (unsigned long)b0.st_nlink,
+           (unsigned long)b1.st_nlink, newer(b1.st_mtim, b0.st_mtim) ? "changed" : "same",
+           newer(s1.st_ctim, s0.st_ctim) ? "changed" : "same");
+    int fdd = openat(dir, "b/s/..", O_RDONLY | O_DIRECTORY);
+    struct stat up;
+    fstat(fdd, &up);
+    printf("moved dir's parent is the new one: %d\n", up.st_ino == b1.st_ino);
+    close(fdd);
+    close(dir);
+    /* umask and mode of new entries; setgid directories pass their group */
+    dir = fresh(02777, 0, 1500);
+    umask(022);
+    as1(1000);
+    make(dir, "f", "reg");
+    make(dir, "d", "dir");
+    make(dir, "p", "fifo");
+    make(dir, "l", "symlink");
+    make(dir, "s", "sock");
+    back();
+    umask(0);
+    for (int t = 0; t < 5; t++) {
+        const char *names[] = {"f", "d", "p", "l", "s"};
+        struct stat x = st(dir, names[t]);
+        printf("new %s in setgid dir: mode=%o owner=%u:%u\n", types[t], x.st_mode, x.st_uid,
+               x.st_gid);
+    }
+    close(dir);
+}
+
 /* ---- PATH_MAX: a deep tree worked on with *at calls ---- */
 static void deep(void)
 {
@@ -604,6 +773,7 @@ int main(int argc, char **argv)
     if (strchr(argv[2], 'c')) chown_chmod();
     if (strchr(argv[2], 'l')) links();
     if (strchr(argv[2], 'w')) special_owners();
+    if (strchr(argv[2], 'e')) errnos();
     if (strchr(argv[2], 'p')) deep();
     printf("done %d cases\n", ncase);
     return 0;
