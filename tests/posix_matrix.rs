@@ -132,3 +132,102 @@ fn fuse_root_matches_tmpfs() {
         diffs.join("\n")
     );
 }
+
+/// A host tree deeper than PATH_MAX (in the lower layer): read, written
+/// (copy-up of the whole chain of directories), added to and removed from
+/// inside, working down it a directory at a time; the host copy stays as
+/// it was.
+#[test]
+fn host_tree_deeper_than_path_max() {
+    let p = Project::new("posix-deep");
+    let top = std::path::PathBuf::from(format!(
+        "/var/tmp/sbox-it-{}-posix-deep",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&top);
+    std::fs::create_dir(&top).expect("mkdir");
+    std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // 20 components of 256 bytes: more than PATH_MAX below `top`, walked
+    // down a directory at a time.
+    let walk = "import os, stat\n\
+        fd = os.open(TOP, os.O_RDONLY | os.O_DIRECTORY)\n\
+        for i in range(20):\n\
+        \x20   MAKE\n\
+        \x20   fd = os.open('x' * 255, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)\n\
+        os.fchdir(fd)\n";
+    let top_q = format!("'{}'", top.display());
+    let host = format!(
+        "{}open('f', 'w').write('host\\n')\nos.chmod('f', 0o644)\n",
+        walk.replace("TOP", &top_q)
+            .replace("MAKE", "os.mkdir('x' * 255, 0o755, dir_fd=fd)")
+    );
+    let made = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&host)
+        .status()
+        .expect("python3");
+    assert!(made.success(), "building the host tree failed");
+    let inside = format!(
+        "{}\
+print(open('f').read(), end='')
+open('f', 'a').write('inside\\n')
+print(open('f').read(), end='')
+st = os.lstat('f')
+print('size', st.st_size, 'links', st.st_nlink)
+os.mkdir('g')
+os.mkfifo('p')
+os.symlink('f', 's')
+os.link('f', 'h')
+for n in ['g', 'p', 's', 'h', 'f']:
+    m = os.lstat(n)
+    print(n, stat.filemode(m.st_mode), m.st_nlink)
+os.chmod('h', 0o600)
+os.chown('h', 1000, 1000)
+m = os.lstat('f')
+print('f', stat.filemode(m.st_mode), m.st_uid, m.st_gid)
+for n in ['h', 'p', 's']:
+    os.unlink(n)
+os.rmdir('g')
+print(sorted(os.listdir('.')))
+os.unlink('f')
+print(sorted(os.listdir('.')))
+",
+        walk.replace("TOP", &top_q).replace("MAKE", "pass")
+    );
+    let script = "python3 -c \"$1\"";
+    let out = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--overlay",
+            "fuse",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            &inside,
+        ],
+    ));
+    let host_after = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "{}print(open('f').read(), end='')\nprint(sorted(os.listdir('.')))\n",
+            walk.replace("TOP", &top_q).replace("MAKE", "pass")
+        ))
+        .output()
+        .expect("python3");
+    let _ = std::fs::remove_dir_all(&top);
+    let text = ok(out);
+    assert_eq!(
+        text,
+        "host\nhost\ninside\nsize 12 links 1\ng drwxr-xr-x 2\np prw-r--r-- 1\n\
+         s lrwxrwxrwx 1\nh -rw-r--r-- 2\nf -rw-r--r-- 2\nf -rw------- 1000 1000\n['f']\n[]\n",
+        "inside the deep host tree"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&host_after.stdout),
+        "host\n['f']\n",
+        "the host tree changed"
+    );
+}
