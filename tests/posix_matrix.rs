@@ -231,3 +231,35 @@ print(sorted(os.listdir('.')))
         "the host tree changed"
     );
 }
+
+/// The owner of a symlink, fifo or socket made inside by a user other than
+/// root is kept with the sandbox: a later run of a named sandbox shows it.
+#[test]
+fn special_file_owners_outlive_the_run() {
+    let p = Project::new("posix-owners");
+    let name = format!("posix-owners-{}", std::process::id());
+    let run = |script: &str| {
+        output(sbox(
+            &p.dir,
+            &["run", "--name", &name, "--", "sh", "-c", script],
+        ))
+    };
+    let first = run("set -e; mkdir -m 1777 /opt/po
+        setpriv --reuid=1000 --regid=1000 --clear-groups sh -c 'mkfifo /opt/po/p && ln -s p /opt/po/s && python3 -c \"import socket; socket.socket(socket.AF_UNIX).bind(\\\"/opt/po/u\\\")\"'
+        chown -h 2000:2500 /opt/po/s
+        stat -c '%n %u:%g' /opt/po/p /opt/po/s /opt/po/u");
+    let second = run("stat -c '%n %u:%g' /opt/po/p /opt/po/s /opt/po/u
+        setpriv --reuid=3000 --regid=3000 --clear-groups rm /opt/po/p || echo refused
+        setpriv --reuid=1000 --regid=1000 --clear-groups rm /opt/po/p && echo removed");
+    let _ = output(sbox(&p.dir, &["rm", "-f", &name]));
+    let first = ok(first);
+    assert_eq!(
+        first, "/opt/po/p 1000:1000\n/opt/po/s 2000:2500\n/opt/po/u 1000:1000\n",
+        "owners in the run that made them"
+    );
+    let second = ok(second);
+    assert_eq!(
+        second, "/opt/po/p 1000:1000\n/opt/po/s 2000:2500\n/opt/po/u 1000:1000\nrefused\nremoved\n",
+        "owners in a later run"
+    );
+}
