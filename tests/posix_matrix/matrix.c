@@ -655,6 +655,11 @@ static void errnos(void)
         printf("new %s in setgid dir: mode=%o owner=%u:%u\n", types[t], x.st_mode, x.st_uid,
                x.st_gid);
     }
+    symlinkat("f", dir, "rl");
+    mkfifoat(dir, "rp", 0644);
+    struct stat x = st(dir, "rl"), y = st(dir, "rp");
+    printf("new symlink by root in setgid dir: owner=%u:%u\n", x.st_uid, x.st_gid);
+    printf("new fifo by root in setgid dir: owner=%u:%u\n", y.st_uid, y.st_gid);
     close(dir);
 }
 

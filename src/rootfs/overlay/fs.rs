@@ -1455,8 +1455,16 @@ impl FileSystem for OverlayFs {
                 .0);
         }
         let (pinfo, rel) = self.prepare_new(parent, name.to_bytes())?;
-        let (uid, gid, _) = self.new_owner(ctx, &pinfo);
-        let owner = self.kept_owner(uid, gid);
+        // The caller's symlink in a directory that is not set-gid (its
+        // override says so, and set-gid directories always have one) has
+        // no owner to keep: no stat of the directory for it.
+        let setgid_dir = pinfo.state.ovr.is_some_and(|o| o.mode & libc::S_ISGID != 0);
+        let owner = if !setgid_dir && self.kept_owner(ctx.uid, ctx.gid).is_none() {
+            None
+        } else {
+            let (uid, gid, _) = self.new_owner(ctx, &pinfo);
+            self.kept_owner(uid, gid)
+        };
         let tmp = self.layers.tmp_name();
         sys::symlinkat(linkname, self.layers.work(), &tmp)?;
         self.install_special(&rel, &tmp, owner)?;
