@@ -163,6 +163,56 @@ pub(crate) fn write_override(fd: BorrowedFd<'_>, kind: u32, ovr: &Override) -> s
     }
 }
 
+/// Prefix of the xattrs that keep, on an upper directory, the owner of its
+/// symlinks, fifos and sockets: those carry no user xattrs themselves.
+const ENTRY_OWNER_PREFIX: &[u8] = b"user.sbox.owner.";
+
+/// The xattr that keeps the owner of entry `name` on its directory; a name
+/// too long for an xattr name goes by a hash of it (the value names it).
+fn entry_owner_key(name: &[u8]) -> std::io::Result<std::ffi::CString> {
+    let mut k = ENTRY_OWNER_PREFIX.to_vec();
+    if k.len() + name.len() <= 255 {
+        k.extend_from_slice(name);
+    } else {
+        // FNV-1a, 64 bits.
+        let h = name.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        k.extend_from_slice(format!("#{h:016x}").as_bytes());
+    }
+    sys::cstr(&k)
+}
+
+/// The owner kept on directory `dir` for its symlink, fifo or socket
+/// `name` ("uid:gid:name"), if any.
+pub(crate) fn read_entry_owner(dir: BorrowedFd<'_>, name: &[u8]) -> Option<(u32, u32)> {
+    let v = sys::getxattr(dir, &entry_owner_key(name).ok()?).ok()??;
+    let mut it = v.splitn(3, |&b| b == b':');
+    let uid = std::str::from_utf8(it.next()?).ok()?.parse().ok()?;
+    let gid = std::str::from_utf8(it.next()?).ok()?.parse().ok()?;
+    (it.next()? == name).then_some((uid, gid))
+}
+
+/// Keeps (Some) or drops (None) the owner of entry `name` on `dir`.
+pub(crate) fn write_entry_owner(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    let key = entry_owner_key(name)?;
+    match owner {
+        Some((uid, gid)) => {
+            let mut v = format!("{uid}:{gid}:").into_bytes();
+            v.extend_from_slice(name);
+            sys::setxattr(dir, &key, &v, 0)
+        }
+        None => match sys::removexattr(dir, &key) {
+            Err(e) if e.raw_os_error() != Some(libc::ENODATA) => Err(e),
+            _ => Ok(()),
+        },
+    }
+}
+
 /// Reads the origin (presented inode number) of a copied-up file.
 pub(crate) fn read_origin(fd: BorrowedFd<'_>) -> Option<u64> {
     match sys::getxattr(fd, ORIGIN_XATTR) {
@@ -313,6 +363,16 @@ mod tests {
         assert_eq!(keep.uid(42), 42);
         assert_eq!(keep.uid(0), 0);
         assert_eq!(keep.gid(1002), 1002);
+    }
+
+    #[test]
+    fn entry_owner_keys_fit_xattr_names() {
+        let short = entry_owner_key(b"fifo").unwrap();
+        assert_eq!(short.to_bytes(), b"user.sbox.owner.fifo");
+        let a = entry_owner_key(&[b'a'; 255]).unwrap();
+        let b = entry_owner_key(&[b'b'; 255]).unwrap();
+        assert!(a.to_bytes().len() <= 255 && a != b);
+        assert_eq!(entry_owner_key(&[b'c'; 239]).unwrap().to_bytes().len(), 255);
     }
 
     #[test]

@@ -295,10 +295,19 @@ impl OverlayFs {
             let _ = sys::unlinkat(work, &tmp, flag);
             return Err(e);
         }
-        let kept = if attr::can_have_xattrs(kind) && attr::needs_override(kind, &ovr) {
-            Some(ovr)
+        let kept = if attr::can_have_xattrs(kind) {
+            attr::needs_override(kind, &ovr).then_some(ovr)
         } else {
-            None
+            // A symlink, fifo or socket: its owner is kept on the directory.
+            let owner = self.kept_owner(ovr.uid, ovr.gid);
+            if owner.is_some() {
+                self.set_entry_owner_at(rel, owner)?;
+            }
+            owner.map(|(uid, gid)| Override {
+                uid,
+                gid,
+                mode: lst.st_mode & 0o7777,
+            })
         };
         Ok((kind, kept))
     }

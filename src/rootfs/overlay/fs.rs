@@ -878,6 +878,24 @@ impl OverlayFs {
         res
     }
 
+    /// [`install`](Self::install) of a staged symlink, fifo or socket whose
+    /// owner is kept (or not) on its new directory.
+    fn install_special(&self, rel: &[u8], tmp: &CStr, owner: Option<(u32, u32)>) -> io::Result<()> {
+        self.install(rel, tmp, false)?;
+        // The kernel holds the directory locked while it makes an entry: no
+        // lookup sees it before its owner is kept. When the directory has
+        // no room for that (ENOSPC, E2BIG), the entry shows as the caller's.
+        if let Some(o) = owner {
+            if let Err(e) = self.set_entry_owner_at(rel, Some(o)) {
+                log::debug!(
+                    "overlay: the owner of {} is not kept: {e}",
+                    String::from_utf8_lossy(rel)
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Sets owner/mode of a freshly staged regular file or directory.
     fn init_meta(
         &self,
@@ -895,6 +913,23 @@ impl OverlayFs {
             }
             r => r,
         }
+    }
+
+    /// The owner to keep for a symlink, fifo or socket presented as
+    /// (uid, gid): None when it is the caller's (what its host file shows).
+    pub(crate) fn kept_owner(&self, uid: u32, gid: u32) -> Option<(u32, u32)> {
+        ((uid, gid) != (self.ids.inside_uid, self.ids.inside_gid)).then_some((uid, gid))
+    }
+
+    /// Keeps (or drops) the owner of the upper symlink, fifo or socket at
+    /// `rel`.
+    pub(crate) fn set_entry_owner_at(
+        &self,
+        rel: &[u8],
+        owner: Option<(u32, u32)>,
+    ) -> io::Result<()> {
+        let (pfd, n) = self.layers.parent_of(Layer::Upper, rel)?;
+        attr::write_entry_owner(pfd.as_fd(), n.to_bytes(), owner)
     }
 
     fn remove_tmp(&self, tmp: &CStr, is_dir: bool) {
@@ -1078,7 +1113,17 @@ impl OverlayFs {
             self.prepare_move(d.inode)?;
             let (ofd, on) = self.layers.parent_of(Layer::Upper, orel)?;
             let (nfd, nn) = self.layers.parent_of(Layer::Upper, nrel)?;
+            let owners = (is_special(&src.attr) || is_special(&d.attr)).then(|| {
+                (
+                    attr::read_entry_owner(ofd.as_fd(), on.to_bytes()),
+                    attr::read_entry_owner(nfd.as_fd(), nn.to_bytes()),
+                )
+            });
             sys::renameat2(ofd.as_fd(), &on, nfd.as_fd(), &nn, libc::RENAME_EXCHANGE)?;
+            if let Some((o, n)) = owners {
+                let _ = attr::write_entry_owner(ofd.as_fd(), on.to_bytes(), n);
+                let _ = attr::write_entry_owner(nfd.as_fd(), nn.to_bytes(), o);
+            }
             self.table().exchange(op, oname, np, nname);
             return Ok(());
         }
@@ -1105,6 +1150,12 @@ impl OverlayFs {
         let old_has_lower = self.layers.lower_has(&opi.state, orel)?;
         let (ofd, on) = self.layers.parent_of(Layer::Upper, orel)?;
         let (nfd, nn) = self.layers.parent_of(Layer::Upper, nrel)?;
+        let src_special = is_special(&src.attr);
+        let owner = if src_special {
+            attr::read_entry_owner(ofd.as_fd(), on.to_bytes())
+        } else {
+            None
+        };
         let mut need_whiteout = old_has_lower;
         let onto_whiteout = dst.is_none()
             && src_dir
@@ -1137,9 +1188,23 @@ impl OverlayFs {
             // instant under the old name.
             whiteout::whiteout_over(&self.layers, ofd.as_fd(), &on, false)?;
         }
+        if src_special || dst.is_some_and(|d| is_special(&d.attr)) {
+            // The kept owner moves with the entry (and the replaced
+            // entry's goes).
+            let _ = attr::write_entry_owner(nfd.as_fd(), nn.to_bytes(), owner);
+            if owner.is_some() {
+                let _ = attr::write_entry_owner(ofd.as_fd(), on.to_bytes(), None);
+            }
+        }
         self.table().rename(op, oname, np, nname);
         Ok(())
     }
+}
+
+/// Whether a (presented or host) stat is of a symlink, fifo or socket,
+/// whose owner is kept on its directory.
+fn is_special(st: &libc::stat64) -> bool {
+    !attr::can_have_xattrs(st.st_mode & libc::S_IFMT)
 }
 
 /// Removes staging leftovers (`#sbox-*`) of a server that died mid-copy.
@@ -1344,15 +1409,35 @@ impl FileSystem for OverlayFs {
                         None
                     };
                 }
-            } else if kind != libc::S_IFLNK && valid.contains(SetattrValid::MODE) {
-                // fifos and sockets carry no xattrs: the mode is real, the
-                // owner change is not kept.
-                sys::fchmodat(pfd.as_fd(), &n, new.mode & 0o777)?;
+            } else {
+                // Symlinks, fifos and sockets carry no xattrs: the mode is
+                // real, the owner is kept on the directory.
+                if kind != libc::S_IFLNK && valid.contains(SetattrValid::MODE) {
+                    sys::fchmodat(pfd.as_fd(), &n, new.mode & 0o777)?;
+                }
+                let owner = self.kept_owner(new.uid, new.gid);
+                if valid.intersects(SetattrValid::UID | SetattrValid::GID) {
+                    attr::write_entry_owner(pfd.as_fd(), n.to_bytes(), owner)?;
+                    sys::touch_ctime(pfd.as_fd(), &n)?;
+                }
+                let real = self.real_stat(&info)?.st_mode & 0o7777;
+                let mut t = self.table();
+                if let Some(s) = t.state_mut(inode) {
+                    s.ovr = owner.map(|(uid, gid)| Override {
+                        uid,
+                        gid,
+                        mode: real,
+                    });
+                }
             }
         }
 
         if let Some(times) = set_times(&attr, valid) {
             sys::utimensat(pfd.as_fd(), &n, &times)?;
+        }
+        if (valid - SetattrValid::CTIME).is_empty() {
+            // chown(-1, -1) and the like: nothing changes but the ctime.
+            sys::touch_ctime(pfd.as_fd(), &n)?;
         }
         let info = self.info(inode)?;
         Ok((self.stat_of(&info)?, self.attr_timeout))
@@ -1379,11 +1464,20 @@ impl FileSystem for OverlayFs {
                 .pt_make(ctx, parent, name.to_bytes(), New::Symlink(linkname))?
                 .0);
         }
-        let (_pinfo, rel) = self.prepare_new(parent, name.to_bytes())?;
-        let _ = ctx;
+        let (pinfo, rel) = self.prepare_new(parent, name.to_bytes())?;
+        // The caller's symlink in a directory that is not set-gid (its
+        // override says so, and set-gid directories always have one) has
+        // no owner to keep: no stat of the directory for it.
+        let setgid_dir = pinfo.state.ovr.is_some_and(|o| o.mode & libc::S_ISGID != 0);
+        let owner = if !setgid_dir && self.kept_owner(ctx.uid, ctx.gid).is_none() {
+            None
+        } else {
+            let (uid, gid, _) = self.new_owner(ctx, &pinfo);
+            self.kept_owner(uid, gid)
+        };
         let tmp = self.layers.tmp_name();
         sys::symlinkat(linkname, self.layers.work(), &tmp)?;
-        self.install(&rel, &tmp, false)?;
+        self.install_special(&rel, &tmp, owner)?;
         self.do_lookup(parent, name.to_bytes())
     }
 
@@ -1427,7 +1521,11 @@ impl FileSystem for OverlayFs {
             self.remove_tmp(&tmp, false);
             return Err(e);
         }
-        self.install(&rel, &tmp, false)?;
+        if kind == libc::S_IFREG {
+            self.install(&rel, &tmp, false)?;
+        } else {
+            self.install_special(&rel, &tmp, self.kept_owner(uid, gid))?;
+        }
         self.do_lookup(parent, name.to_bytes())
     }
 
@@ -1487,6 +1585,10 @@ impl FileSystem for OverlayFs {
         } else {
             let (pfd, n) = self.layers.parent_of(Layer::Upper, &rel)?;
             sys::unlinkat(pfd.as_fd(), &n, 0)?;
+        }
+        if r.layer == Layer::Upper && !self.passthrough && r.ovr.is_some() && is_special(&r.st) {
+            // The owner kept for it goes with it.
+            let _ = self.set_entry_owner_at(&rel, None);
         }
         self.table().unlink(parent, name);
         Ok(())
@@ -1588,6 +1690,12 @@ impl FileSystem for OverlayFs {
             }
             Ok(_) => return Err(err(libc::EEXIST)),
             Err(_) => sys::linkat(sfd.as_fd(), &sn, pfd.as_fd(), &n)?,
+        }
+        if !attr::can_have_xattrs(src.state.kind) {
+            if let Some(o) = src.state.ovr {
+                // The new name's directory keeps the owner too.
+                let _ = attr::write_entry_owner(pfd.as_fd(), n.to_bytes(), Some((o.uid, o.gid)));
+            }
         }
         let fd = self.layers.open(Layer::Upper, &rel, libc::O_PATH)?;
         let st = sys::fstat(fd.as_fd())?;

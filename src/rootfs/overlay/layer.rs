@@ -208,7 +208,18 @@ impl Layers {
                         attr::read_origin(fd.as_fd()),
                     )
                 } else {
-                    (None, None)
+                    // A symlink, fifo or socket: its owner, when it is not
+                    // the caller, is kept on its directory.
+                    let (pfd, n) = self.parent_of(Layer::Upper, rel)?;
+                    let ovr =
+                        attr::read_entry_owner(pfd.as_fd(), n.to_bytes()).map(|(uid, gid)| {
+                            Override {
+                                uid,
+                                gid,
+                                mode: st.st_mode & 0o7777,
+                            }
+                        });
+                    (ovr, None)
                 };
                 let mut lower_dir = false;
                 if kind == libc::S_IFDIR && parent.lower_dir && !whiteout::is_opaque(fd.as_fd()) {

@@ -27,8 +27,11 @@
 //!   cannot be renamed (EXDEV, so `mv` copies through the view);
 //! - copy-up breaks hard links that exist in the lower layer (like
 //!   overlayfs without `index`); links made inside are real upper links;
-//! - owners of symlinks, fifos and sockets cannot be overridden (no user
-//!   xattrs on them): chown on them is accepted and not kept;
+//! - symlinks, fifos and sockets carry no user xattrs: their owner, when it
+//!   is not the caller, is kept on their upper directory
+//!   (`user.sbox.owner.NAME`), and moves with the name;
+//! - paths deeper than the kernel takes in one lookup are opened in pieces
+//!   (see `sys::open_beneath`);
 //! - a file that was never written inside and is written after its last
 //!   name went away (open, unlink, then write) gets EBADF;
 //! - the server reads the host as the caller: a host file the caller cannot

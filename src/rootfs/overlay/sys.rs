@@ -7,7 +7,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `Result` of a raw call that returns -1 on error.
@@ -31,9 +31,44 @@ pub(crate) fn cstr(b: &[u8]) -> io::Result<CString> {
 
 static HAVE_OPENAT2: AtomicBool = AtomicBool::new(true);
 
+/// Longest relative path handed to the kernel in one piece: a deeper one
+/// (the kernel refuses paths of PATH_MAX bytes or more, and a tree made
+/// inside may be deeper than that below a layer root) is walked in pieces.
+const CHUNK: usize = 2048;
+
 /// Opens `rel` (relative, "" = the directory itself) beneath `dir` without
 /// following any symlink. `O_NOFOLLOW | O_CLOEXEC` are always added.
 pub(crate) fn open_beneath(
+    dir: BorrowedFd<'_>,
+    rel: &[u8],
+    flags: i32,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    if rel.len() <= CHUNK {
+        return open_beneath_piece(dir, rel, flags, mode);
+    }
+    // Each piece ends at a '/' and is opened beneath the directory the
+    // previous one reached, with the same rules, so the walk stays beneath
+    // `dir` as a single lookup would.
+    let mut at: Option<OwnedFd> = None;
+    let mut rest = rel;
+    while rest.len() > CHUNK {
+        let cut = rest[..=CHUNK]
+            .iter()
+            .rposition(|&b| b == b'/')
+            .filter(|&i| i > 0)
+            .ok_or_else(|| err(libc::ENAMETOOLONG))?;
+        let base = at.as_ref().map_or(dir, |f| f.as_fd());
+        let next = open_beneath_piece(base, &rest[..cut], libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        at = Some(next);
+        rest = &rest[cut + 1..];
+    }
+    let base = at.as_ref().map_or(dir, |f| f.as_fd());
+    open_beneath_piece(base, rest, flags, mode)
+}
+
+/// [`open_beneath`] of a path the kernel takes in one piece.
+fn open_beneath_piece(
     dir: BorrowedFd<'_>,
     rel: &[u8],
     flags: i32,
@@ -220,6 +255,22 @@ pub(crate) fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>
 pub(crate) fn fchmodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     // SAFETY: valid NUL-terminated name.
     check(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) }).map(drop)
+}
+
+/// `fchownat(dir, name, -1, -1, AT_SYMLINK_NOFOLLOW)`: changes nothing but
+/// the ctime.
+pub(crate) fn touch_ctime(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: valid NUL-terminated name; -1 ids change nothing.
+    check(unsafe {
+        libc::fchownat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            u32::MAX,
+            u32::MAX,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
 }
 
 pub(crate) fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
