@@ -291,3 +291,41 @@ mv /var/cache/apt/archives/partial /var/cache/apt/archives/p2 && rmdir /var/cach
         );
     }
 }
+
+#[test]
+fn apt_get_installs_from_the_debian_mirror_inside() {
+    // The same against the distribution's own mirror (the sources the host
+    // has): lists fetched, a package downloaded and installed, all inside.
+    if !Path::new("/usr/bin/apt-get").exists() {
+        eprintln!("not a Debian-like host (no apt-get): nothing to check");
+        return;
+    }
+    assert!(
+        apt_partial_dirs(),
+        "/var/lib/apt/lists/partial is missing: run apt-get update on the host once"
+    );
+    let watched = ["/var/lib/apt/lists", "/var/cache/apt", "/var/lib/dpkg"];
+    let before = host_state(&watched);
+    let p = Project::new("apt-mirror");
+    let o = run_sh(
+        &p.dir,
+        &["--net", "host"],
+        "set -e; apt-get update -qq 2>&1; \
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --reinstall --no-install-recommends hello 2>&1; \
+         hello; dpkg -s hello | grep -x 'Status: install ok installed'",
+    );
+    let out = stdout(&o);
+    assert!(
+        o.status.success(),
+        "apt inside failed: {:?}\nstdout: {out}\nstderr: {}",
+        o.status,
+        stderr(&o)
+    );
+    assert!(out.contains("Hello, world!"), "{out}");
+    assert!(!out.contains("Permission denied"), "{out}");
+    assert_eq!(
+        before,
+        host_state(&watched),
+        "the host's apt or dpkg state changed"
+    );
+}
