@@ -122,7 +122,11 @@ fn full_upper_layer_gives_enospc_and_the_sandbox_still_starts() {
             "--",
             "sh",
             "-c",
-            "cat /root/keep && rm -f /root/big /root/fill* && echo after-free > /root/later && echo freed",
+            // A removed file's blocks are freed when the kernel forgets its
+            // inode, a moment after the unlink: try for up to 5 s.
+            "cat /root/keep && rm -f /root/big /root/fill* && \
+             for i in $(seq 50); do (echo after-free > /root/later) 2>/dev/null && break; sleep 0.1; done && \
+             cat /root/later >/dev/null && echo freed",
         ],
     );
     let out = ok(o);
