@@ -227,6 +227,66 @@ fn step_dir(dir: BorrowedFd<'_>, name: &Path, resolve: u64, mode: u32) -> Result
     }
 }
 
+/// Canonical forms of host paths as far as they exist (the missing tail
+/// appended lexically), remembering the directories it resolved: the
+/// profiles' hidden paths share a few parents (`~`, `~/.config`), and
+/// resolving each from scratch cost a `readlink` per component per path.
+#[derive(Debug, Default)]
+pub struct CanonCache {
+    dirs: std::collections::HashMap<PathBuf, Option<PathBuf>>,
+}
+
+impl CanonCache {
+    /// Like `realpath` for what exists of `p`, the rest appended.
+    pub fn prefix(&mut self, p: &Path) -> Option<PathBuf> {
+        if !is_clean_absolute(p) {
+            return canonical_prefix_slow(p);
+        }
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return Some(PathBuf::from("/"));
+        };
+        match std::fs::symlink_metadata(p) {
+            Ok(md) if md.file_type().is_symlink() => std::fs::canonicalize(p)
+                .ok()
+                .or_else(|| self.dir(parent).map(|c| c.join(name))),
+            _ => self.dir(parent).map(|c| c.join(name)),
+        }
+    }
+
+    fn dir(&mut self, d: &Path) -> Option<PathBuf> {
+        if let Some(v) = self.dirs.get(d) {
+            return v.clone();
+        }
+        let v = self.prefix(d);
+        self.dirs.insert(d.to_path_buf(), v.clone());
+        v
+    }
+}
+
+/// The canonical form of what exists of `p`, the rest appended.
+pub fn canonical_prefix(p: &Path) -> Option<PathBuf> {
+    CanonCache::default().prefix(p)
+}
+
+fn canonical_prefix_slow(p: &Path) -> Option<PathBuf> {
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return Some(c);
+    }
+    let mut rest = Vec::new();
+    let mut cur = p;
+    loop {
+        let name = cur.file_name()?;
+        rest.push(name.to_os_string());
+        cur = cur.parent()?;
+        if let Ok(mut c) = std::fs::canonicalize(cur) {
+            for n in rest.iter().rev() {
+                c.push(n);
+            }
+            return Some(c);
+        }
+    }
+}
+
 /// What kind of mount point [`mount_point`] makes when one is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

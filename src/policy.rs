@@ -494,14 +494,10 @@ pub fn build(
             hidden.push(p);
         }
     }
+    let mut canon = crate::hostpath::CanonCache::default();
     let hidden_real: Vec<(PathBuf, PathBuf)> = hidden
         .iter()
-        .map(|h| {
-            (
-                h.clone(),
-                std::fs::canonicalize(h).unwrap_or_else(|_| h.clone()),
-            )
-        })
+        .map(|h| (h.clone(), canon.prefix(h).unwrap_or_else(|| h.clone())))
         .collect();
     let hidden_holding = |p: &Path| {
         hidden_real

@@ -33,8 +33,9 @@ pub fn probe_host(policy: &Policy) -> HostView {
     }
     let mut probe = super::plan::paths_to_probe(policy);
     let sources = policy.binds.iter().map(|b| &b.src);
+    let mut canon = crate::hostpath::CanonCache::default();
     for p in policy.hidden.iter().chain(sources) {
-        if let Some(c) = super::canonical_prefix(p) {
+        if let Some(c) = canon.prefix(p) {
             if &c != p && !view.canonical.iter().any(|(q, _)| q == p) {
                 // Where the resolved form and its parents are, too.
                 probe.extend(

@@ -4,26 +4,10 @@ pub mod apply;
 pub mod overlay;
 pub mod plan;
 
-/// `p` with the symlinks in its longest existing prefix resolved and the
-/// missing rest appended: where the host would put it if it were created
-/// now (`None` when not even `/` resolves, or `p` is relative).
+/// The canonical form of what exists of `p`, the rest appended (see
+/// `crate::hostpath::CanonCache`).
 pub fn canonical_prefix(p: &std::path::Path) -> Option<std::path::PathBuf> {
-    if let Ok(c) = std::fs::canonicalize(p) {
-        return Some(c);
-    }
-    let mut rest = Vec::new();
-    let mut cur = p;
-    loop {
-        let name = cur.file_name()?;
-        rest.push(name.to_os_string());
-        cur = cur.parent()?;
-        if let Ok(mut c) = std::fs::canonicalize(cur) {
-            for n in rest.iter().rev() {
-                c.push(n);
-            }
-            return Some(c);
-        }
-    }
+    crate::hostpath::canonical_prefix(p)
 }
 
 #[cfg(test)]

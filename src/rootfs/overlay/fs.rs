@@ -154,8 +154,12 @@ fn view_rel(p: &Path) -> Result<Vec<u8>, OverlayError> {
 
 /// The view-relative path of a host path when it lies below `lower`
 /// (symlinks followed as far as the path exists).
-fn host_to_view(lower_canon: &Path, host: &Path) -> Option<Vec<u8>> {
-    let c = crate::rootfs::canonical_prefix(host)?;
+fn host_to_view(
+    canon: &mut crate::hostpath::CanonCache,
+    lower_canon: &Path,
+    host: &Path,
+) -> Option<Vec<u8>> {
+    let c = canon.prefix(host)?;
     let rel = c.strip_prefix(lower_canon).ok()?;
     view_rel(&Path::new("/").join(rel)).ok()
 }
@@ -165,6 +169,7 @@ fn host_to_view(lower_canon: &Path, host: &Path) -> Option<Vec<u8>> {
 fn build_masks(lower: &Path, hidden: &[PathBuf], empty: &[PathBuf]) -> Result<Masks, OverlayError> {
     let mut masks = Masks::default();
     let lower_canon = std::fs::canonicalize(lower).unwrap_or_else(|_| lower.to_path_buf());
+    let mut canon = crate::hostpath::CanonCache::default();
     for (set, list) in [(&mut masks.hidden, hidden), (&mut masks.empty, empty)] {
         for p in list {
             let rel = view_rel(p)?;
@@ -172,7 +177,7 @@ fn build_masks(lower: &Path, hidden: &[PathBuf], empty: &[PathBuf]) -> Result<Ma
                 return Err(OverlayError::InvalidPath(p.clone()));
             }
             let host = lower.join(std::ffi::OsStr::from_bytes(&rel));
-            if let Some(c) = host_to_view(&lower_canon, &host) {
+            if let Some(c) = host_to_view(&mut canon, &lower_canon, &host) {
                 if !c.is_empty() {
                     set.insert(c);
                 }
@@ -281,8 +286,9 @@ impl OverlayFs {
         // upper/work directories themselves when they lie below the lower.
         let mut masks = build_masks(&cfg.lower, &cfg.hidden, &cfg.empty)?;
         let lower_canon = std::fs::canonicalize(&cfg.lower).unwrap_or_else(|_| cfg.lower.clone());
+        let mut canon = crate::hostpath::CanonCache::default();
         for p in [&cfg.upper, &cfg.work] {
-            if let Some(rel) = host_to_view(&lower_canon, p) {
+            if let Some(rel) = host_to_view(&mut canon, &lower_canon, p) {
                 if !rel.is_empty() && !masks.empty.contains(&rel) {
                     masks.hidden.insert(rel);
                 }
