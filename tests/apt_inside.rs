@@ -39,6 +39,19 @@ fn host_state(dirs: &[&str]) -> String {
     out
 }
 
+/// The host is a Debian-like one with apt-get and the `_apt` directories
+/// (CI is); anywhere else these tests fail and say why.
+fn apt_host() {
+    assert!(
+        Path::new("/usr/bin/apt-get").exists(),
+        "these tests need a Debian-like host (apt-get); CI is one"
+    );
+    assert!(
+        apt_partial_dirs(),
+        "/var/lib/apt/lists/partial is missing: run apt-get update on the host once"
+    );
+}
+
 /// The `_apt` directories apt-get update makes (present on any host that
 /// ran it; made here the way apt makes them when we are root).
 fn apt_partial_dirs() -> bool {
@@ -90,14 +103,7 @@ echo script-done
 
 #[test]
 fn apt_get_and_mandb_work_inside() {
-    if !Path::new("/usr/bin/apt-get").exists() {
-        eprintln!("not a Debian-like host (no apt-get): nothing to check");
-        return;
-    }
-    assert!(
-        apt_partial_dirs(),
-        "/var/lib/apt/lists/partial is missing: run apt-get update on the host once"
-    );
+    apt_host();
     let watched = [
         "/var/lib/apt/lists",
         "/var/cache/apt",
@@ -147,6 +153,7 @@ fn owners_inside(dir: &Path, opts: &[&str], paths: &[PathBuf]) -> String {
 
 #[test]
 fn host_ids_keep_their_numbers_inside() {
+    apt_host();
     let u = user();
     let p = Project::new("owners");
     let mine = p.write("mine", "x");
@@ -207,14 +214,7 @@ fn host_ids_keep_their_numbers_inside() {
 /// as empty inside and takes new files.
 #[test]
 fn host_owned_dirs_follow_host_permissions_inside() {
-    if !Path::new("/usr/bin/apt-get").exists() {
-        eprintln!("not a Debian-like host (no apt-get): nothing to check");
-        return;
-    }
-    assert!(
-        apt_partial_dirs(),
-        "/var/lib/apt/lists/partial is missing: run apt-get update on the host once"
-    );
+    apt_host();
     let mut script = String::from(
         r#"P=/var/lib/apt/lists/partial
 as() { u=$1; g=$2; shift 2; setpriv --reuid=$u --regid=$g --clear-groups "$@"; }
@@ -296,14 +296,7 @@ mv /var/cache/apt/archives/partial /var/cache/apt/archives/p2 && rmdir /var/cach
 fn apt_get_installs_from_the_debian_mirror_inside() {
     // The same against the distribution's own mirror (the sources the host
     // has): lists fetched, a package downloaded and installed, all inside.
-    if !Path::new("/usr/bin/apt-get").exists() {
-        eprintln!("not a Debian-like host (no apt-get): nothing to check");
-        return;
-    }
-    assert!(
-        apt_partial_dirs(),
-        "/var/lib/apt/lists/partial is missing: run apt-get update on the host once"
-    );
+    apt_host();
     let watched = ["/var/lib/apt/lists", "/var/cache/apt", "/var/lib/dpkg"];
     let before = host_state(&watched);
     let p = Project::new("apt-mirror");

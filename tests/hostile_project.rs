@@ -94,36 +94,14 @@ fn an_output_directory_that_is_a_symlink_out_of_the_project_is_refused() {
     chown(&p.dir.join("build"));
     chown(&p.dir.join("build/out"));
     symlink("build/out", p.dir.join("out")).expect("ln");
-    ok(output(sbox(
-        &p.dir,
-        &[
-            "run",
-            "--profile",
-            "strict",
-            "--",
-            "sh",
-            "-c",
-            "echo hi > out/f",
-        ],
-    )));
+    ok(run_sh(&p.dir, &["--profile", "strict"], "echo hi > out/f"));
     assert_eq!(
         std::fs::read_to_string(p.dir.join("build/out/f")).expect("written"),
         "hi\n"
     );
     // A missing output directory is created inside the project.
     let p = Project::new("outnew");
-    ok(output(sbox(
-        &p.dir,
-        &[
-            "run",
-            "--profile",
-            "strict",
-            "--",
-            "sh",
-            "-c",
-            "echo hi > out/f",
-        ],
-    )));
+    ok(run_sh(&p.dir, &["--profile", "strict"], "echo hi > out/f"));
     assert!(p.dir.join("out/f").is_file());
     c.check();
 }

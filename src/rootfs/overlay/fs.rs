@@ -188,6 +188,18 @@ fn build_masks(lower: &Path, hidden: &[PathBuf], empty: &[PathBuf]) -> Result<Ma
     Ok(masks)
 }
 
+/// What an empty directory shown in place of sbox's state looks like:
+/// `like`'s times and device, root's, mode 0755, nothing in it.
+fn empty_dir_stat(mut like: libc::stat64) -> libc::stat64 {
+    like.st_mode = libc::S_IFDIR | 0o755;
+    like.st_nlink = 2;
+    like.st_uid = 0;
+    like.st_gid = 0;
+    like.st_size = 0;
+    like.st_blocks = 0;
+    like
+}
+
 fn open_layer(what: &'static str, path: &Path) -> Result<OwnedFd, OverlayError> {
     sys::open_dir_path(path).map_err(|source| OverlayError::OpenLayer {
         what,
@@ -314,15 +326,29 @@ impl OverlayFs {
             ovr: Some(root_ovr),
         };
 
-        let mut empty_stat = lst;
-        empty_stat.st_mode = libc::S_IFDIR | 0o755;
-        empty_stat.st_nlink = 2;
-        empty_stat.st_uid = 0;
-        empty_stat.st_gid = 0;
-        empty_stat.st_size = 0;
-        empty_stat.st_blocks = 0;
+        Ok(OverlayFs::assemble(
+            layers,
+            root_state,
+            masks,
+            ids,
+            (cfg.attr_timeout, cfg.entry_timeout),
+            empty_dir_stat(lst),
+            (false, false),
+        ))
+    }
 
-        Ok(OverlayFs {
+    /// The server's state around its layers and root; `mode` is
+    /// (passthrough, readonly).
+    fn assemble(
+        layers: Layers,
+        root_state: NodeState,
+        masks: Masks,
+        ids: Ids,
+        (attr_timeout, entry_timeout): (Duration, Duration),
+        empty_stat: libc::stat64,
+        (passthrough, readonly): (bool, bool),
+    ) -> OverlayFs {
+        OverlayFs {
             layers,
             table: Mutex::new(Table::new(root_state)),
             handles: RwLock::new(HashMap::new()),
@@ -332,12 +358,12 @@ impl OverlayFs {
             copyup_lock: Mutex::new(()),
             masks,
             ids,
-            attr_timeout: cfg.attr_timeout,
-            entry_timeout: cfg.entry_timeout,
+            attr_timeout,
+            entry_timeout,
             empty_stat,
-            passthrough: false,
-            readonly: false,
-        })
+            passthrough,
+            readonly,
+        }
     }
 
     /// A passthrough view of one host directory (see `passthrough`).
@@ -398,29 +424,15 @@ impl OverlayFs {
             special: Special::Normal,
             ovr: attr::read_override(layers.upper.as_fd()),
         };
-        let mut empty_stat = st;
-        empty_stat.st_mode = libc::S_IFDIR | 0o755;
-        empty_stat.st_nlink = 2;
-        empty_stat.st_uid = 0;
-        empty_stat.st_gid = 0;
-        empty_stat.st_size = 0;
-        empty_stat.st_blocks = 0;
-        Ok(OverlayFs {
+        Ok(OverlayFs::assemble(
             layers,
-            table: Mutex::new(Table::new(root_state)),
-            handles: RwLock::new(HashMap::new()),
-            next_handle: AtomicU64::new(1),
-            io: IoFds::default(),
-            listings: Mutex::new(HashMap::new()),
-            copyup_lock: Mutex::new(()),
+            root_state,
             masks,
             ids,
-            attr_timeout: cfg.timeout,
-            entry_timeout: cfg.timeout,
-            empty_stat,
-            passthrough: true,
-            readonly: cfg.readonly,
-        })
+            (cfg.timeout, cfg.timeout),
+            empty_dir_stat(st),
+            (true, cfg.readonly),
+        ))
     }
 
     /// EROFS when nothing may change (a read-only passthrough mount; the
