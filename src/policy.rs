@@ -488,9 +488,10 @@ pub fn build(
     let project = ctx.cwd.clone();
     // Hidden paths first: binds are checked against them.
     let mut hidden = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for h in &fs.hidden {
         let p = clean_absolute(&expand(h, ctx)?, "filesystem.hidden")?;
-        if !hidden.contains(&p) {
+        if seen.insert(p.clone()) {
             hidden.push(p);
         }
     }

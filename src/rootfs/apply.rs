@@ -36,23 +36,23 @@ pub fn probe_host(policy: &Policy) -> HostView {
     let mut canon = crate::hostpath::CanonCache::default();
     for p in policy.hidden.iter().chain(sources) {
         if let Some(c) = canon.prefix(p) {
-            if &c != p && !view.canonical.iter().any(|(q, _)| q == p) {
+            if &c != p && !view.canonical.contains_key(p) {
                 // Where the resolved form and its parents are, too.
                 probe.extend(
                     c.ancestors()
                         .filter(|a| a.parent().is_some())
                         .map(Path::to_path_buf),
                 );
-                view.canonical.push((p.clone(), c));
+                view.canonical.insert(p.clone(), c);
             }
         }
     }
     for p in probe {
-        if view.existing.iter().any(|(q, _)| *q == p) {
+        if view.existing.contains_key(&p) {
             continue;
         }
         if let Ok(md) = std::fs::symlink_metadata(&p) {
-            view.existing.push((p, kind_of(md.file_type())));
+            view.existing.insert(p, kind_of(md.file_type()));
         }
     }
     if let Ok(t) = std::fs::canonicalize("/etc/resolv.conf") {

@@ -3,6 +3,7 @@
 //! the steps inside the sandbox's mount namespace.
 
 use crate::policy::{Backend, NetMode, Policy};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Top-level host directories that the sandbox gets fresh instances of.
@@ -19,12 +20,12 @@ pub struct HostView {
     /// Targets of the symbolic links among them.
     pub links: Vec<(String, PathBuf)>,
     /// Paths (absolute) that exist on the host, as the plan asks about them.
-    pub existing: Vec<(PathBuf, EntryKind)>,
+    pub existing: HashMap<PathBuf, EntryKind>,
     /// The real file /etc/resolv.conf points to, when it lives under /run.
     pub resolv_target: Option<PathBuf>,
     /// Hidden paths and bind sources as the host resolves them (symlinks
     /// followed as far as the path exists), where that differs.
-    pub canonical: Vec<(PathBuf, PathBuf)>,
+    pub canonical: HashMap<PathBuf, PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,13 +38,13 @@ pub enum EntryKind {
 
 impl HostView {
     fn kind_of(&self, p: &Path) -> Option<EntryKind> {
-        self.existing.iter().find(|(q, _)| q == p).map(|(_, k)| *k)
+        self.existing.get(p).copied()
     }
 
     /// `p` and, when it differs, its canonical form.
     fn forms(&self, p: &Path) -> Vec<PathBuf> {
         let mut v = vec![p.to_path_buf()];
-        if let Some((_, c)) = self.canonical.iter().find(|(q, _)| q == p) {
+        if let Some(c) = self.canonical.get(p) {
             if c != p {
                 v.push(c.clone());
             }
@@ -408,11 +409,7 @@ fn mask_steps(policy: &Policy, host: &HostView) -> Vec<Step> {
         if host.kind_of(h).is_none() {
             continue;
         }
-        let canonical = host
-            .canonical
-            .iter()
-            .find(|(p, _)| p == h)
-            .map(|(_, c)| c.clone());
+        let canonical = host.canonical.get(h).cloned();
         let mut places = if fuse { vec![] } else { vec![h.clone()] };
         for b in &policy.binds {
             let rel = canonical
@@ -563,10 +560,11 @@ fn hiding_overlay(
 /// The host paths `build_plan` wants to know about.
 pub fn paths_to_probe(policy: &Policy) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = policy.hidden.clone();
+    let mut seen: HashSet<&Path> = policy.hidden.iter().map(PathBuf::as_path).collect();
     // Their parents, for the whiteout layers of the kernel overlays.
     for h in &policy.hidden {
         for a in h.ancestors().skip(1) {
-            if a.parent().is_some() && !v.iter().any(|p| p == a) {
+            if a.parent().is_some() && seen.insert(a) {
                 v.push(a.to_path_buf());
             }
         }
@@ -656,14 +654,14 @@ mod tests {
                 ("swapfile".into(), EntryKind::File),
             ],
             links: vec![("bin".into(), "usr/bin".into())],
-            existing: vec![
+            existing: HashMap::from([
                 ("/home/u/p".into(), EntryKind::Dir),
                 ("/home/u".into(), EntryKind::Dir),
                 ("/home/u/.ssh".into(), EntryKind::Dir),
                 ("/home/u/.netrc".into(), EntryKind::File),
-            ],
+            ]),
             resolv_target: None,
-            canonical: vec![],
+            canonical: HashMap::new(),
         }
     }
 
@@ -784,7 +782,7 @@ mod tests {
             readonly: true,
         };
         let mut h = host();
-        h.existing.push(("/opt/fake".into(), EntryKind::Dir));
+        h.existing.insert("/opt/fake".into(), EntryKind::Dir);
         let steps = build_plan(&p, &h, &state(), None);
         assert_eq!(steps[0], Step::FuseRoot);
         assert!(!steps
@@ -834,7 +832,7 @@ mod tests {
             let mut h = host();
             // No hidden path exists yet.
             h.existing
-                .retain(|(p, _)| !p.to_string_lossy().starts_with("/home/u/."));
+                .retain(|p, _| !p.to_string_lossy().starts_with("/home/u/."));
             let steps = build_plan(&p, &h, &state(), None);
             assert!(
                 steps.contains(&Step::FuseBind {
@@ -852,13 +850,13 @@ mod tests {
     #[test]
     fn kernel_overlays_hide_hidden_paths_under_a_whiteout_layer() {
         let mut h = host();
-        h.existing.push(("/home/u/.config".into(), EntryKind::Dir));
-        h.existing.push(("/home/u/dots".into(), EntryKind::Dir));
-        h.existing.push(("/home/u/.gem".into(), EntryKind::Symlink));
-        h.canonical = vec![(
+        h.existing.insert("/home/u/.config".into(), EntryKind::Dir);
+        h.existing.insert("/home/u/dots".into(), EntryKind::Dir);
+        h.existing.insert("/home/u/.gem".into(), EntryKind::Symlink);
+        h.canonical = HashMap::from([(
             "/home/u/.gem/credentials".into(),
             "/home/u/dots/gem/credentials".into(),
-        )];
+        )]);
         let mut p = policy();
         p.hidden = vec![
             "/home/u/.ssh".into(),
@@ -916,7 +914,7 @@ mod tests {
     #[test]
     fn masks_follow_the_canonical_home() {
         let mut h = host();
-        h.canonical = vec![("/home/u/.ssh".into(), "/var/home/u/.ssh".into())];
+        h.canonical = HashMap::from([("/home/u/.ssh".into(), "/var/home/u/.ssh".into())]);
         let mut p = policy();
         p.binds[1].src = "/var/home/u".into();
         let steps = build_plan(&p, &h, &state(), None);
