@@ -31,9 +31,6 @@ fn overrides(o: &SandboxOpts) -> Overrides {
     }
 }
 
-// Until the launcher asks `locations` itself.
-pub(crate) use crate::locations::data_dir;
-
 /// The current directory: where a sandbox started from the command line
 /// runs, and its project.
 pub fn current_dir() -> Result<PathBuf> {
