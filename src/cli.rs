@@ -183,7 +183,7 @@ pub struct TrustArgs {
 }
 
 /// Options shared by `run` and `shell`.
-#[derive(Debug, Args, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Args, Clone, Default)]
 pub struct SandboxOpts {
     /// Profile to use: a name (see `sbox profile list`) or a path to a .toml file
     /// (default: the project's trusted .sbox.toml, else "dev")

@@ -13,6 +13,7 @@ pub mod error;
 pub mod hostpath;
 pub mod idmap;
 pub mod limits;
+pub mod locations;
 pub mod names;
 pub mod net;
 pub mod policy;

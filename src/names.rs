@@ -5,56 +5,16 @@
 //! Runtime: `RUNTIME/names/NAME/` with `lock` (flock, held exclusively by
 //! the launcher for the sandbox's whole life), `info.json`, `control.sock`.
 //! Persistent: `DATA/sandboxes/NAME/` with `upper/`, `work/`, `config.json`
-//! and `log`. A runtime directory whose lock nobody holds is stale.
+//! (a `StoredConfig`) and `log`. A runtime directory whose lock nobody holds
+//! is stale. Where these are, and what a name may be: `crate::locations`.
 
+use crate::cli::SandboxOpts;
 use crate::error::{Error, IoContext, Result};
+use crate::locations::{validate_name, Paths};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-
-/// Longest name accepted.
-pub const MAX_NAME: usize = 64;
-
-/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most `MAX_NAME` characters.
-pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Usage(format!(
-            "invalid sandbox name {name:?}: use letters, digits, '_', '.', '-', starting with a letter or digit, at most {MAX_NAME} characters"
-        )))
-    }
-}
-
-/// A generated name for `run -d` without `--name`.
-pub fn generate_name() -> String {
-    const ADJ: &[&str] = &[
-        "amber", "brisk", "calm", "deft", "eager", "fond", "glad", "hale", "keen", "lucid",
-        "merry", "nimble", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty", "zesty",
-    ];
-    const NOUN: &[&str] = &[
-        "otter", "heron", "lynx", "finch", "badger", "marten", "plover", "stoat", "wren", "yak",
-        "ibis", "koala", "newt", "orca", "puffin", "quail", "raven", "tapir", "vole", "zebu",
-    ];
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as usize)
-        .unwrap_or(0)
-        ^ (std::process::id() as usize).wrapping_mul(2654435761);
-    format!(
-        "{}-{}-{:04x}",
-        ADJ[n % ADJ.len()],
-        NOUN[(n / ADJ.len()) % NOUN.len()],
-        (n >> 16) & 0xffff
-    )
-}
 
 /// What `ps` shows of a running sandbox.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,58 +34,225 @@ pub struct Info {
     pub cgroup: Option<PathBuf>,
 }
 
-/// How to start a stopped sandbox again (`sbox start`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Config {
+/// The version of the `config.json` record this sbox writes. A record
+/// without one (version 0) is what sbox wrote before records had versions:
+/// the same fields. Fields are only ever added, each with a default, and
+/// unknown fields are ignored, so that records of older and newer versions
+/// load; the version goes up only when the meaning of a field changes, and a
+/// record of a higher version than this one is refused.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// How to start a stopped sandbox again (`sbox start`): `config.json` in
+/// its data directory. Not the command line's `SandboxOpts`: a field
+/// missing from a record (one written before the field existed) takes its
+/// default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoredConfig {
+    pub version: u32,
     pub name: String,
-    pub opts: crate::cli::SandboxOpts,
+    pub opts: StoredOpts,
     pub command: Vec<String>,
+    /// The project directory: the working directory it was started in.
     pub project: PathBuf,
     /// The per-project sandbox of `sbox shell` (started by `sbox shell`,
     /// not `sbox start`).
-    #[serde(default)]
     pub shell: bool,
     /// The profile it last ran with (what `ps -a` shows once it stopped).
-    #[serde(default)]
     pub profile: Option<String>,
 }
 
-/// Directories of one named sandbox.
-#[derive(Debug, Clone)]
-pub struct Paths {
-    pub name: String,
-    pub runtime: PathBuf,
-    pub data: PathBuf,
+/// The options of `run` and `shell` a sandbox was started with, as stored
+/// (see `SandboxOpts` for their meaning).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoredOpts {
+    pub profile: Option<String>,
+    pub bind: Vec<String>,
+    pub ro_bind: Vec<String>,
+    pub tmpfs: Vec<String>,
+    pub chdir: Option<String>,
+    pub env: Vec<String>,
+    pub keep_env: Vec<String>,
+    pub hostname: Option<String>,
+    pub net: Option<String>,
+    pub publish: Vec<String>,
+    pub allow_host_loopback: bool,
+    pub memory: Option<String>,
+    pub pids: Option<u64>,
+    pub cpus: Option<f64>,
+    pub nofile: Option<u64>,
+    pub timeout: Option<String>,
+    pub overlay: Option<String>,
+    pub map_user: bool,
+    pub verbose: bool,
+    pub log_denials: bool,
 }
 
-impl Paths {
-    pub fn new(runtime_base: &Path, data_dir: &Path, name: &str) -> Self {
-        Paths {
-            name: name.to_string(),
-            runtime: runtime_base.join("names").join(name),
-            data: data_dir.join("sandboxes").join(name),
+// Both conversions name every field (no `..`): a new option of `run` does
+// not compile until it is stored, or left out on purpose.
+impl From<&SandboxOpts> for StoredOpts {
+    fn from(o: &SandboxOpts) -> Self {
+        let SandboxOpts {
+            profile,
+            bind,
+            ro_bind,
+            tmpfs,
+            chdir,
+            env,
+            keep_env,
+            hostname,
+            net,
+            publish,
+            allow_host_loopback,
+            memory,
+            pids,
+            cpus,
+            nofile,
+            timeout,
+            overlay,
+            map_user,
+            verbose,
+            log_denials,
+        } = o.clone();
+        StoredOpts {
+            profile,
+            bind,
+            ro_bind,
+            tmpfs,
+            chdir,
+            env,
+            keep_env,
+            hostname,
+            net,
+            publish,
+            allow_host_loopback,
+            memory,
+            pids,
+            cpus,
+            nofile,
+            timeout,
+            overlay,
+            map_user,
+            verbose,
+            log_denials,
         }
     }
-    pub fn lock(&self) -> PathBuf {
-        self.runtime.join("lock")
+}
+
+impl From<StoredOpts> for SandboxOpts {
+    fn from(o: StoredOpts) -> Self {
+        let StoredOpts {
+            profile,
+            bind,
+            ro_bind,
+            tmpfs,
+            chdir,
+            env,
+            keep_env,
+            hostname,
+            net,
+            publish,
+            allow_host_loopback,
+            memory,
+            pids,
+            cpus,
+            nofile,
+            timeout,
+            overlay,
+            map_user,
+            verbose,
+            log_denials,
+        } = o;
+        SandboxOpts {
+            profile,
+            bind,
+            ro_bind,
+            tmpfs,
+            chdir,
+            env,
+            keep_env,
+            hostname,
+            net,
+            publish,
+            allow_host_loopback,
+            memory,
+            pids,
+            cpus,
+            nofile,
+            timeout,
+            overlay,
+            map_user,
+            verbose,
+            log_denials,
+        }
     }
-    pub fn info(&self) -> PathBuf {
-        self.runtime.join("info.json")
+}
+
+impl StoredConfig {
+    /// The record of a sandbox started now (the current version).
+    pub fn new(
+        name: &str,
+        opts: &SandboxOpts,
+        command: Vec<String>,
+        project: &Path,
+        shell: bool,
+        profile: Option<String>,
+    ) -> Self {
+        StoredConfig {
+            version: CONFIG_VERSION,
+            name: name.to_string(),
+            opts: opts.into(),
+            command,
+            project: project.to_path_buf(),
+            shell,
+            profile,
+        }
     }
-    pub fn control(&self) -> PathBuf {
-        self.runtime.join("control.sock")
+
+    /// The options to start it again with. A profile given as a relative
+    /// path was relative to the project, where it was started.
+    pub fn sandbox_opts(&self) -> SandboxOpts {
+        let mut opts = SandboxOpts::from(self.opts.clone());
+        if let Some(p) = &opts.profile {
+            if crate::profile::load::is_path(p) && Path::new(p).is_relative() {
+                opts.profile = Some(self.project.join(p).to_string_lossy().into_owned());
+            }
+        }
+        opts
     }
-    pub fn upper(&self) -> PathBuf {
-        self.data.join("upper")
+
+    /// Parse a record read from `file` (named in the errors).
+    pub fn parse(file: &Path, text: &str) -> Result<Self> {
+        let bad = |why: String| Error::path(file, format!("unreadable sandbox settings: {why}"));
+        let cfg: StoredConfig = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        if cfg.version > CONFIG_VERSION {
+            return Err(bad(format!(
+                "written by a newer sbox (record version {}; this one reads up to {CONFIG_VERSION})",
+                cfg.version
+            )));
+        }
+        if !cfg.project.is_absolute() {
+            return Err(bad("no project directory".into()));
+        }
+        Ok(cfg)
     }
-    pub fn work(&self) -> PathBuf {
-        self.data.join("work")
-    }
-    pub fn config(&self) -> PathBuf {
-        self.data.join("config.json")
-    }
-    pub fn log(&self) -> PathBuf {
-        self.data.join("log")
+}
+
+/// The stored settings of the sandbox: `None` when it has none; an error
+/// that names the file when they cannot be read.
+pub fn read_config(paths: &Paths) -> Result<Option<StoredConfig>> {
+    let file = paths.config();
+    match std::fs::read_to_string(&file) {
+        Ok(text) => StoredConfig::parse(&file, &text).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::path(
+            &file,
+            format!(
+                "unreadable sandbox settings: {}",
+                crate::policy::io_reason(&e)
+            ),
+        )),
     }
 }
 
@@ -273,24 +400,6 @@ pub fn clean_stale_runtime(runtime_base: &Path) {
     }
 }
 
-/// Names with runtime or persistent state.
-pub fn all_names(runtime_base: &Path, data_dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = Vec::new();
-    for d in [runtime_base.join("names"), data_dir.join("sandboxes")] {
-        if let Ok(rd) = std::fs::read_dir(d) {
-            for e in rd.flatten() {
-                if let Some(n) = e.file_name().to_str() {
-                    if validate_name(n).is_ok() && !v.iter().any(|x| x == n) {
-                        v.push(n.to_string());
-                    }
-                }
-            }
-        }
-    }
-    v.sort();
-    v
-}
-
 /// Bytes used by a directory tree (what `ps -a` shows).
 pub fn disk_usage(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -312,16 +421,125 @@ pub fn disk_usage(p: &Path) -> u64 {
 mod tests {
     use super::*;
 
+    /// A record as the sbox before versioned records wrote it (captured
+    /// from that binary: `sbox run --name fixture --profile dev --bind /tmp
+    /// --env A=b --memory 512M --pids 100 --hostname boxy -- sh -c ...`).
+    const UNVERSIONED: &str = include_str!("../tests/fixtures/config-unversioned.json");
+
+    fn parse(v: &serde_json::Value) -> Result<StoredConfig> {
+        StoredConfig::parse(Path::new("/d/config.json"), &v.to_string())
+    }
+
     #[test]
-    fn names() {
-        for ok in ["a", "t1", "my-box_2.x", &"a".repeat(64)] {
-            assert!(validate_name(ok).is_ok(), "{ok}");
+    fn a_record_of_the_unversioned_format_loads() {
+        let c = StoredConfig::parse(Path::new("/d/config.json"), UNVERSIONED).expect("loads");
+        assert_eq!(c.version, 0);
+        assert_eq!(c.name, "fixture");
+        assert_eq!(c.opts.profile.as_deref(), Some("dev"));
+        assert_eq!(c.opts.bind, ["/tmp"]);
+        assert_eq!(c.opts.env, ["A=b"]);
+        assert_eq!(c.opts.hostname.as_deref(), Some("boxy"));
+        assert_eq!(c.opts.memory.as_deref(), Some("512M"));
+        assert_eq!(c.opts.pids, Some(100));
+        assert_eq!(c.command[..2], ["sh", "-c"]);
+        assert!(c.project.is_absolute());
+        assert!(!c.shell);
+        assert_eq!(c.profile.as_deref(), Some("dev"));
+    }
+
+    #[test]
+    fn missing_fields_take_their_defaults_and_unknown_ones_are_ignored() {
+        let full: serde_json::Value = serde_json::from_str(UNVERSIONED).expect("json");
+        let want = parse(&full).expect("loads");
+        let mut v = full.clone();
+        let opts = v["opts"].as_object_mut().expect("opts");
+        for k in [
+            "publish",
+            "allow_host_loopback",
+            "log_denials",
+            "ro_bind",
+            "cpus",
+        ] {
+            opts.remove(k);
         }
-        for bad in ["", "-a", ".a", "a/b", "a b", "ä", &"a".repeat(65), ".."] {
-            assert!(validate_name(bad).is_err(), "{bad}");
+        opts.insert("a_later_flag".into(), serde_json::json!(["x"]));
+        let top = v.as_object_mut().expect("record");
+        top.remove("shell");
+        top.insert("a_later_field".into(), serde_json::json!({"k": 1}));
+        assert_eq!(parse(&v).expect("loads"), want);
+        // Only the project is needed.
+        let bare = serde_json::json!({"project": "/p"});
+        let c = parse(&bare).expect("loads");
+        assert_eq!(
+            (c.opts, c.command, c.shell),
+            (StoredOpts::default(), vec![], false)
+        );
+    }
+
+    #[test]
+    fn a_record_round_trips_with_the_current_version() {
+        let opts = SandboxOpts {
+            profile: Some("strict".into()),
+            publish: vec!["8080:80".into()],
+            allow_host_loopback: true,
+            cpus: Some(1.5),
+            timeout: Some("10m".into()),
+            overlay: Some("kernel".into()),
+            map_user: true,
+            log_denials: true,
+            ..Default::default()
+        };
+        let c = StoredConfig::new("n", &opts, vec!["true".into()], Path::new("/p"), true, None);
+        let text = serde_json::to_string(&c).expect("json");
+        let back = StoredConfig::parse(Path::new("/d/config.json"), &text).expect("loads");
+        assert_eq!(back.version, CONFIG_VERSION);
+        assert_eq!(back, c);
+        assert_eq!(
+            format!("{:?}", back.sandbox_opts()),
+            format!("{opts:?}"),
+            "options changed on the way through the record"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_record_says_which_file_and_why() {
+        let f = Path::new("/d/sandboxes/x/config.json");
+        for (text, why) in [
+            ("{bad", "key must be a string"),
+            (
+                r#"{"version": 99, "project": "/p"}"#,
+                "written by a newer sbox",
+            ),
+            (r#"{"name": "x"}"#, "no project directory"),
+            (
+                r#"{"project": "/p", "opts": {"bind": "/tmp"}}"#,
+                "invalid type",
+            ),
+        ] {
+            let e = StoredConfig::parse(f, text).expect_err(text).to_string();
+            assert!(e.starts_with("/d/sandboxes/x/config.json: "), "{e}");
+            assert!(e.contains(why), "{text}: {e}");
         }
-        for _ in 0..20 {
-            assert!(validate_name(&generate_name()).is_ok());
+    }
+
+    #[test]
+    fn a_relative_profile_path_is_the_projects() {
+        let mut c = StoredConfig::new(
+            "n",
+            &SandboxOpts::default(),
+            vec![],
+            Path::new("/home/u/p"),
+            false,
+            None,
+        );
+        for (given, used) in [
+            ("./my.toml", "/home/u/p/./my.toml"),
+            ("sub/my.toml", "/home/u/p/sub/my.toml"),
+            ("/etc/x.toml", "/etc/x.toml"),
+            ("dev", "dev"),
+        ] {
+            c.opts.profile = Some(given.into());
+            assert_eq!(c.sandbox_opts().profile.as_deref(), Some(used));
         }
     }
 

@@ -6,12 +6,6 @@ use crate::rootfs::plan::StatePaths;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// sbox's persistent data directory (`$XDG_DATA_HOME/sbox`), when a home
-/// directory can be told.
-pub fn default_data_dir() -> Option<PathBuf> {
-    directories::BaseDirs::new().map(|b| b.data_dir().join("sbox"))
-}
-
 /// The user's private base directory for running sandboxes, the first of:
 /// `$XDG_RUNTIME_DIR/sbox` (when that is a private directory of the user's);
 /// `/tmp/sbox-UID`; `DATA/runtime` (sbox's own data directory). The last is
@@ -40,7 +34,7 @@ pub fn runtime_base(uid: u32) -> Result<PathBuf> {
         Ok(()) => private_dir(&tmp, uid).err(),
         Err(why) => Some(why),
     };
-    let data = default_data_dir()
+    let data = crate::locations::default_data_dir()
         .ok_or_else(|| Error::Host("cannot tell the home directory (set HOME)".into()))?;
     let fallback = data.join("runtime");
     let in_use = fallback_in_use(&fallback);

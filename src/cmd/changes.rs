@@ -3,33 +3,9 @@
 
 use crate::changes::{self, Kind};
 use crate::error::{Error, Result};
-use crate::names::{self, Paths};
+use crate::locations::{self, Locations, Paths};
+use crate::names;
 use std::path::{Path, PathBuf};
-
-/// The name of the per-project sandbox of `project` (`sbox shell` with a
-/// profile that persists per project): `proj-BASENAME-HASH`.
-pub fn project_sandbox_name(project: &Path) -> String {
-    let base: String = project
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(32)
-        .collect();
-    let hash = crate::trust::digest(project.as_os_str().as_encoded_bytes());
-    format!(
-        "proj-{}-{}",
-        if base.is_empty() { "root" } else { &base },
-        &hash[..8]
-    )
-}
 
 /// The stored sandbox `name`, else the current project's; `cmd` is the
 /// command, for the message that says how to name one.
@@ -38,17 +14,12 @@ fn resolve(name: Option<String>, cmd: &str) -> Result<Paths> {
     let (name, cwd) = match name {
         Some(n) => (n, None),
         None => {
-            let cwd = std::env::current_dir()
-                .map_err(|e| Error::Host(format!("cannot tell the current directory: {e}")))?;
-            (project_sandbox_name(&cwd), Some(cwd))
+            let cwd = crate::cmd::run::current_dir()?;
+            (locations::project_sandbox_name(&cwd), Some(cwd))
         }
     };
-    names::validate_name(&name)?;
-    let paths = Paths::new(
-        &crate::state::runtime_base(caller.uid)?,
-        &crate::cmd::run::data_dir(&caller),
-        &name,
-    );
+    locations::validate_name(&name)?;
+    let paths = Locations::of(&caller)?.sandbox(&name)?;
     if !paths.data.exists() {
         let Some(cwd) = cwd else {
             return Err(Error::Usage(format!(
@@ -296,25 +267,22 @@ pub fn reset(name: Option<String>, force: bool) -> Result<u8> {
 
 /// The hidden paths of the stored sandbox's policy.
 fn hidden_of(paths: &Paths) -> Result<Vec<PathBuf>> {
-    let cfg: names::Config = names::read_json(&paths.config()).ok_or_else(|| {
+    let cfg = names::read_config(paths)?.ok_or_else(|| {
         Error::Usage(format!(
             "sandbox {:?} has no stored configuration",
             paths.name
         ))
     })?;
-    let here = std::env::current_dir().ok();
-    std::env::set_current_dir(&cfg.project)
+    crate::cmd::run::check_enterable(&cfg.project)
         .map_err(|e| Error::path(&cfg.project, crate::policy::io_reason(&e)))?;
+    let opts = cfg.sandbox_opts();
     let command = if cfg.command.is_empty() {
         vec!["true".to_string()]
     } else {
         cfg.command
     };
-    let policy = crate::cmd::run::make_policy(&cfg.opts, command, false);
-    if let Some(h) = here {
-        let _ = std::env::set_current_dir(h);
-    }
-    Ok(policy?.hidden)
+    let policy = crate::cmd::run::make_policy(&opts, command, false, &cfg.project)?;
+    Ok(policy.hidden)
 }
 
 /// `sbox commit NAME PATH... [--dry-run]`: copy selected changes onto the
@@ -378,20 +346,5 @@ fn resolve_existing(p: &Path) -> PathBuf {
             }
             _ => return p.to_path_buf(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn project_names_are_valid_and_distinct() {
-        let a = project_sandbox_name(Path::new("/home/u/src/my project!"));
-        let b = project_sandbox_name(Path::new("/home/v/src/my project!"));
-        assert!(names::validate_name(&a).is_ok(), "{a}");
-        assert!(a.starts_with("proj-my_project_-"), "{a}");
-        assert_ne!(a, b);
-        assert!(names::validate_name(&project_sandbox_name(Path::new("/"))).is_ok());
     }
 }

@@ -37,13 +37,8 @@ pub fn run(a: ExecArgs) -> Result<u8> {
 /// `gone_ok`, a sandbox that is not running, or ends before the command
 /// starts, is `None` rather than an error.
 pub fn join(a: ExecArgs, hangup: bool, gone_ok: bool) -> Result<Option<u8>> {
-    crate::names::validate_name(&a.name)?;
-    let caller = crate::policy::Caller::from_host()?;
-    let paths = crate::names::Paths::new(
-        &crate::state::runtime_base(caller.uid)?,
-        &crate::cmd::run::data_dir(&caller),
-        &a.name,
-    );
+    crate::locations::validate_name(&a.name)?;
+    let paths = crate::locations::Locations::from_host()?.sandbox(&a.name)?;
     if crate::names::running(&paths).is_none() {
         if gone_ok {
             return Ok(None);

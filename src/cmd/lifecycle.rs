@@ -1,27 +1,15 @@
 //! `sbox ps`, `stop`, `start`, `rm` and `logs`: named sandboxes.
 
 use crate::error::{Error, Result};
-use crate::names::{self, Info, Paths};
+use crate::locations::{self, Locations, Paths};
+use crate::names::{self, Info};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
 
 fn paths_for(name: &str) -> Result<Paths> {
-    names::validate_name(name)?;
-    let caller = crate::policy::Caller::from_host()?;
-    Ok(Paths::new(
-        &crate::state::runtime_base(caller.uid)?,
-        &crate::cmd::run::data_dir(&caller),
-        name,
-    ))
-}
-
-fn bases() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let caller = crate::policy::Caller::from_host()?;
-    Ok((
-        crate::state::runtime_base(caller.uid)?,
-        crate::cmd::run::data_dir(&caller),
-    ))
+    locations::validate_name(name)?;
+    Locations::from_host()?.sandbox(name)
 }
 
 #[derive(serde::Serialize)]
@@ -78,10 +66,10 @@ fn shorten(text: &str, max: usize) -> String {
 
 /// `sbox ps [-a] [--json]`
 pub fn ps(all: bool, json: bool) -> Result<u8> {
-    let (runtime, data) = bases()?;
+    let places = Locations::from_host()?;
     let mut rows = Vec::new();
-    for name in names::all_names(&runtime, &data) {
-        let paths = Paths::new(&runtime, &data, &name);
+    for name in places.names() {
+        let paths = places.sandbox(&name)?;
         let row = match names::running(&paths) {
             Some(Info {
                 pid,
@@ -107,7 +95,8 @@ pub fn ps(all: bool, json: bool) -> Result<u8> {
                 }
             }
             None if all && paths.data.exists() => {
-                let cfg: Option<names::Config> = names::read_json(&paths.config());
+                // Unreadable settings show as none here; `start` says why.
+                let cfg = names::read_config(&paths).ok().flatten();
                 Row {
                     name,
                     status: "stopped",
@@ -201,9 +190,9 @@ pub fn ps(all: bool, json: bool) -> Result<u8> {
 /// `sbox ps [-a] --names`: the names alone, one per line (what the shell
 /// completions ask for: no sizes, no cgroup reads).
 pub fn ps_names(all: bool) -> Result<u8> {
-    let (runtime, data) = bases()?;
-    for name in names::all_names(&runtime, &data) {
-        let paths = Paths::new(&runtime, &data, &name);
+    let places = Locations::from_host()?;
+    for name in places.names() {
+        let paths = places.sandbox(&name)?;
         if names::running(&paths).is_some() || (all && paths.data.exists()) {
             println!("{name}");
         }
@@ -292,7 +281,7 @@ pub fn start(name: &str) -> Result<u8> {
     if names::running(&paths).is_some() {
         return Err(Error::Usage(format!("sandbox {name:?} is already running")));
     }
-    let cfg: names::Config = names::read_json(&paths.config())
+    let cfg = names::read_config(&paths)?
         .ok_or_else(|| Error::Usage(format!("no sandbox named {name:?} (see `sbox ps -a`)")))?;
     if cfg.shell {
         return Err(Error::Usage(format!(
@@ -300,13 +289,21 @@ pub fn start(name: &str) -> Result<u8> {
             cfg.project.display()
         )));
     }
-    std::env::set_current_dir(&cfg.project).map_err(|e| {
+    crate::cmd::run::check_enterable(&cfg.project).map_err(|e| {
         Error::path(
             &cfg.project,
             format!("the sandbox's project: {}", crate::policy::io_reason(&e)),
         )
     })?;
-    crate::cmd::run::run(cfg.opts, cfg.command, false, Some(cfg.name), true)
+    let opts = cfg.sandbox_opts();
+    crate::cmd::run::run_in(
+        &cfg.project,
+        opts,
+        cfg.command,
+        false,
+        Some(name.to_string()),
+        true,
+    )
 }
 
 /// `sbox rm NAME [-f]`
@@ -328,7 +325,7 @@ pub fn rm(name: &str, force: bool) -> Result<u8> {
     crate::state::remove_tree_mapped(&paths.data, &ids)?;
     let _ = std::fs::remove_dir_all(&paths.runtime);
     // A launcher that was killed left its state directory behind.
-    if let Ok(base) = crate::state::runtime_base(caller.uid) {
+    if let Ok(base) = locations::runtime_dir(caller.uid) {
         crate::state::clean_stale(&base);
     }
     println!("{name}");

@@ -49,7 +49,8 @@ pub fn run(cmd: ProfileCommand) -> Result<u8> {
                 profile: Some(path),
                 ..Default::default()
             };
-            crate::cmd::run::make_policy(&opts, vec!["true".into()], false)?;
+            let cwd = crate::cmd::run::current_dir()?;
+            crate::cmd::run::make_policy(&opts, vec!["true".into()], false, &cwd)?;
             println!("{file}: ok");
             Ok(0)
         }

@@ -2,8 +2,10 @@
 
 use crate::cli::SandboxOpts;
 use crate::error::{Error, Result};
+use crate::locations::Locations;
 use crate::policy::{self, Caller, Context, Overrides, Policy};
 use crate::profile::{self, SearchPath};
+use std::path::{Path, PathBuf};
 
 fn overrides(o: &SandboxOpts) -> Overrides {
     Overrides {
@@ -29,25 +31,34 @@ fn overrides(o: &SandboxOpts) -> Overrides {
     }
 }
 
-/// The directory for persistent sbox data ($XDG_DATA_HOME/sbox), private
-/// to the user (one that earlier versions left readable is made private).
-pub fn data_dir(caller: &Caller) -> std::path::PathBuf {
-    let dir =
-        crate::state::default_data_dir().unwrap_or_else(|| caller.home.join(".local/share/sbox"));
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| crate::state::make_data_private(&dir));
-    dir
+/// The current directory: where a sandbox started from the command line
+/// runs, and its project.
+pub fn current_dir() -> Result<PathBuf> {
+    std::env::current_dir()
+        .map_err(|e| Error::Host(format!("cannot tell the current directory: {e}")))
 }
 
-/// Build the policy for a sandbox from the options and the profile.
-pub fn make_policy(opts: &SandboxOpts, argv: Vec<String>, tty: bool) -> Result<Policy> {
+/// Can the user enter `dir` (a directory they may search)? What `cd` there
+/// would tell.
+pub fn check_enterable(dir: &Path) -> std::io::Result<()> {
+    if !std::fs::metadata(dir)?.is_dir() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOTDIR));
+    }
+    nix::unistd::access(dir, nix::unistd::AccessFlags::X_OK)
+        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+}
+
+/// Build the policy for a sandbox from the options and the profile, for a
+/// sandbox started in `cwd`: its project and working directory. (A profile
+/// named by a relative path is read from the current directory: `sbox
+/// start` passes it joined to the project, see `StoredConfig::sandbox_opts`.)
+pub fn make_policy(opts: &SandboxOpts, argv: Vec<String>, tty: bool, cwd: &Path) -> Result<Policy> {
     let caller = Caller::from_host()?;
-    let cwd = std::env::current_dir()
-        .map_err(|e| Error::Host(format!("cannot tell the current directory: {e}")))?;
+    let cwd = cwd.to_path_buf();
     let host_env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    let data = data_dir(&caller);
+    let data = crate::locations::data_dir(&caller);
     let search = SearchPath::from_host();
     let loaded = match &opts.profile {
         Some(name) => profile::load(name, &search)?,
@@ -103,21 +114,29 @@ pub fn run(
     name: Option<String>,
     detach: bool,
 ) -> Result<u8> {
-    let policy = make_policy(&opts, argv.clone(), tty)?;
+    run_in(&current_dir()?, opts, argv, tty, name, detach)
+}
+
+/// `sbox run` in the directory `cwd` (`sbox start`: the sandbox's project).
+pub fn run_in(
+    cwd: &Path,
+    opts: SandboxOpts,
+    argv: Vec<String>,
+    tty: bool,
+    name: Option<String>,
+    detach: bool,
+) -> Result<u8> {
+    let policy = make_policy(&opts, argv.clone(), tty, cwd)?;
     let name = match (name, detach) {
         (Some(n), _) => Some(n),
-        (None, true) => Some(crate::names::generate_name()),
+        (None, true) => Some(crate::locations::generate_name()),
         (None, false) => None,
     };
     let Some(name) = name else {
         return crate::sandbox::launcher::run(&policy, Default::default());
     };
-    crate::names::validate_name(&name)?;
-    let paths = crate::names::Paths::new(
-        &crate::state::runtime_base(policy.caller.uid)?,
-        &data_dir(&policy.caller),
-        &name,
-    );
+    crate::locations::validate_name(&name)?;
+    let paths = Locations::of(&policy.caller)?.sandbox(&name)?;
     let running = crate::names::Running::acquire(paths)?;
     run_named(&policy, opts, argv, running, detach, false)
 }
@@ -135,19 +154,19 @@ fn run_named(
     let name = running.paths.name.clone();
     let paths = running.paths.clone();
     crate::state::create_data_dirs(
-        &data_dir(&policy.caller),
-        &std::path::Path::new("sandboxes").join(&name),
+        &crate::locations::data_dir(&policy.caller),
+        &Path::new("sandboxes").join(&name),
     )?;
     let saved = crate::names::write_json(
         &paths.config(),
-        &crate::names::Config {
-            name: name.clone(),
-            opts,
-            command: argv,
-            project: policy.project.clone(),
+        &crate::names::StoredConfig::new(
+            &name,
+            &opts,
+            argv,
+            &policy.project,
             shell,
-            profile: Some(policy.profile.clone()),
-        },
+            Some(policy.profile.clone()),
+        ),
     );
     match saved {
         // A full disk must not lock the user out of the sandbox whose
@@ -285,7 +304,7 @@ pub fn shell(opts: SandboxOpts, command: Vec<String>, string: Option<String>) ->
     use std::io::IsTerminal;
     let session = command.is_empty() && string.is_none();
     let tty = std::io::stdin().is_terminal() && (session || std::io::stdout().is_terminal());
-    let mut policy = make_policy(&opts, command.clone(), tty)?;
+    let mut policy = make_policy(&opts, command.clone(), tty, &current_dir()?)?;
     if command.is_empty() {
         policy.argv.push("-l".into());
         if let Some(s) = string {
@@ -296,12 +315,8 @@ pub fn shell(opts: SandboxOpts, command: Vec<String>, string: Option<String>) ->
     if !policy.persist_project {
         return crate::sandbox::launcher::run(&policy, Default::default());
     }
-    let name = crate::cmd::changes::project_sandbox_name(&policy.project);
-    let paths = crate::names::Paths::new(
-        &crate::state::runtime_base(policy.caller.uid)?,
-        &data_dir(&policy.caller),
-        &name,
-    );
+    let paths = Locations::of(&policy.caller)?.project_sandbox(&policy.project);
+    let name = paths.name.clone();
     // The sandbox may be starting or ending meanwhile: then again.
     let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -322,7 +337,7 @@ pub fn shell(opts: SandboxOpts, command: Vec<String>, string: Option<String>) ->
 fn shell_in(
     policy: &Policy,
     opts: &SandboxOpts,
-    paths: &crate::names::Paths,
+    paths: &crate::locations::Paths,
     tty: bool,
     session: bool,
 ) -> Result<Option<u8>> {

@@ -106,7 +106,7 @@ pub fn run(a: TrustArgs) -> Result<u8> {
         std::fs::canonicalize(&dir).map_err(|e| Error::path(&dir, crate::policy::io_reason(&e)))?;
     let file = dir.join(PROJECT_FILE);
     let caller = crate::policy::Caller::from_host()?;
-    let data = crate::cmd::run::data_dir(&caller);
+    let data = crate::locations::data_dir(&caller);
     if a.revoke {
         if trust::remove_record(&data, &file) {
             println!("{}: no longer trusted", file.display());

@@ -53,7 +53,7 @@ impl SearchPath {
 }
 
 /// A name is a path when it contains a slash or ends in `.toml`.
-fn is_path(name: &str) -> bool {
+pub(crate) fn is_path(name: &str) -> bool {
     name.contains('/') || name.ends_with(".toml")
 }
 

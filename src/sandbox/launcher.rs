@@ -119,7 +119,7 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     let mut steps = build_plan(policy, &host, &state_dir.paths, tty_gid);
     // sbox's own data (other sandboxes' layers, trust records) is not the
     // sandbox's business; the FUSE root shows it empty, the others mask it.
-    let data = crate::cmd::run::data_dir(&policy.caller);
+    let data = crate::locations::data_dir(&policy.caller);
     if policy.backend != crate::policy::Backend::Fuse && data.exists() {
         steps.push(Step::Mask { dest: data });
     }
@@ -227,7 +227,7 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             hidden: policy.hidden.clone(),
             empty: crate::rootfs::plan::fuse_empty_dirs(
                 &base,
-                &crate::cmd::run::data_dir(&policy.caller),
+                &crate::locations::data_dir(&policy.caller),
             ),
             caller_uid: policy.caller.uid,
             caller_gid: policy.caller.gid,
@@ -716,7 +716,7 @@ fn serve_bind(
     };
     // sbox's own state shows empty, as in the FUSE root.
     let mut empty = Vec::new();
-    let data = crate::cmd::run::data_dir(&policy.caller);
+    let data = crate::locations::data_dir(&policy.caller);
     let sources = [Some(src.clone()), crate::rootfs::canonical_prefix(src)];
     for p in [runtime_base, data.as_path()] {
         let forms = [Some(p.to_path_buf()), crate::rootfs::canonical_prefix(p)];
