@@ -208,6 +208,7 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
         None => None,
     };
     ours.send(&Msg::MapsWritten, None)?;
+    log(policy, || "id maps written".into());
 
     let Extras {
         ready,
