@@ -738,7 +738,10 @@ mod tests {
         };
         assert!(over_dev("[network]\nmode = \"none\"\n[seccomp]\ndeny = [\"chmod\"]").is_empty());
         for (text, want) in [
-            ("replace = [\"filesystem.hidden\"]", "un-hides ~/.ssh"),
+            (
+                "[filesystem]\nbind = [\"~/.ssh\"]",
+                "binds ~/.ssh read-write",
+            ),
             (
                 "[seccomp]\nallow_userns = true",
                 "allows new user namespaces",
