@@ -6,57 +6,9 @@ use crate::profile::ProfileFile;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-/// How the host's trees become the sandbox's root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// sbox's own overlay served over FUSE: host files owned by root are
-    /// root's inside, and root inside can change anything copy-on-write.
-    Fuse,
-    /// Kernel overlayfs in the user namespace, one per top-level directory.
-    Kernel,
-    /// The host's trees bound read-only.
-    None,
-}
-
-impl Backend {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "fuse" => Ok(Backend::Fuse),
-            "kernel" => Ok(Backend::Kernel),
-            "none" => Ok(Backend::None),
-            other => Err(Error::Usage(format!(
-                "unknown overlay backend {other:?} (expected fuse, kernel or none)"
-            ))),
-        }
-    }
-}
-
-/// Network posture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NetMode {
-    /// Own network namespace with only `lo` up.
-    None,
-    /// The host's network.
-    Host,
-    /// Own network namespace with a user-mode stack (pasta): outbound
-    /// yes, the host's loopback no (unless allowed), published ports.
-    User,
-}
-
-impl NetMode {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(NetMode::None),
-            "host" => Ok(NetMode::Host),
-            "user" => Ok(NetMode::User),
-            other => Err(Error::Usage(format!(
-                "unknown network mode {other:?} (expected none, host or user)"
-            ))),
-        }
-    }
-}
+// The backend and the network mode are the profile's words
+// (`filesystem.overlay`, `network.mode`), typed once in the key table.
+pub use crate::profile::schema::{Backend, NetMode};
 
 /// A bind mount of a host path into the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -460,14 +412,15 @@ pub fn build(
     tty: bool,
     ctx: &Context,
 ) -> Result<Policy> {
+    use crate::profile::schema::{HomeProject, Persist, ProjectMode};
     let fs = &profile.filesystem;
-    let backend = match ov.overlay.as_deref().or(fs.overlay.as_deref()) {
-        Some(s) => Backend::parse(s)?,
-        None => Backend::Fuse,
+    let backend = match ov.overlay.as_deref() {
+        Some(s) => Backend::parse_for("--overlay", s).map_err(Error::Usage)?,
+        None => fs.overlay.unwrap_or(Backend::Fuse),
     };
-    let net = match ov.net.as_deref().or(profile.network.mode.as_deref()) {
-        Some(s) => NetMode::parse(s)?,
-        None => NetMode::None,
+    let net = match ov.net.as_deref() {
+        Some(s) => NetMode::parse_for("--net", s).map_err(Error::Usage)?,
+        None => profile.network.mode.unwrap_or(NetMode::None),
     };
     let mut publish = Vec::new();
     for p in profile.network.publish.iter().chain(&ov.publish) {
@@ -506,8 +459,8 @@ pub fn build(
             .find(|(h, c)| p.starts_with(h) || p.starts_with(c))
             .map(|(h, _)| h.clone())
     };
-    let project_mode = fs.project.as_deref().unwrap_or("rw");
-    if project_mode != "none" {
+    let project_mode = fs.project.unwrap_or(ProjectMode::Rw);
+    if project_mode != ProjectMode::None {
         if let Some(h) = hidden_holding(&project) {
             return Err(Error::Usage(format!(
                 "the project directory {} is inside the hidden path {}: sbox will not expose it",
@@ -518,17 +471,17 @@ pub fn build(
     }
     let mut notes = Vec::new();
     let home = std::fs::canonicalize(&ctx.caller.home).unwrap_or_else(|_| ctx.caller.home.clone());
-    let home_like = project_mode != "none" && home.starts_with(&project);
+    let home_like = project_mode != ProjectMode::None && home.starts_with(&project);
     let bind_project = if home_like {
-        match fs.home_project.as_deref().unwrap_or("refuse") {
-            "refuse" => {
+        match fs.home_project.unwrap_or(HomeProject::Refuse) {
+            HomeProject::Refuse => {
                 return Err(Error::Usage(format!(
                     "{} {} your home directory: the {profile_name} profile runs in a project directory — cd into one (or use --profile dev)",
                     project.display(),
                     if project == home { "is" } else { "contains" }
                 )))
             }
-            "bind" => {
+            HomeProject::Bind => {
                 notes.push(format!(
                     "{} {} your home directory and is bound read-write (filesystem.home_project = \"bind\"): your shell start-up files are writable from the sandbox",
                     project.display(),
@@ -536,7 +489,7 @@ pub fn build(
                 ));
                 true
             }
-            "overlay" => {
+            HomeProject::Overlay => {
                 notes.push(format!(
                     "{} {} your home directory, so it is not bound read-write: changes there stay in the sandbox (see `sbox diff`)",
                     project.display(),
@@ -544,29 +497,19 @@ pub fn build(
                 ));
                 false
             }
-            other => {
-                return Err(Error::Usage(format!(
-                    "filesystem.home_project: {other:?} (expected \"refuse\", \"overlay\" or \"bind\")"
-                )))
-            }
         }
     } else {
         true
     };
     let mut binds = Vec::new();
     match project_mode {
-        "rw" | "ro" if !bind_project => {}
-        "rw" | "ro" => binds.push(Bind {
+        ProjectMode::Rw | ProjectMode::Ro if !bind_project => {}
+        ProjectMode::Rw | ProjectMode::Ro => binds.push(Bind {
             src: project.clone(),
             dest: project.clone(),
-            readonly: project_mode == "ro",
+            readonly: project_mode == ProjectMode::Ro,
         }),
-        "none" => {}
-        other => {
-            return Err(Error::Usage(format!(
-                "filesystem.project: {other:?} (expected rw, ro or none)"
-            )))
-        }
+        ProjectMode::None => {}
     }
     let mut extra = Vec::new();
     for (list, readonly, what) in [
@@ -717,15 +660,7 @@ pub fn build(
         log_denials: ov.log_denials,
         new_session: tty || profile.process.new_session.unwrap_or(true),
         notes,
-        persist_project: match fs.persist.as_deref() {
-            None | Some("none") => false,
-            Some("project") => true,
-            Some(other) => {
-                return Err(Error::Usage(format!(
-                    "filesystem.persist: {other:?} (expected \"project\" or \"none\")"
-                )))
-            }
-        },
+        persist_project: fs.persist == Some(Persist::Project),
         hangup: false,
         sessions: false,
         host_cache: host_cache(fs.host_cache.as_deref())?,

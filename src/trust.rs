@@ -16,7 +16,10 @@
 
 use crate::error::{Error, Result};
 use crate::profile::load::Pin;
-use crate::profile::ProfileFile;
+use crate::profile::schema::{
+    EnvironmentSection, FilesystemSection, HomeProject, IoUring, LandlockSection, NetMode,
+    NetworkSection, ProcessSection, ProfileFile, ProjectMode, SeccompSection,
+};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -108,19 +111,34 @@ pub fn remove_record(data_dir: &Path, file: &Path) -> bool {
     std::fs::remove_file(record_path(data_dir, file)).is_ok()
 }
 
-fn net_rank(mode: Option<&str>) -> u8 {
-    match mode {
-        Some("none") => 0,
-        Some("user") => 1,
-        _ => 2,
-    }
+/// What a key's values do to the sandbox's access. Each key of the table
+/// in `profile::schema` has a trust rule, and the rule its direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Setting it grants access: what the project file adds beyond the
+    /// default profile is a widening.
+    Widening,
+    /// Setting it takes access away: what the project file removes or
+    /// turns off of the default profile's is a widening.
+    Narrowing,
+    /// Not access (names, caches, limits, variables set inside): never a
+    /// widening.
+    Neutral,
 }
 
-/// Everything `effective` grants that `reference` does not, in words.
-/// Paths inside the project do not count: the project is the user's own.
-pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Path) -> Vec<String> {
-    let mut w = Vec::new();
-    let in_project = |spec: &str| {
+/// What a trust rule compares: the default profile, the project's
+/// effective profile, and the project directory (paths inside it are the
+/// user's own and do not count).
+pub struct Cx<'a> {
+    pub reference: &'a ProfileFile,
+    pub effective: &'a ProfileFile,
+    pub project: &'a Path,
+}
+
+impl Cx<'_> {
+    /// Is the source of this bind or path spec inside the project?
+    pub fn in_project(&self, spec: &str) -> bool {
+        let project = self.project;
         let spec = spec.strip_prefix('?').unwrap_or(spec);
         let src = spec.split(':').next().unwrap_or(spec);
         let src = src.replace("$PWD", &project.to_string_lossy());
@@ -129,145 +147,313 @@ pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Pat
         // of it makes the path a widening (and sbox refuses it at run time).
         crate::policy::clean_absolute(&src, "trust")
             .is_ok_and(|p| p.starts_with(project) && crate::hostpath::stays_beneath(project, &p))
-    };
-    let (rf, ef) = (&reference.filesystem, &effective.filesystem);
-    for b in &ef.bind {
-        if !rf.bind.contains(b) && !in_project(b) {
-            w.push(format!("binds {b} read-write"));
+    }
+}
+
+/// How `sbox trust` compares one key of type `T`: the key's value in the
+/// default profile (`reference`) with its value in the project's effective
+/// profile. Every key of the table names one; a rule that does not fit the
+/// key's type does not compile.
+pub trait Rule<T> {
+    fn direction(&self) -> Direction;
+    /// Push a line for each thing `effective` grants that `reference` does
+    /// not. The lines are what the user confirms, and what a trust record
+    /// keeps: keep their wording stable.
+    fn check(&self, reference: &T, effective: &T, cx: &Cx<'_>, out: &mut Vec<String>);
+}
+
+/// `msg` with `{}` replaced by `item`.
+fn fill(msg: &str, item: impl std::fmt::Display) -> String {
+    msg.replace("{}", &item.to_string())
+}
+
+/// Not access: never a widening.
+pub struct Neutral;
+
+impl<T> Rule<T> for Neutral {
+    fn direction(&self) -> Direction {
+        Direction::Neutral
+    }
+    fn check(&self, _: &T, _: &T, _: &Cx<'_>, _: &mut Vec<String>) {}
+}
+
+/// A list of grants: each item the default profile does not have is a
+/// widening, reported as the message with `{}` replaced by the item.
+pub struct Added(pub &'static str);
+
+impl<T: PartialEq + std::fmt::Display> Rule<Vec<T>> for Added {
+    fn direction(&self) -> Direction {
+        Direction::Widening
+    }
+    fn check(&self, r: &Vec<T>, e: &Vec<T>, _: &Cx<'_>, out: &mut Vec<String>) {
+        for item in e.iter().filter(|i| !r.contains(i)) {
+            out.push(fill(self.0, item));
         }
     }
-    for b in &ef.ro_bind {
-        if !rf.ro_bind.contains(b) && !rf.bind.contains(b) && !in_project(b) {
-            w.push(format!("binds {b} read-only"));
+}
+
+/// Host paths (or binds, "SRC[:DEST]") granted: like `Added`, except that
+/// paths inside the project do not count. Also for a single path.
+pub struct AddedOutside(pub &'static str);
+
+impl Rule<Vec<String>> for AddedOutside {
+    fn direction(&self) -> Direction {
+        Direction::Widening
+    }
+    fn check(&self, r: &Vec<String>, e: &Vec<String>, cx: &Cx<'_>, out: &mut Vec<String>) {
+        for item in e.iter().filter(|i| !r.contains(i) && !cx.in_project(i)) {
+            out.push(fill(self.0, item));
         }
     }
-    if let Some(o) = &ef.output {
-        if rf.output.as_ref() != Some(o) && !in_project(o) {
-            w.push(format!("binds {o} read-write (output)"));
+}
+
+impl Rule<Option<String>> for AddedOutside {
+    fn direction(&self) -> Direction {
+        Direction::Widening
+    }
+    fn check(&self, r: &Option<String>, e: &Option<String>, cx: &Cx<'_>, out: &mut Vec<String>) {
+        if let Some(p) = e {
+            if r.as_ref() != Some(p) && !cx.in_project(p) {
+                out.push(fill(self.0, p));
+            }
         }
     }
-    for h in &rf.hidden {
-        if !ef.hidden.contains(h) {
-            w.push(format!("un-hides {h}"));
+}
+
+/// A list of restrictions: each item of the default profile's that the
+/// project's profile lacks (through `replace`) is a widening.
+pub struct Removed(pub &'static str);
+
+impl<T: PartialEq + std::fmt::Display> Rule<Vec<T>> for Removed {
+    fn direction(&self) -> Direction {
+        Direction::Narrowing
+    }
+    fn check(&self, r: &Vec<T>, e: &Vec<T>, _: &Cx<'_>, out: &mut Vec<String>) {
+        for item in r.iter().filter(|i| !e.contains(i)) {
+            out.push(fill(self.0, item));
         }
     }
-    let rank = |p: Option<&str>| match p {
-        Some("none") => 0,
-        Some("ro") => 1,
-        _ => 2,
-    };
-    if rank(ef.project.as_deref()) > rank(rf.project.as_deref()) {
-        w.push("makes the project writable".into());
+}
+
+/// A switch that grants when true (default false).
+pub struct Grants(pub &'static str);
+
+impl Rule<Option<bool>> for Grants {
+    fn direction(&self) -> Direction {
+        Direction::Widening
     }
-    let home_rank = |p: Option<&str>| match p {
-        None | Some("refuse") => 0,
-        Some("overlay") => 1,
-        _ => 2,
-    };
-    if home_rank(ef.home_project.as_deref()) > home_rank(rf.home_project.as_deref()) {
-        w.push(match ef.home_project.as_deref() {
-            Some("bind") => "binds your home directory read-write when it is the project".into(),
-            _ => "runs with your home directory as the project".to_string(),
-        });
+    fn check(&self, r: &Option<bool>, e: &Option<bool>, _: &Cx<'_>, out: &mut Vec<String>) {
+        if *r != Some(true) && *e == Some(true) {
+            out.push(self.0.to_string());
+        }
     }
-    if net_rank(effective.network.mode.as_deref()) > net_rank(reference.network.mode.as_deref()) {
-        w.push(format!(
-            "network {:?} (default profile: {:?})",
-            effective.network.mode.as_deref().unwrap_or("host"),
-            reference.network.mode.as_deref().unwrap_or("host")
-        ));
+}
+
+/// A switch that restricts when true; its default is the first field.
+/// Turning off what the default profile has on is a widening.
+pub struct Restricts(pub bool, pub &'static str);
+
+impl Rule<Option<bool>> for Restricts {
+    fn direction(&self) -> Direction {
+        Direction::Narrowing
     }
-    for (what, r, e) in [
-        (
-            "connect",
-            &reference.network.allowed_connect_ports,
-            &effective.network.allowed_connect_ports,
-        ),
-        (
-            "bind",
-            &reference.network.allowed_bind_ports,
-            &effective.network.allowed_bind_ports,
-        ),
-    ] {
+    fn check(&self, r: &Option<bool>, e: &Option<bool>, _: &Cx<'_>, out: &mut Vec<String>) {
+        let Restricts(default, msg) = *self;
+        if r.unwrap_or(default) && !e.unwrap_or(default) {
+            out.push(msg.to_string());
+        }
+    }
+}
+
+/// A floor (a minimum the sandbox refuses to start below): a lower one
+/// than the default profile's, or none, is a widening.
+pub struct Lowered(pub &'static str);
+
+impl<T: PartialOrd + Copy + std::fmt::Display> Rule<Option<T>> for Lowered {
+    fn direction(&self) -> Direction {
+        Direction::Narrowing
+    }
+    fn check(&self, r: &Option<T>, e: &Option<T>, _: &Cx<'_>, out: &mut Vec<String>) {
         match (r, e) {
-            (Some(_), None) => w.push(format!("lifts the TCP {what} port restriction")),
+            (Some(r), Some(e)) if e < r => out.push(fill(self.0, e)),
+            (Some(_), None) => out.push(fill(self.0, "none")),
+            _ => {}
+        }
+    }
+}
+
+/// An allow-list where none means no restriction: lifting the default
+/// profile's list, or adding to it, is a widening.
+pub struct AllowList {
+    pub lifted: &'static str,
+    pub added: &'static str,
+}
+
+impl<T: PartialEq + std::fmt::Display> Rule<Option<Vec<T>>> for AllowList {
+    fn direction(&self) -> Direction {
+        Direction::Narrowing
+    }
+    fn check(&self, r: &Option<Vec<T>>, e: &Option<Vec<T>>, _: &Cx<'_>, out: &mut Vec<String>) {
+        match (r, e) {
+            (Some(_), None) => out.push(self.lifted.to_string()),
             (Some(r), Some(e)) => {
-                for p in e.iter().filter(|p| !r.contains(p)) {
-                    w.push(format!("allows TCP {what} to port {p}"));
+                for item in e.iter().filter(|i| !r.contains(i)) {
+                    out.push(fill(self.added, item));
                 }
             }
             _ => {}
         }
     }
-    let re = &reference.environment;
-    for p in &effective.network.publish {
-        if !reference.network.publish.contains(p) {
-            w.push(format!("publishes port {p} on the host"));
+}
+
+/// Values ordered by how much they grant (see `Ranked`): a higher one
+/// than the default profile's is a widening.
+pub struct Raised;
+
+/// A value that is one of a few words, ordered by how much it grants.
+pub trait Ranked: Copy {
+    /// How much `v` (unset: what the sandbox then gets) grants.
+    fn rank(v: Option<Self>) -> u8;
+    /// The widening, in words.
+    fn widened(reference: Option<Self>, effective: Option<Self>) -> String;
+}
+
+impl<T: Ranked> Rule<Option<T>> for Raised {
+    fn direction(&self) -> Direction {
+        Direction::Widening
+    }
+    fn check(&self, r: &Option<T>, e: &Option<T>, _: &Cx<'_>, out: &mut Vec<String>) {
+        if T::rank(*e) > T::rank(*r) {
+            out.push(T::widened(*r, *e));
         }
     }
-    if effective.network.allow_host_loopback == Some(true)
-        && reference.network.allow_host_loopback != Some(true)
-    {
-        w.push("reaches the host's loopback services".into());
-    }
-    for v in &effective.environment.pass {
-        if !re.pass.contains(v) {
-            w.push(format!("passes ${v} from your environment"));
+}
+
+impl Ranked for ProjectMode {
+    fn rank(v: Option<Self>) -> u8 {
+        match v {
+            Some(ProjectMode::None) => 0,
+            Some(ProjectMode::Ro) => 1,
+            Some(ProjectMode::Rw) | None => 2,
         }
     }
-    let (rl, el) = (&reference.landlock, &effective.landlock);
-    if rl.enabled != Some(false) && el.enabled == Some(false) {
-        w.push("turns Landlock off".into());
+    fn widened(_: Option<Self>, _: Option<Self>) -> String {
+        "makes the project writable".into()
     }
-    if rl.best_effort != Some(true) && el.best_effort == Some(true) {
-        w.push("makes Landlock best-effort".into());
-    }
-    for p in &el.write {
-        if !rl.write.contains(p) && !in_project(p) {
-            w.push(format!("Landlock write access to {p}"));
+}
+
+impl Ranked for HomeProject {
+    fn rank(v: Option<Self>) -> u8 {
+        match v {
+            None | Some(HomeProject::Refuse) => 0,
+            Some(HomeProject::Overlay) => 1,
+            Some(HomeProject::Bind) => 2,
         }
     }
-    for p in el.read.iter().chain(&el.execute) {
-        if !rl.read.contains(p) && !rl.execute.contains(p) && !in_project(p) {
-            w.push(format!("Landlock read access to {p}"));
+    fn widened(_: Option<Self>, e: Option<Self>) -> String {
+        match e {
+            Some(HomeProject::Bind) => {
+                "binds your home directory read-write when it is the project".into()
+            }
+            _ => "runs with your home directory as the project".into(),
         }
     }
-    for (what, r, e) in [
-        ("signal", rl.scope_signals, el.scope_signals),
-        (
-            "abstract-socket",
-            rl.scope_abstract_unix,
-            el.scope_abstract_unix,
-        ),
-    ] {
-        if r != Some(false) && e == Some(false) {
-            w.push(format!("lifts Landlock {what} scoping"));
+}
+
+impl Ranked for NetMode {
+    /// Unset counts as "host" on both sides: a profile that does not say
+    /// is not taken to be the narrowest.
+    fn rank(v: Option<Self>) -> u8 {
+        match v {
+            Some(NetMode::None) => 0,
+            Some(NetMode::User) => 1,
+            Some(NetMode::Host) | None => 2,
         }
     }
-    let (rs, es) = (&reference.seccomp, &effective.seccomp);
-    if rs.enabled != Some(false) && es.enabled == Some(false) {
-        w.push("turns the seccomp filter off".into());
+    fn widened(r: Option<Self>, e: Option<Self>) -> String {
+        let word = |v: Option<Self>| v.map_or("host", NetMode::as_str);
+        format!("network {:?} (default profile: {:?})", word(e), word(r))
     }
-    for s in &es.allow {
-        if !rs.allow.contains(s) {
-            w.push(format!("allows the system call {s}"));
+}
+
+impl Ranked for IoUring {
+    fn rank(v: Option<Self>) -> u8 {
+        match v {
+            None | Some(IoUring::Deny) => 0,
+            Some(IoUring::Allow) => 1,
         }
     }
-    for (what, r, e) in [
-        ("ptrace", rs.allow_ptrace, es.allow_ptrace),
-        ("new user namespaces", rs.allow_userns, es.allow_userns),
-    ] {
-        if r != Some(true) && e == Some(true) {
-            w.push(format!("allows {what}"));
+    fn widened(_: Option<Self>, _: Option<Self>) -> String {
+        "allows io_uring".into()
+    }
+}
+
+/// A comparison of its own, for a key no rule above fits; the direction
+/// is declared with it.
+pub struct Custom<T>(pub Direction, pub fn(&T, &T, &Cx<'_>, &mut Vec<String>));
+
+impl<T> Rule<T> for Custom<T> {
+    fn direction(&self) -> Direction {
+        self.0
+    }
+    fn check(&self, r: &T, e: &T, cx: &Cx<'_>, out: &mut Vec<String>) {
+        (self.1)(r, e, cx, out)
+    }
+}
+
+/// `filesystem.ro_bind`: a read-only bind the default profile has neither
+/// read-only nor read-write, of a path outside the project.
+#[allow(clippy::ptr_arg)] // the signature `Custom<Vec<String>>` calls
+pub fn ro_binds(r: &Vec<String>, e: &Vec<String>, cx: &Cx<'_>, out: &mut Vec<String>) {
+    let rw = &cx.reference.filesystem.bind;
+    for b in e {
+        if !r.contains(b) && !rw.contains(b) && !cx.in_project(b) {
+            out.push(format!("binds {b} read-only"));
         }
     }
-    if reference.process.new_session != Some(false) && effective.process.new_session == Some(false)
-    {
-        w.push("keeps your terminal session (no new session)".into());
+}
+
+/// `landlock.read` and `landlock.execute`: a path outside the project the
+/// default profile makes neither readable nor executable.
+#[allow(clippy::ptr_arg)] // the signature `Custom<Vec<String>>` calls
+pub fn landlock_readable(_: &Vec<String>, e: &Vec<String>, cx: &Cx<'_>, out: &mut Vec<String>) {
+    let rl = &cx.reference.landlock;
+    for p in e {
+        if !rl.read.contains(p) && !rl.execute.contains(p) && !cx.in_project(p) {
+            out.push(format!("Landlock read access to {p}"));
+        }
     }
-    if rs.io_uring.as_deref() != Some("allow") && es.io_uring.as_deref() == Some("allow") {
-        w.push("allows io_uring".into());
-    }
+}
+
+/// Everything `effective` grants that `reference` does not, in words, key
+/// by key as the table in `profile::schema` declares.
+/// Paths inside the project do not count: the project is the user's own.
+pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Path) -> Vec<String> {
+    let cx = Cx {
+        reference,
+        effective,
+        project,
+    };
+    let mut w = Vec::new();
+    // Every section, by name: a new one left out here does not compile.
+    let ProfileFile {
+        description: _,
+        include: _,
+        replace: _,
+        filesystem,
+        environment,
+        network,
+        landlock,
+        seccomp,
+        process,
+    } = effective;
+    let r = reference;
+    FilesystemSection::widenings(&r.filesystem, filesystem, &cx, &mut w);
+    EnvironmentSection::widenings(&r.environment, environment, &cx, &mut w);
+    NetworkSection::widenings(&r.network, network, &cx, &mut w);
+    LandlockSection::widenings(&r.landlock, landlock, &cx, &mut w);
+    SeccompSection::widenings(&r.seccomp, seccomp, &cx, &mut w);
+    ProcessSection::widenings(&r.process, process, &cx, &mut w);
     w
 }
 
@@ -321,6 +507,262 @@ mod tests {
             "{w:?}"
         );
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// For each key that is not neutral: a default profile, an effective
+    /// profile, and the one widening `sbox trust` must report.
+    const CASES: &[(&str, &str, &str, &str)] = &[
+        (
+            "filesystem.project",
+            "[filesystem]\nproject = \"ro\"",
+            "[filesystem]\nproject = \"rw\"",
+            "makes the project writable",
+        ),
+        (
+            "filesystem.bind",
+            "",
+            "[filesystem]\nbind = [\"/srv\", \"$PWD/in\"]",
+            "binds /srv read-write",
+        ),
+        (
+            "filesystem.ro_bind",
+            "[filesystem]\nbind = [\"/usr\"]",
+            "[filesystem]\nro_bind = [\"/usr\", \"/srv\"]",
+            "binds /srv read-only",
+        ),
+        (
+            "filesystem.tmpfs",
+            "[filesystem]\ntmpfs = [\"/srv\"]",
+            "",
+            "shows the host's /srv (a tmpfs in the default profile)",
+        ),
+        (
+            "filesystem.hidden",
+            "[filesystem]\nhidden = [\"~/.ssh\"]",
+            "[filesystem]\nhidden = [\"~/.aws\"]",
+            "un-hides ~/.ssh",
+        ),
+        (
+            "filesystem.home_project",
+            "[filesystem]\nhome_project = \"overlay\"",
+            "[filesystem]\nhome_project = \"bind\"",
+            "binds your home directory read-write when it is the project",
+        ),
+        (
+            "filesystem.output",
+            "",
+            "[filesystem]\noutput = \"/srv\"",
+            "binds /srv read-write (output)",
+        ),
+        (
+            "environment.pass",
+            "",
+            "[environment]\npass = [\"TOKEN\"]",
+            "passes $TOKEN from your environment",
+        ),
+        (
+            "environment.unset",
+            "[environment]\nunset = [\"TOKEN\"]",
+            "",
+            "keeps $TOKEN (unset by the default profile)",
+        ),
+        (
+            "network.mode",
+            "[network]\nmode = \"none\"",
+            "[network]\nmode = \"user\"",
+            "network \"user\" (default profile: \"none\")",
+        ),
+        (
+            "network.allowed_connect_ports",
+            "[network]\nallowed_connect_ports = [443]",
+            "[network]\nallowed_connect_ports = [443, 22]",
+            "allows TCP connect to port 22",
+        ),
+        (
+            "network.allowed_bind_ports",
+            "[network]\nallowed_bind_ports = [8080]",
+            "",
+            "lifts the TCP bind port restriction",
+        ),
+        (
+            "network.publish",
+            "",
+            "[network]\npublish = [\"8080:80\"]",
+            "publishes port 8080:80 on the host",
+        ),
+        (
+            "network.allow_host_loopback",
+            "",
+            "[network]\nallow_host_loopback = true",
+            "reaches the host's loopback services",
+        ),
+        (
+            "landlock.enabled",
+            "",
+            "[landlock]\nenabled = false",
+            "turns Landlock off",
+        ),
+        (
+            "landlock.best_effort",
+            "[landlock]\nbest_effort = false",
+            "[landlock]\nbest_effort = true",
+            "makes Landlock best-effort",
+        ),
+        (
+            "landlock.min_abi",
+            "[landlock]\nmin_abi = 4",
+            "[landlock]\nmin_abi = 2",
+            "lowers the Landlock ABI it needs to 2",
+        ),
+        (
+            "landlock.read",
+            "[landlock]\nexecute = [\"/usr\"]",
+            "[landlock]\nread = [\"/usr\", \"/srv\"]",
+            "Landlock read access to /srv",
+        ),
+        (
+            "landlock.execute",
+            "[landlock]\nread = [\"/usr\"]",
+            "[landlock]\nexecute = [\"/usr\", \"/srv\"]",
+            "Landlock read access to /srv",
+        ),
+        (
+            "landlock.write",
+            "",
+            "[landlock]\nwrite = [\"/srv\", \"$PWD\"]",
+            "Landlock write access to /srv",
+        ),
+        (
+            "landlock.scope_signals",
+            "",
+            "[landlock]\nscope_signals = false",
+            "lifts Landlock signal scoping",
+        ),
+        (
+            "landlock.scope_abstract_unix",
+            "[landlock]\nscope_abstract_unix = true",
+            "[landlock]\nscope_abstract_unix = false",
+            "lifts Landlock abstract-socket scoping",
+        ),
+        (
+            "landlock.restrict_device_ioctl",
+            "[landlock]\nrestrict_device_ioctl = true",
+            "[landlock]\nrestrict_device_ioctl = false",
+            "lifts the Landlock device ioctl restriction",
+        ),
+        (
+            "seccomp.enabled",
+            "",
+            "[seccomp]\nenabled = false",
+            "turns the seccomp filter off",
+        ),
+        (
+            "seccomp.deny",
+            "[seccomp]\ndeny = [\"chmod\"]",
+            "",
+            "no longer denies the system call chmod",
+        ),
+        (
+            "seccomp.kill",
+            "[seccomp]\nkill = [\"chmod\"]",
+            "",
+            "no longer kills on the system call chmod",
+        ),
+        (
+            "seccomp.allow",
+            "",
+            "[seccomp]\nallow = [\"ptrace\"]",
+            "allows the system call ptrace",
+        ),
+        (
+            "seccomp.allow_ptrace",
+            "",
+            "[seccomp]\nallow_ptrace = true",
+            "allows ptrace",
+        ),
+        (
+            "seccomp.allow_userns",
+            "",
+            "[seccomp]\nallow_userns = true",
+            "allows new user namespaces",
+        ),
+        (
+            "seccomp.io_uring",
+            "[seccomp]\nio_uring = \"deny\"",
+            "[seccomp]\nio_uring = \"allow\"",
+            "allows io_uring",
+        ),
+        (
+            "process.new_session",
+            "",
+            "[process]\nnew_session = false",
+            "keeps your terminal session (no new session)",
+        ),
+    ];
+
+    #[test]
+    fn every_key_that_touches_access_is_compared() {
+        let keys = ProfileFile::keys();
+        for k in &keys {
+            let cases = CASES.iter().filter(|c| c.0 == k.name).count();
+            match k.trust {
+                Direction::Neutral => assert_eq!(cases, 0, "{} is neutral", k.name),
+                _ => assert_eq!(cases, 1, "{}: add a case to CASES", k.name),
+            }
+        }
+        // Paths in the project ($PWD) are not widenings.
+        let d = std::env::temp_dir().join(format!("sbox-trust-cases-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("in")).expect("mkdir");
+        let p = std::fs::canonicalize(&d).expect("canon");
+        for (key, reference, effective, want) in CASES {
+            assert!(keys.iter().any(|k| k.name == *key), "{key}: not a key");
+            let (r, e) = (parse(reference), parse(effective));
+            assert_eq!(widenings(&r, &e, &p), [*want], "{key}");
+            assert!(widenings(&r, &r, &p).is_empty(), "{key}: against itself");
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_project_file_over_the_default_profile_is_checked_key_by_key() {
+        // As `sbox trust` builds it: the project file laid over `dev`.
+        let dev = crate::profile::load(REFERENCE_PROFILE, &Default::default())
+            .expect("dev")
+            .profile;
+        let over_dev = |text: &str| {
+            let mut p = dev.clone();
+            let file = parse(text);
+            assert_eq!(file.bad_replace(), None, "{text}");
+            p.merge(file, "project", &mut Default::default());
+            widenings(&dev, &p, Path::new("/p"))
+        };
+        assert!(over_dev("[network]\nmode = \"none\"\n[seccomp]\ndeny = [\"chmod\"]").is_empty());
+        for (text, want) in [
+            (
+                "[filesystem]\nbind = [\"~/.ssh\"]",
+                "binds ~/.ssh read-write",
+            ),
+            (
+                "[seccomp]\nallow_userns = true",
+                "allows new user namespaces",
+            ),
+            ("[seccomp]\nio_uring = \"allow\"", "allows io_uring"),
+            (
+                "[landlock]\nscope_signals = false",
+                "lifts Landlock signal scoping",
+            ),
+            (
+                "[filesystem]\nhome_project = \"bind\"",
+                "binds your home directory",
+            ),
+            (
+                "[environment]\npass = [\"AWS_SECRET\"]",
+                "passes $AWS_SECRET",
+            ),
+        ] {
+            let w = over_dev(text);
+            assert!(w.iter().any(|x| x.contains(want)), "{text}: {w:?}");
+        }
     }
 
     #[test]

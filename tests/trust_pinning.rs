@@ -210,3 +210,42 @@ fn a_trust_record_of_the_older_format_is_not_honoured() {
     ok(sb(&home, &p.dir, &["trust"]));
     assert_eq!(ok(sb(&home, &p.dir, &["run", "--", "hostname"])), "old\n");
 }
+
+#[test]
+fn taking_away_a_restriction_of_the_default_profile_is_a_widening() {
+    // The user's own default profile denies chmod; a project file that
+    // replaces the deny list away must be confirmed like any widening
+    // (sbox trust used to compare only what a file adds).
+    let home = Project::new("trusthome");
+    home.write(
+        ".config/sbox/profiles/dev.toml",
+        "include = [\"base\"]\n[seccomp]\ndeny = [\"chmod\"]\n",
+    );
+    let p = Project::new("trustdeny");
+    p.write(
+        ".sbox.toml",
+        "include = [\"dev\"]\nreplace = [\"seccomp.deny\"]\n",
+    );
+    let show = ok(sb(&home, &p.dir, &["trust", "--show"]));
+    assert!(
+        show.contains("no longer denies the system call chmod"),
+        "{show}"
+    );
+    let o = sb(&home, &p.dir, &["trust"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(125), "{e}");
+    assert!(
+        e.contains("  - no longer denies the system call chmod"),
+        "{e}"
+    );
+    assert!(e.contains("confirmation needed"), "{e}");
+    refused(
+        &sb(&home, &p.dir, &["run", "--", "touch", "ran"]),
+        "not trusted",
+    );
+    assert!(!p.dir.join("ran").exists(), "the command ran");
+    // Confirmed, it runs.
+    ok(sb(&home, &p.dir, &["trust", "--yes"]));
+    ok(sb(&home, &p.dir, &["run", "--", "touch", "ran"]));
+    assert!(p.dir.join("ran").exists(), "the command did not run");
+}

@@ -119,15 +119,7 @@ pub fn build_seccomp_spec(p: &ProfileFile, log_denials: bool) -> Result<Option<S
     if s.enabled == Some(false) {
         return Ok(None);
     }
-    let allow_io_uring = match s.io_uring.as_deref() {
-        None | Some("deny") => false,
-        Some("allow") => true,
-        Some(other) => {
-            return Err(Error::Usage(format!(
-                "seccomp.io_uring: {other:?} (expected \"allow\" or \"deny\")"
-            )))
-        }
-    };
+    let allow_io_uring = s.io_uring == Some(crate::profile::schema::IoUring::Allow);
     let mut extra_deny: Vec<(String, Action)> = s
         .deny
         .iter()

@@ -516,7 +516,10 @@ mod tests {
         let l = load("b", &s).expect("load");
         assert_eq!(l.profile.filesystem.hidden, vec!["/x", "/y"]);
         assert_eq!(l.profile.process.hostname.as_deref(), Some("b"));
-        assert_eq!(l.profile.filesystem.overlay.as_deref(), Some("kernel"));
+        assert_eq!(
+            l.profile.filesystem.overlay,
+            Some(super::super::schema::Backend::Kernel)
+        );
         assert_eq!(l.sources.len(), 2);
         std::fs::remove_dir_all(d).ok();
     }

@@ -2,6 +2,7 @@
 //! Loading and merging are pure; `crate::policy` turns the result into a
 //! validated `Policy`.
 
+pub mod keys;
 pub mod load;
 pub mod schema;
 

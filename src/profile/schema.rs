@@ -3,9 +3,32 @@
 //! Every section and key is optional; unknown keys are errors. A file's
 //! `include`s are applied first, in order, then the file itself: scalars
 //! override, lists are extended, unless the file names a list in `replace`.
+//!
+//! # Adding a key
+//!
+//! One line in the table below (`profile_sections!`, see `keys.rs`):
+//!
+//! ```text
+//! /// What it does (the field's doc).
+//! name: Option<T> | Vec<T> | BTreeMap<String, T> => scalar | list | map, TRUST_RULE;
+//! ```
+//!
+//! The struct field, its merging, its place in `replace` and its trust
+//! comparison all come from that line; a line without a merge rule or a
+//! trust rule, or with a rule that does not fit the type, does not compile.
+//! A value that is one of a few words gets a `choice!` enum. Then use the
+//! value where it takes effect (`policy.rs`, `confine/plan.rs`) and
+//! document it in `man/sbox-profile.5`.
 
+use super::keys::{choice, profile_sections, Key, MergeRule, Merger};
+use crate::trust::{
+    Added, AddedOutside, AllowList, Custom, Direction, Grants, Lowered, Neutral, Raised, Removed,
+    Restricts,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+pub use super::keys::Provenance;
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -32,303 +55,491 @@ pub struct ProfileFile {
     pub process: ProcessSection,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilesystemSection {
-    /// Root backend: "fuse" (default), "kernel" or "none".
-    pub overlay: Option<String>,
-    /// How the project (current directory) is bound: "rw", "ro" or "none".
-    pub project: Option<String>,
-    /// Extra read-write binds, "SRC[:DEST]".
-    #[serde(default)]
-    pub bind: Vec<String>,
-    /// Extra read-only binds, "SRC[:DEST]".
-    #[serde(default)]
-    pub ro_bind: Vec<String>,
-    /// Fresh tmpfs mounts.
-    #[serde(default)]
-    pub tmpfs: Vec<String>,
-    /// Paths that do not exist (or are empty) inside: secrets.
-    #[serde(default)]
-    pub hidden: Vec<String>,
-    /// "project": `sbox shell` keeps the sandbox's changes outside the
-    /// project between shells (one sandbox per project); "none" (default).
-    pub persist: Option<String>,
+choice! {
+    /// How the host's trees become the sandbox's root (`filesystem.overlay`).
+    pub enum Backend for "filesystem.overlay" {
+        /// sbox's own overlay served over FUSE: host files owned by root are
+        /// root's inside, and root inside can change anything copy-on-write.
+        Fuse = "fuse",
+        /// Kernel overlayfs in the user namespace, one per top-level directory.
+        Kernel = "kernel",
+        /// The host's trees bound read-only.
+        None = "none",
+    }
+}
+
+choice! {
+    /// How the project directory is bound (`filesystem.project`).
+    pub enum ProjectMode for "filesystem.project" {
+        Rw = "rw",
+        Ro = "ro",
+        /// Not bound: seen like the rest of the host.
+        None = "none",
+    }
+}
+
+choice! {
+    /// What `sbox shell` keeps between shells (`filesystem.persist`).
+    pub enum Persist for "filesystem.persist" {
+        /// One sandbox per project, its changes kept.
+        Project = "project",
+        /// Nothing: every shell starts afresh.
+        None = "none",
+    }
+}
+
+choice! {
     /// When the project directory is the home directory, or contains it
-    /// (`/`, `/home`): "refuse" (default), "overlay" (the project is not
-    /// bound; it is seen copy-on-write like the rest of the host) or "bind"
-    /// (bound read-write like any project, start-up files included).
-    pub home_project: Option<String>,
-    /// A directory under the project bound read-write even when the
-    /// project is read-only; created on the host if missing.
-    pub output: Option<String>,
-    /// How long the FUSE root's kernel cache may show a host file or
-    /// directory as it was ("10s" by default; "0" asks the host every time).
-    pub host_cache: Option<String>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnvironmentSection {
-    /// Variables passed from the caller's environment, besides the defaults.
-    #[serde(default)]
-    pub pass: Vec<String>,
-    /// Variables set inside.
-    #[serde(default)]
-    pub set: BTreeMap<String, String>,
-    /// Variables removed (also from the defaults).
-    #[serde(default)]
-    pub unset: Vec<String>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkSection {
-    /// "none", "host" or "user".
-    pub mode: Option<String>,
-    /// When set, TCP connections only to these ports (Landlock, ABI 4).
-    pub allowed_connect_ports: Option<Vec<u16>>,
-    /// When set, TCP binds only to these ports (Landlock, ABI 4).
-    pub allowed_bind_ports: Option<Vec<u16>>,
-    /// Ports published on the host with mode "user": "[IP:]HOSTPORT:PORT[/tcp|udp]".
-    #[serde(default)]
-    pub publish: Vec<String>,
-    /// With mode "user": the host's loopback is reachable as host.sbox.internal.
-    pub allow_host_loopback: Option<bool>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LandlockSection {
-    /// Apply Landlock at all (default true).
-    pub enabled: Option<bool>,
-    /// Go on when the kernel lacks what the rules need (default false).
-    pub best_effort: Option<bool>,
-    /// Refuse to start below this Landlock ABI version.
-    pub min_abi: Option<u8>,
-    /// Readable (files and directories), as paths inside the sandbox.
-    #[serde(default)]
-    pub read: Vec<String>,
-    /// Readable and executable.
-    #[serde(default)]
-    pub execute: Vec<String>,
-    /// Full access beneath (create, write, remove).
-    #[serde(default)]
-    pub write: Vec<String>,
-    /// No signals to processes outside the sandbox (ABI 6).
-    pub scope_signals: Option<bool>,
-    /// No connections to abstract unix sockets outside (ABI 6).
-    pub scope_abstract_unix: Option<bool>,
-    /// Deny ioctls on device files opened inside (ABI 5); terminals
-    /// inherited at start keep working.
-    pub restrict_device_ioctl: Option<bool>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SeccompSection {
-    /// Apply the filter at all (default true).
-    pub enabled: Option<bool>,
-    /// More calls to deny with EPERM.
-    #[serde(default)]
-    pub deny: Vec<String>,
-    /// More calls that kill the process (SIGSYS).
-    #[serde(default)]
-    pub kill: Vec<String>,
-    /// Calls removed from the default deny list.
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// Allow ptrace and process_vm_* (debuggers).
-    pub allow_ptrace: Option<bool>,
-    /// Allow new user namespaces (nested sandboxes, rootless containers).
-    pub allow_userns: Option<bool>,
-    /// io_uring: "deny" (ENOSYS, callers fall back) or "allow".
-    pub io_uring: Option<String>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProcessSection {
-    /// Host name inside the sandbox.
-    pub hostname: Option<String>,
-    /// Shell for `sbox shell`.
-    pub shell: Option<String>,
-    /// Start the command in a new session (default true): it then has no
-    /// controlling terminal it could push keystrokes into (TIOCSTI). false
-    /// keeps the caller's session for `run` without a terminal of its own.
-    pub new_session: Option<bool>,
-    /// Resource limits (setrlimit), by name: nofile, nproc, as, data,
-    /// fsize, cpu, core, stack, memlock.
-    #[serde(default)]
-    pub rlimits: BTreeMap<String, u64>,
-    /// Memory of the sandbox ("512M", "2G").
-    pub memory: Option<String>,
-    /// Most processes at once.
-    pub pids: Option<u64>,
-    /// CPUs ("1.5").
-    pub cpus: Option<f64>,
-    /// Stop the sandbox after this long ("30s", "10m").
-    pub timeout: Option<String>,
-}
-
-/// Where each value of a merged profile came from: "section.key" for
-/// scalars, "section.key[item]" for list items.
-pub type Provenance = BTreeMap<String, String>;
-
-struct Merger<'a> {
-    origin: &'a str,
-    replace: &'a [String],
-    prov: &'a mut Provenance,
-}
-
-impl Merger<'_> {
-    fn scalar<T>(&mut self, key: &str, dst: &mut Option<T>, src: Option<T>) {
-        if src.is_some() {
-            *dst = src;
-            self.prov.insert(key.to_string(), self.origin.to_string());
-        }
-    }
-
-    fn list<T: PartialEq + std::fmt::Display>(&mut self, key: &str, dst: &mut Vec<T>, src: Vec<T>) {
-        if self.replace.iter().any(|r| r == key) {
-            dst.clear();
-            self.prov.retain(|k, _| !k.starts_with(&format!("{key}[")));
-            self.prov
-                .insert(key.to_string(), format!("{} (replaced)", self.origin));
-        }
-        for s in src {
-            if !dst.contains(&s) {
-                self.prov
-                    .insert(format!("{key}[{s}]"), self.origin.to_string());
-                dst.push(s);
-            }
-        }
-    }
-
-    fn map<V>(&mut self, key: &str, dst: &mut BTreeMap<String, V>, src: BTreeMap<String, V>) {
-        if self.replace.iter().any(|r| r == key) {
-            dst.clear();
-        }
-        for (k, v) in src {
-            self.prov
-                .insert(format!("{key}.{k}"), self.origin.to_string());
-            dst.insert(k, v);
-        }
+    /// (`filesystem.home_project`).
+    pub enum HomeProject for "filesystem.home_project" {
+        /// sbox refuses to start.
+        Refuse = "refuse",
+        /// The project is not bound: seen copy-on-write like the host.
+        Overlay = "overlay",
+        /// Bound read-write like any project, start-up files included.
+        Bind = "bind",
     }
 }
 
-/// Lists that `replace` may name.
-pub const LISTS: &[&str] = &[
-    "filesystem.bind",
-    "filesystem.ro_bind",
-    "filesystem.tmpfs",
-    "filesystem.hidden",
-    "environment.pass",
-    "network.publish",
-    "environment.set",
-    "environment.unset",
-    "landlock.read",
-    "landlock.execute",
-    "landlock.write",
-    "seccomp.deny",
-    "seccomp.kill",
-    "seccomp.allow",
-    "process.rlimits",
-];
+choice! {
+    /// Network posture (`network.mode`).
+    pub enum NetMode for "network.mode" {
+        /// Own network namespace with only `lo` up.
+        None = "none",
+        /// The host's network.
+        Host = "host",
+        /// Own network namespace with a user-mode stack (pasta): outbound
+        /// yes, the host's loopback no (unless allowed), published ports.
+        User = "user",
+    }
+}
+
+choice! {
+    /// io_uring inside the sandbox (`seccomp.io_uring`).
+    pub enum IoUring for "seccomp.io_uring" {
+        /// ENOSYS: callers fall back to ordinary system calls.
+        Deny = "deny",
+        Allow = "allow",
+    }
+}
+
+// The key table. Each line: field, type, merge rule, trust rule (see
+// `keys.rs` for the syntax and `trust.rs` for the rules). The order of the
+// lines is the order `sbox profile show` prints and `sbox trust` lists.
+profile_sections! {
+    /// `[filesystem]`: what the sandbox sees of the host's files.
+    [filesystem] FilesystemSection {
+        /// Root backend: "fuse" (default), "kernel" or "none".
+        overlay: Option<Backend> => scalar, Neutral;
+        /// How the project (current directory) is bound: "rw", "ro" or "none".
+        project: Option<ProjectMode> => scalar, Raised;
+        /// Extra read-write binds, "SRC[:DEST]".
+        bind: Vec<String> => list, AddedOutside("binds {} read-write");
+        /// Extra read-only binds, "SRC[:DEST]".
+        ro_bind: Vec<String> => list, Custom(Direction::Widening, crate::trust::ro_binds);
+        /// Fresh tmpfs mounts.
+        tmpfs: Vec<String> => list, Removed("shows the host's {} (a tmpfs in the default profile)");
+        /// Paths that do not exist (or are empty) inside: secrets.
+        hidden: Vec<String> => list, Removed("un-hides {}");
+        /// "project": `sbox shell` keeps the sandbox's changes outside the
+        /// project between shells (one sandbox per project); "none" (default).
+        persist: Option<Persist> => scalar, Neutral;
+        /// When the project directory is the home directory, or contains it
+        /// (`/`, `/home`): "refuse" (default), "overlay" (the project is not
+        /// bound; it is seen copy-on-write like the rest of the host) or "bind"
+        /// (bound read-write like any project, start-up files included).
+        home_project: Option<HomeProject> => scalar, Raised;
+        /// A directory under the project bound read-write even when the
+        /// project is read-only; created on the host if missing.
+        output: Option<String> => scalar, AddedOutside("binds {} read-write (output)");
+        /// How long the FUSE root's kernel cache may show a host file or
+        /// directory as it was ("10s" by default; "0" asks the host every time).
+        host_cache: Option<String> => scalar, Neutral;
+    }
+
+    /// `[environment]`: the variables the command starts with.
+    [environment] EnvironmentSection {
+        /// Variables passed from the caller's environment, besides the defaults.
+        pass: Vec<String> => list, Added("passes ${} from your environment");
+        /// Variables set inside.
+        set: BTreeMap<String, String> => map, Neutral;
+        /// Variables removed (also from the defaults).
+        unset: Vec<String> => list, Removed("keeps ${} (unset by the default profile)");
+    }
+
+    /// `[network]`: what the sandbox reaches and offers.
+    [network] NetworkSection {
+        /// "none", "host" or "user".
+        mode: Option<NetMode> => scalar, Raised;
+        /// When set, TCP connections only to these ports (Landlock, ABI 4).
+        allowed_connect_ports: Option<Vec<u16>> => scalar, AllowList {
+            lifted: "lifts the TCP connect port restriction",
+            added: "allows TCP connect to port {}",
+        };
+        /// When set, TCP binds only to these ports (Landlock, ABI 4).
+        allowed_bind_ports: Option<Vec<u16>> => scalar, AllowList {
+            lifted: "lifts the TCP bind port restriction",
+            added: "allows TCP bind to port {}",
+        };
+        /// Ports published on the host with mode "user": "[IP:]HOSTPORT:PORT[/tcp|udp]".
+        publish: Vec<String> => list, Added("publishes port {} on the host");
+        /// With mode "user": the host's loopback is reachable as host.sbox.internal.
+        allow_host_loopback: Option<bool> => scalar, Grants("reaches the host's loopback services");
+    }
+
+    /// `[landlock]`: file-system and network rules the kernel enforces.
+    [landlock] LandlockSection {
+        /// Apply Landlock at all (default true).
+        enabled: Option<bool> => scalar, Restricts(true, "turns Landlock off");
+        /// Go on when the kernel lacks what the rules need (default false).
+        best_effort: Option<bool> => scalar, Grants("makes Landlock best-effort");
+        /// Refuse to start below this Landlock ABI version.
+        min_abi: Option<u8> => scalar, Lowered("lowers the Landlock ABI it needs to {}");
+        /// Readable (files and directories), as paths inside the sandbox.
+        read: Vec<String> => list, Custom(Direction::Widening, crate::trust::landlock_readable);
+        /// Readable and executable.
+        execute: Vec<String> => list, Custom(Direction::Widening, crate::trust::landlock_readable);
+        /// Full access beneath (create, write, remove).
+        write: Vec<String> => list, AddedOutside("Landlock write access to {}");
+        /// No signals to processes outside the sandbox (ABI 6).
+        scope_signals: Option<bool> => scalar, Restricts(true, "lifts Landlock signal scoping");
+        /// No connections to abstract unix sockets outside (ABI 6).
+        scope_abstract_unix: Option<bool> => scalar,
+            Restricts(true, "lifts Landlock abstract-socket scoping");
+        /// Deny ioctls on device files opened inside (ABI 5); terminals
+        /// inherited at start keep working.
+        restrict_device_ioctl: Option<bool> => scalar,
+            Restricts(false, "lifts the Landlock device ioctl restriction");
+    }
+
+    /// `[seccomp]`: the system call filter.
+    [seccomp] SeccompSection {
+        /// Apply the filter at all (default true).
+        enabled: Option<bool> => scalar, Restricts(true, "turns the seccomp filter off");
+        /// More calls to deny with EPERM.
+        deny: Vec<String> => list, Removed("no longer denies the system call {}");
+        /// More calls that kill the process (SIGSYS).
+        kill: Vec<String> => list, Removed("no longer kills on the system call {}");
+        /// Calls removed from the default deny list.
+        allow: Vec<String> => list, Added("allows the system call {}");
+        /// Allow ptrace and process_vm_* (debuggers).
+        allow_ptrace: Option<bool> => scalar, Grants("allows ptrace");
+        /// Allow new user namespaces (nested sandboxes, rootless containers).
+        allow_userns: Option<bool> => scalar, Grants("allows new user namespaces");
+        /// io_uring: "deny" (ENOSYS, callers fall back) or "allow".
+        io_uring: Option<IoUring> => scalar, Raised;
+    }
+
+    /// `[process]`: the command's process and its limits. Limits are
+    /// resources, not access: `sbox trust` does not compare them.
+    [process] ProcessSection {
+        /// Host name inside the sandbox.
+        hostname: Option<String> => scalar, Neutral;
+        /// Shell for `sbox shell`.
+        shell: Option<String> => scalar, Neutral;
+        /// Start the command in a new session (default true): it then has no
+        /// controlling terminal it could push keystrokes into (TIOCSTI). false
+        /// keeps the caller's session for `run` without a terminal of its own.
+        new_session: Option<bool> => scalar,
+            Restricts(true, "keeps your terminal session (no new session)");
+        /// Resource limits (setrlimit), by name: nofile, nproc, as, data,
+        /// fsize, cpu, core, stack, memlock.
+        rlimits: BTreeMap<String, u64> => map, Neutral;
+        /// Memory of the sandbox ("512M", "2G").
+        memory: Option<String> => scalar, Neutral;
+        /// Most processes at once.
+        pids: Option<u64> => scalar, Neutral;
+        /// CPUs ("1.5").
+        cpus: Option<f64> => scalar, Neutral;
+        /// Stop the sandbox after this long ("30s", "10m").
+        timeout: Option<String> => scalar, Neutral;
+    }
+}
 
 impl ProfileFile {
+    /// Every key of a profile, in the order of the table: name, merge rule
+    /// and trust direction. (`include` and `replace` are not keys: they
+    /// say how files combine.)
+    pub fn keys() -> Vec<Key> {
+        let mut keys = vec![Key {
+            name: "description",
+            merge: MergeRule::Scalar,
+            trust: Direction::Neutral,
+        }];
+        keys.extend(FilesystemSection::keys());
+        keys.extend(EnvironmentSection::keys());
+        keys.extend(NetworkSection::keys());
+        keys.extend(LandlockSection::keys());
+        keys.extend(SeccompSection::keys());
+        keys.extend(ProcessSection::keys());
+        keys
+    }
+
     /// Lay `later` (read from `origin`) over `self`.
     pub fn merge(&mut self, later: ProfileFile, origin: &str, prov: &mut Provenance) {
-        let replace = later.replace.clone();
+        // Every field, by name: a new section that is not merged here does
+        // not compile.
+        let ProfileFile {
+            description,
+            include: _,
+            replace,
+            filesystem,
+            environment,
+            network,
+            landlock,
+            seccomp,
+            process,
+        } = later;
         let mut m = Merger {
             origin,
             replace: &replace,
             prov,
         };
-        m.scalar("description", &mut self.description, later.description);
-        let (f, l) = (&mut self.filesystem, later.filesystem);
-        m.scalar("filesystem.overlay", &mut f.overlay, l.overlay);
-        m.scalar("filesystem.project", &mut f.project, l.project);
-        m.scalar("filesystem.output", &mut f.output, l.output);
-        m.scalar(
-            "filesystem.home_project",
-            &mut f.home_project,
-            l.home_project,
-        );
-        m.scalar("filesystem.persist", &mut f.persist, l.persist);
-        m.scalar("filesystem.host_cache", &mut f.host_cache, l.host_cache);
-        m.list("filesystem.bind", &mut f.bind, l.bind);
-        m.list("filesystem.ro_bind", &mut f.ro_bind, l.ro_bind);
-        m.list("filesystem.tmpfs", &mut f.tmpfs, l.tmpfs);
-        m.list("filesystem.hidden", &mut f.hidden, l.hidden);
-        let (e, l) = (&mut self.environment, later.environment);
-        m.list("environment.pass", &mut e.pass, l.pass);
-        m.map("environment.set", &mut e.set, l.set);
-        m.list("environment.unset", &mut e.unset, l.unset);
-        let (n, l) = (&mut self.network, later.network);
-        m.scalar("network.mode", &mut n.mode, l.mode);
-        m.list("network.publish", &mut n.publish, l.publish);
-        m.scalar(
-            "network.allow_host_loopback",
-            &mut n.allow_host_loopback,
-            l.allow_host_loopback,
-        );
-        m.scalar(
-            "network.allowed_connect_ports",
-            &mut n.allowed_connect_ports,
-            l.allowed_connect_ports,
-        );
-        m.scalar(
-            "network.allowed_bind_ports",
-            &mut n.allowed_bind_ports,
-            l.allowed_bind_ports,
-        );
-        let (a, l) = (&mut self.landlock, later.landlock);
-        m.scalar("landlock.enabled", &mut a.enabled, l.enabled);
-        m.scalar("landlock.best_effort", &mut a.best_effort, l.best_effort);
-        m.scalar("landlock.min_abi", &mut a.min_abi, l.min_abi);
-        m.list("landlock.read", &mut a.read, l.read);
-        m.list("landlock.execute", &mut a.execute, l.execute);
-        m.list("landlock.write", &mut a.write, l.write);
-        m.scalar(
-            "landlock.scope_signals",
-            &mut a.scope_signals,
-            l.scope_signals,
-        );
-        m.scalar(
-            "landlock.scope_abstract_unix",
-            &mut a.scope_abstract_unix,
-            l.scope_abstract_unix,
-        );
-        m.scalar(
-            "landlock.restrict_device_ioctl",
-            &mut a.restrict_device_ioctl,
-            l.restrict_device_ioctl,
-        );
-        let (s, l) = (&mut self.seccomp, later.seccomp);
-        m.scalar("seccomp.enabled", &mut s.enabled, l.enabled);
-        m.list("seccomp.deny", &mut s.deny, l.deny);
-        m.list("seccomp.kill", &mut s.kill, l.kill);
-        m.list("seccomp.allow", &mut s.allow, l.allow);
-        m.scalar("seccomp.allow_ptrace", &mut s.allow_ptrace, l.allow_ptrace);
-        m.scalar("seccomp.allow_userns", &mut s.allow_userns, l.allow_userns);
-        m.scalar("seccomp.io_uring", &mut s.io_uring, l.io_uring);
-        let (p, l) = (&mut self.process, later.process);
-        m.scalar("process.hostname", &mut p.hostname, l.hostname);
-        m.scalar("process.shell", &mut p.shell, l.shell);
-        m.scalar("process.new_session", &mut p.new_session, l.new_session);
-        m.map("process.rlimits", &mut p.rlimits, l.rlimits);
-        m.scalar("process.memory", &mut p.memory, l.memory);
-        m.scalar("process.pids", &mut p.pids, l.pids);
-        m.scalar("process.cpus", &mut p.cpus, l.cpus);
-        m.scalar("process.timeout", &mut p.timeout, l.timeout);
+        m.scalar("description", &mut self.description, description);
+        self.filesystem.merge_from(filesystem, &mut m);
+        self.environment.merge_from(environment, &mut m);
+        self.network.merge_from(network, &mut m);
+        self.landlock.merge_from(landlock, &mut m);
+        self.seccomp.merge_from(seccomp, &mut m);
+        self.process.merge_from(process, &mut m);
     }
 
     /// Names in `replace` that are not lists.
     pub fn bad_replace(&self) -> Option<&str> {
+        let keys = Self::keys();
         self.replace
             .iter()
-            .find(|r| !LISTS.contains(&r.as_str()))
+            .find(|r| {
+                !keys
+                    .iter()
+                    .any(|k| k.name == r.as_str() && k.merge.replaceable())
+            })
             .map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::Direction;
+
+    /// The field names serde reads for `T` (a struct): what a profile may
+    /// write, independently of the key table.
+    fn serde_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+        use serde::de::{Error as _, Visitor};
+        struct Capture<'a>(&'a mut &'static [&'static str]);
+        impl<'de> serde::Deserializer<'de> for Capture<'_> {
+            type Error = serde::de::value::Error;
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _name: &'static str,
+                fields: &'static [&'static str],
+                _visitor: V,
+            ) -> Result<V::Value, Self::Error> {
+                *self.0 = fields;
+                Err(Self::Error::custom("captured"))
+            }
+            fn deserialize_any<V: Visitor<'de>>(self, _v: V) -> Result<V::Value, Self::Error> {
+                Err(Self::Error::custom("not a struct"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+                bytes byte_buf option unit unit_struct newtype_struct seq tuple
+                tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut fields: &'static [&'static str] = &[];
+        let _ = T::deserialize(Capture(&mut fields));
+        fields
+    }
+
+    #[test]
+    fn every_key_a_profile_accepts_is_in_the_table_once() {
+        let mut accepted = Vec::new();
+        for top in serde_fields::<ProfileFile>() {
+            let section = match *top {
+                "include" | "replace" => continue,
+                "filesystem" => serde_fields::<FilesystemSection>(),
+                "environment" => serde_fields::<EnvironmentSection>(),
+                "network" => serde_fields::<NetworkSection>(),
+                "landlock" => serde_fields::<LandlockSection>(),
+                "seccomp" => serde_fields::<SeccompSection>(),
+                "process" => serde_fields::<ProcessSection>(),
+                "description" => {
+                    accepted.push(top.to_string());
+                    continue;
+                }
+                other => panic!("section {other} is not handled here (nor, likely, in merge)"),
+            };
+            assert!(!section.is_empty(), "{top}");
+            accepted.extend(section.iter().map(|k| format!("{top}.{k}")));
+        }
+        let table: Vec<String> = ProfileFile::keys()
+            .iter()
+            .map(|k| k.name.to_string())
+            .collect();
+        assert_eq!(accepted, table);
+        // Spot checks that the rules declared are the rules reported.
+        let key = |n: &str| {
+            ProfileFile::keys()
+                .into_iter()
+                .find(|k| k.name == n)
+                .expect(n)
+        };
+        assert_eq!(key("filesystem.bind").merge, MergeRule::List);
+        assert_eq!(key("filesystem.bind").trust, Direction::Widening);
+        assert_eq!(key("filesystem.hidden").trust, Direction::Narrowing);
+        assert_eq!(key("process.rlimits").merge, MergeRule::Map);
+        assert_eq!(key("network.mode").merge, MergeRule::Scalar);
+        assert_eq!(key("process.hostname").trust, Direction::Neutral);
+    }
+
+    #[test]
+    fn replace_names_exactly_the_lists_and_maps() {
+        let lists: Vec<&str> = ProfileFile::keys()
+            .iter()
+            .filter(|k| k.merge.replaceable())
+            .map(|k| k.name)
+            .collect();
+        // The lists `replace` took before the table, and no others.
+        let mut before = vec![
+            "filesystem.bind",
+            "filesystem.ro_bind",
+            "filesystem.tmpfs",
+            "filesystem.hidden",
+            "environment.pass",
+            "network.publish",
+            "environment.set",
+            "environment.unset",
+            "landlock.read",
+            "landlock.execute",
+            "landlock.write",
+            "seccomp.deny",
+            "seccomp.kill",
+            "seccomp.allow",
+            "process.rlimits",
+        ];
+        let mut now = lists.clone();
+        before.sort_unstable();
+        now.sort_unstable();
+        assert_eq!(now, before);
+        for name in &lists {
+            let p = ProfileFile {
+                replace: vec![name.to_string()],
+                ..ProfileFile::default()
+            };
+            assert_eq!(p.bad_replace(), None, "{name}");
+        }
+        for bad in ["filesystem.overlay", "network.allowed_connect_ports", "x"] {
+            let p = ProfileFile {
+                replace: vec![bad.to_string()],
+                ..ProfileFile::default()
+            };
+            assert_eq!(p.bad_replace(), Some(bad));
+        }
+    }
+
+    fn parse(t: &str) -> ProfileFile {
+        toml::from_str(t).expect("toml")
+    }
+
+    #[test]
+    fn merge_overrides_scalars_extends_lists_and_maps_and_replaces() {
+        let mut p = parse(
+            "[filesystem]\noverlay = \"kernel\"\nhidden = [\"/a\", \"/b\"]\nbind = [\"/x\"]\n\
+             [environment]\nset = { A = \"1\", B = \"1\" }\n[process]\nrlimits = { nofile = 10 }\n",
+        );
+        let mut prov = Provenance::new();
+        p.merge(parse(""), "empty", &mut prov);
+        assert_eq!(p.filesystem.overlay, Some(Backend::Kernel), "unset keeps");
+        assert!(prov.is_empty(), "{prov:?}");
+        p.merge(
+            parse(
+                "replace = [\"filesystem.bind\", \"process.rlimits\"]\n\
+                 [filesystem]\noverlay = \"none\"\nhidden = [\"/b\", \"/c\"]\nbind = [\"/y\"]\n\
+                 [environment]\nset = { B = \"2\" }\n[process]\nrlimits = { nproc = 5 }\n",
+            ),
+            "later",
+            &mut prov,
+        );
+        // Scalar: the later value.
+        assert_eq!(p.filesystem.overlay, Some(Backend::None));
+        assert_eq!(prov["filesystem.overlay"], "later");
+        // List: extended, without duplicates.
+        assert_eq!(p.filesystem.hidden, ["/a", "/b", "/c"]);
+        assert_eq!(prov["filesystem.hidden[/c]"], "later");
+        // Map: extended, later entries win.
+        assert_eq!(p.environment.set["A"], "1");
+        assert_eq!(p.environment.set["B"], "2");
+        // `replace`: the list and the map start afresh.
+        assert_eq!(p.filesystem.bind, ["/y"]);
+        assert_eq!(prov["filesystem.bind"], "later (replaced)");
+        assert_eq!(
+            p.process.rlimits.keys().collect::<Vec<_>>(),
+            [&"nproc".to_string()]
+        );
+        assert!(p.replace.is_empty(), "replace is not merged");
+    }
+
+    #[test]
+    fn a_wrong_word_names_the_key_and_the_words() {
+        for (text, want) in [
+            (
+                "[filesystem]\noverlay = \"fusee\"",
+                "filesystem.overlay: \"fusee\" (expected \"fuse\", \"kernel\" or \"none\")",
+            ),
+            (
+                "[filesystem]\nproject = \"rx\"",
+                "filesystem.project: \"rx\" (expected \"rw\", \"ro\" or \"none\")",
+            ),
+            (
+                "[filesystem]\npersist = \"yes\"",
+                "filesystem.persist: \"yes\" (expected \"project\" or \"none\")",
+            ),
+            (
+                "[filesystem]\nhome_project = \"x\"",
+                "filesystem.home_project: \"x\" (expected \"refuse\", \"overlay\" or \"bind\")",
+            ),
+            (
+                "[network]\nmode = \"all\"",
+                "network.mode: \"all\" (expected \"none\", \"host\" or \"user\")",
+            ),
+            (
+                "[seccomp]\nio_uring = \"yes\"",
+                "seccomp.io_uring: \"yes\" (expected \"deny\" or \"allow\")",
+            ),
+            (
+                "[filesystem]\nproject = 3",
+                "expected a string for filesystem.project: \"rw\", \"ro\" or \"none\"",
+            ),
+        ] {
+            let e = super::super::load::parse(text, &super::super::Origin::Builtin("t".into()))
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains(want), "{e}");
+            assert!(e.contains("line 2"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn words_are_written_as_read() {
+        let p = parse(
+            "[filesystem]\noverlay = \"kernel\"\nproject = \"ro\"\npersist = \"project\"\n\
+             home_project = \"bind\"\n[network]\nmode = \"user\"\n[seccomp]\nio_uring = \"allow\"\n",
+        );
+        let text = toml::to_string(&p).expect("toml");
+        for line in [
+            "overlay = \"kernel\"",
+            "project = \"ro\"",
+            "persist = \"project\"",
+            "home_project = \"bind\"",
+            "mode = \"user\"",
+            "io_uring = \"allow\"",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        let again: ProfileFile = toml::from_str(&text).expect("again");
+        assert_eq!(again.network.mode, Some(NetMode::User));
     }
 }
