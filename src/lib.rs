@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod error;
 pub mod hostpath;
 pub mod idmap;
+pub mod keeper;
 pub mod limits;
 pub mod locations;
 pub mod names;

@@ -432,3 +432,25 @@ pub fn move_mount_fd(
     };
     Errno::result(r).map(drop)
 }
+
+/// `ioctl(NS_GET_PARENT)`: the parent of the user namespace `ns`.
+pub fn ns_parent(ns: std::os::fd::BorrowedFd<'_>) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // _IO(0xb7, 0x2)
+    const NS_GET_PARENT: libc::c_ulong = 0xb702;
+    // SAFETY: NS_GET_PARENT takes no argument and returns a new descriptor
+    // (O_CLOEXEC) that nothing else owns.
+    let r = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT as _) };
+    Errno::result(r)?;
+    // SAFETY: `r` is a fresh descriptor returned by the kernel to us.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r) })
+}
+
+/// `prctl(PR_SET_NAME)`: the name `ps` shows for this thread (up to 15
+/// bytes).
+pub fn set_process_name(name: &std::ffi::CStr) -> nix::Result<()> {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16
+    // bytes from the pointer, which lives for the call.
+    let r = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    Errno::result(r).map(drop)
+}

@@ -10,31 +10,49 @@ use std::process::Command;
 
 #[test]
 fn caller_is_root_inside_with_the_subordinate_range() {
+    use std::os::unix::fs::MetadataExt;
     let p = Project::new("ids");
-    let out = ok(run_sh(&p.dir, &[], "id -u; id -g; cat /proc/self/uid_map"));
+    let out = ok(run_sh(
+        &p.dir,
+        &[],
+        "id -u; id -g; touch mine sub; chown 1:1 sub; chown 65536:65536 mine; touch root",
+    ));
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("0"));
     assert_eq!(lines.next(), Some("0"));
-    let maps: Vec<Vec<u64>> = lines
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect()
-        })
-        .collect();
+    // Seen from the host: root inside is the caller, 1.. the subordinate
+    // range, whatever namespaces sbox went through to get there.
     let u = user();
-    assert_eq!(maps[0], vec![0, u.uid as u64, 1], "{out}");
-    let subuid = std::fs::read_to_string("/etc/subuid").expect("subuid");
-    let range = subuid
-        .lines()
-        .find(|l| l.starts_with(&format!("{}:", u.name)) || l.starts_with(&format!("{}:", u.uid)))
-        .expect("the test user has a subordinate range");
-    let start: u64 = range
-        .split(':')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("start");
-    assert_eq!(maps.get(1).map(|m| (m[0], m[1])), Some((1, start)), "{out}");
+    let start = |file: &str| -> u32 {
+        let text = std::fs::read_to_string(file).expect(file);
+        let range = text
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{}:", u.name)) || l.starts_with(&format!("{}:", u.uid))
+            })
+            .expect("the test user has a subordinate range");
+        range
+            .split(':')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("start")
+    };
+    let md = |f: &str| std::fs::metadata(p.dir.join(f)).expect(f);
+    assert_eq!(
+        (md("root").uid(), md("root").gid()),
+        (u.uid, u.gid),
+        "{out}"
+    );
+    assert_eq!(
+        (md("sub").uid(), md("sub").gid()),
+        (start("/etc/subuid"), start("/etc/subgid")),
+        "{out}"
+    );
+    assert_eq!(
+        (md("mine").uid(), md("mine").gid()),
+        (start("/etc/subuid") + 65535, start("/etc/subgid") + 65535),
+        "{out}"
+    );
 }
 
 #[test]

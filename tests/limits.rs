@@ -277,10 +277,20 @@ fn limits_say_what_enforces_them_and_pids_needs_room_for_init() {
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(!p.dir.join("ran").exists());
     // Without --pids, the command runs in the sandbox's own namespace.
-    let out = ok(run_sh(&p.dir, &[], "head -n1 /proc/self/uid_map"));
-    let map: Vec<u32> = out
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    assert_eq!(map, [0, user().uid, 1], "{out}");
+    let o = output(sbox(&p.dir, &["run", "--verbose", "--", "true"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("nested user namespace"),
+        "{}",
+        stderr(&o)
+    );
+    let o = output(sbox(
+        &p.dir,
+        &["run", "--verbose", "--pids", "9", "--", "true"],
+    ));
+    assert!(
+        stderr(&o).contains("the command runs in a nested user namespace"),
+        "{}",
+        stderr(&o)
+    );
 }

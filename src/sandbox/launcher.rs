@@ -143,7 +143,40 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     let restore = MaskGuard(old_mask);
 
     let flags = clone_flags(policy);
-    let child = match sys::clone_process(flags) {
+    // With the helpers, through the keeper's namespace when there is one:
+    // the maps are then written before the fork returns.
+    let keeper = match ids.helpers {
+        true => match crate::keeper::obtain(&base, &ids) {
+            Ok((ns, new)) => {
+                log(policy, || {
+                    format!(
+                        "id maps from the keeper's user namespace{}",
+                        if new { " (started now)" } else { "" }
+                    )
+                });
+                Some(ns)
+            }
+            Err(e) => {
+                log(policy, || {
+                    format!("no keeper ({e}): mapping with the helpers")
+                });
+                None
+            }
+        },
+        false => None,
+    };
+    let (forked, mapped) = match keeper
+        .as_ref()
+        .map(|ns| crate::keeper::clone_into(ns, flags, &ids))
+    {
+        Some(Ok(f)) => (Ok(f), true),
+        Some(Err(e)) => {
+            log(policy, || format!("keeper: {e}: mapping with the helpers"));
+            (sys::clone_process(flags), false)
+        }
+        None => (sys::clone_process(flags), false),
+    };
+    let child = match forked {
         Ok(Forked::Child) => {
             drop(ours);
             // init owns nothing of the launcher's state.
@@ -190,11 +223,14 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
         named.write_info(&info)?;
     }
 
-    if let Err(e) = ids.apply(child) {
-        let _ = kill(child, Signal::SIGKILL);
-        let _ = waitpid(child, None);
-        return Err(e);
+    if !mapped {
+        if let Err(e) = ids.apply(child) {
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            return Err(e);
+        }
     }
+    drop(keeper);
     // The user-mode stack configures the namespace before init goes on.
     let _net_helper = match &user_net {
         Some(u) => match u.start(policy, child) {
