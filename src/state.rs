@@ -65,10 +65,33 @@ fn fallback_in_use(dir: &Path) -> bool {
     }
     clean_stale(dir);
     crate::names::clean_stale_runtime(dir);
+    drop_caches(dir);
     let names = dir.join("names");
     let _ = std::fs::remove_dir(&names);
     let _ = std::fs::remove_dir(dir);
     std::fs::symlink_metadata(dir).is_ok()
+}
+
+/// When no sandbox runs from `base`: remove what it keeps for later launches
+/// (spare state directories, whiteout layers, the keeper's record, which
+/// ends the keeper).
+fn drop_caches(base: &Path) {
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    let entries: Vec<_> = rd.flatten().collect();
+    let named =
+        |e: &std::fs::DirEntry, p: &str| e.file_name().to_str().is_some_and(|n| n.starts_with(p));
+    if entries.iter().any(|e| named(e, "run-")) {
+        return;
+    }
+    for e in entries {
+        if named(&e, SPARE) || named(&e, HIDE) {
+            let _ = remove_tree(&e.path());
+        } else if named(&e, "keeper-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// `/tmp` (the parent of `p`) must keep others from renaming what we own in
@@ -250,10 +273,6 @@ impl StateDir {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let dir = base.join(format!("run-{}-{nanos:x}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .ctx(|| format!("creating {}", dir.display()))?;
         let paths = StatePaths {
             root: dir.join("root"),
             upper: dir.join("upper"),
@@ -261,6 +280,17 @@ impl StateDir {
             empty_file: dir.join("empty"),
             hide: dir.join("hide"),
         };
+        if take_spare(base, &dir) {
+            return Ok(StateDir {
+                dir,
+                paths,
+                keep: false,
+            });
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .ctx(|| format!("creating {}", dir.display()))?;
         let state = StateDir {
             dir,
             paths,
@@ -280,6 +310,81 @@ impl StateDir {
     pub fn forget(&mut self) {
         self.keep = true;
     }
+
+    /// The run is over: keep the directory as a spare for a later launch
+    /// when it is exactly as it was made (nothing written to the layers),
+    /// remove it otherwise (through a user namespace with `ids` when files
+    /// of subordinate ids may be in it). Must be called single-threaded.
+    pub fn finish(mut self, ids: Option<&crate::idmap::IdPlan>) {
+        if self.keep {
+            return;
+        }
+        if let Some(base) = self.dir.parent() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let spare = base.join(format!("{SPARE}{}-{nanos:x}", std::process::id()));
+            if pristine(&self.dir) && std::fs::rename(&self.dir, &spare).is_ok() {
+                self.keep = true;
+                return;
+            }
+        }
+        if let Some(ids) = ids {
+            let _ = remove_tree_mapped(&self.dir, ids);
+        }
+    }
+}
+
+/// Name prefix of a state directory kept for the next launch.
+const SPARE: &str = "spare-";
+/// How many spare state directories are kept.
+const SPARES: usize = 4;
+/// Name prefix of a kept whiteout layer (rootfs::apply::hide_layer).
+const HIDE: &str = "hide-";
+/// How many whiteout layers are kept.
+const HIDE_LAYERS: usize = 8;
+
+/// Take a spare state directory as `dest` (renamed, then checked).
+fn take_spare(base: &Path, dest: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return false;
+    };
+    for e in rd.flatten() {
+        let spare = e.file_name().to_str().is_some_and(|n| n.starts_with(SPARE));
+        if spare && std::fs::rename(e.path(), dest).is_ok() {
+            if pristine(dest) {
+                return true;
+            }
+            let _ = remove_tree(dest);
+        }
+    }
+    false
+}
+
+/// A state directory as `StateDir::create` makes it: empty `root`, `upper`
+/// and `work` directories (0700, no extended attributes) and the 0000
+/// `empty` file, nothing else.
+fn pristine(dir: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut names: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
+    names.sort();
+    if names != ["empty", "root", "upper", "work"] {
+        return false;
+    }
+    let dirs_ok = ["root", "upper", "work"].iter().all(|d| {
+        let p = dir.join(d);
+        std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir() && m.mode() & 0o7777 == 0o700)
+            && std::fs::read_dir(&p).is_ok_and(|mut r| r.next().is_none())
+            && !crate::sys::has_xattrs(&p)
+    });
+    let empty = dir.join("empty");
+    dirs_ok
+        && std::fs::symlink_metadata(&empty)
+            .is_ok_and(|m| m.is_file() && m.len() == 0 && m.mode() & 0o7777 == 0)
+        && !crate::sys::has_xattrs(&empty)
 }
 
 impl Drop for StateDir {
@@ -334,8 +439,23 @@ pub fn clean_stale(base: &Path) {
     let Ok(rd) = std::fs::read_dir(base) else {
         return;
     };
+    let mut spares = 0;
+    let mut layers = Vec::new();
+    let mut in_use = std::collections::HashSet::new();
     for e in rd.flatten() {
         let name = e.file_name();
+        if name.to_str().is_some_and(|n| n.starts_with(HIDE)) {
+            let used = e.metadata().and_then(|m| m.modified()).ok();
+            layers.push((used, e.path()));
+            continue;
+        }
+        if name.to_str().is_some_and(|n| n.starts_with(SPARE)) {
+            spares += 1;
+            if spares > SPARES {
+                let _ = remove_tree(&e.path());
+            }
+            continue;
+        }
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("run-")) else {
             continue;
         };
@@ -344,6 +464,20 @@ pub fn clean_stale(base: &Path) {
         };
         if !process_alive(pid) {
             let _ = remove_tree(&e.path());
+        } else if let Ok(uses) = std::fs::read_dir(e.path()) {
+            for u in uses.flatten() {
+                if let Some(layer) = u.file_name().to_str().and_then(|n| n.strip_prefix("uses-")) {
+                    in_use.insert(base.join(layer));
+                }
+            }
+        }
+    }
+    // The whiteout layers of kernel overlays: the most recently used, and
+    // every one a running sandbox has mounted.
+    layers.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, p) in layers.into_iter().skip(HIDE_LAYERS) {
+        if !in_use.contains(&p) {
+            let _ = remove_tree(&p);
         }
     }
 }

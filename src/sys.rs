@@ -454,3 +454,16 @@ pub fn set_process_name(name: &std::ffi::CStr) -> nix::Result<()> {
     let r = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
     Errno::result(r).map(drop)
 }
+
+/// Whether the file at `path` (not followed if a symlink) has any extended
+/// attribute (or they cannot be listed).
+pub fn has_xattrs(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return true;
+    };
+    // SAFETY: a null buffer of size 0 asks only for the size of the list;
+    // `c` is a NUL-terminated string that lives for the call.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+    n != 0
+}

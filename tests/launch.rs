@@ -562,3 +562,44 @@ fn shell_gets_a_terminal_with_size_job_control_and_ctrl_c() {
     assert_eq!(st.code(), Some(3));
     let _ = Command::new("true").status();
 }
+
+/// A run that wrote nothing leaves its state directory for the next launch
+/// (fewer directories made and removed per run); one that changed anything,
+/// even only the root directory's own attributes, does not pass it on.
+#[test]
+fn spare_state_directories_carry_nothing_between_runs() {
+    let p = Project::new("spares");
+    let spares = || {
+        state_entries()
+            .into_iter()
+            .filter(|n| n.to_string_lossy().starts_with("spare-"))
+            .count()
+    };
+    ok(output(sbox(&p.dir, &["run", "--", "true"])));
+    assert!(spares() >= 1, "{:?}", state_entries());
+    let before = stat_root(&p);
+    ok(run_sh(
+        &p.dir,
+        &[],
+        "chmod 0700 /; echo x > /etc/sbox-spare-test; setfattr -n user.t -v 1 / 2>/dev/null; true",
+    ));
+    for _ in 0..6 {
+        ok(output(sbox(&p.dir, &["run", "--", "true"])));
+    }
+    assert!(spares() <= 5, "{:?}", state_entries());
+    assert_eq!(stat_root(&p), before);
+    let o = output(sbox(&p.dir, &["run", "--", "cat", "/etc/sbox-spare-test"]));
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "a file written by an earlier run is visible"
+    );
+    assert!(stale_state().is_empty(), "{:?}", stale_state());
+}
+
+fn stat_root(p: &Project) -> String {
+    ok(output(sbox(
+        &p.dir,
+        &["run", "--", "stat", "-c", "%a %u", "/"],
+    )))
+}

@@ -415,12 +415,15 @@ fn apply_step(
                     create: false,
                 },
             };
-            if let Err(e) = make_hide_layer(layer, lower, dirs, whiteouts) {
-                log(verbose, || {
-                    format!("{}: no whiteout layer ({e})", dest.display())
-                });
-                return apply_step(&fallback(), state, project, verbose);
-            }
+            let layer = match hide_layer(layer, lower, dirs, whiteouts) {
+                Ok(l) => l,
+                Err(e) => {
+                    log(verbose, || {
+                        format!("{}: no whiteout layer ({e})", dest.display())
+                    });
+                    return apply_step(&fallback(), state, project, verbose);
+                }
+            };
             let mut opts = format!("lowerdir={}:{}", layer.display(), lower.display());
             let mut flags = MsFlags::empty();
             match upper {
@@ -583,6 +586,83 @@ fn layer_dir(base: &Path, dir: &Path, mode: u32) -> Result<PathBuf> {
     hostpath::mkdir_beneath(&base_real, &target, mode)
         .map_err(|e| Error::Usage(format!("sandbox layer: {e}")))?;
     Ok(target)
+}
+
+/// The whiteout layer of a hiding overlay, made once and kept next to the
+/// state directories (`BASE/hide-KEY/layer`, `layer` being
+/// `BASE/run-…/hide/NAME`) for later sandboxes: KEY covers the layer's
+/// contents and the modes and times of the host directories it copies, so
+/// a change on the host makes a new one. Falls back to `layer` itself.
+fn hide_layer(
+    layer: &Path,
+    lower: &Path,
+    dirs: &[PathBuf],
+    whiteouts: &[PathBuf],
+) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let base = layer.parent().and_then(Path::parent).and_then(Path::parent);
+    let Some(base) = base else {
+        make_hide_layer(layer, lower, dirs, whiteouts)?;
+        return Ok(layer.to_path_buf());
+    };
+    // FNV-1a over what the layer is made of.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for x in b {
+            h = (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    };
+    use std::os::unix::ffi::OsStrExt;
+    eat(lower.as_os_str().as_bytes());
+    for rel in std::iter::once(Path::new("")).chain(dirs.iter().map(PathBuf::as_path)) {
+        eat(rel.as_os_str().as_bytes());
+        if let Ok(md) = std::fs::symlink_metadata(lower.join(rel)) {
+            eat(&md.mode().to_le_bytes());
+            eat(&md.mtime().to_le_bytes());
+            eat(&md.mtime_nsec().to_le_bytes());
+            eat(&md.atime().to_le_bytes());
+        }
+    }
+    eat(b"whiteouts");
+    for rel in whiteouts {
+        eat(rel.as_os_str().as_bytes());
+    }
+    let name = format!("hide-{h:016x}");
+    let keep = base.join(&name);
+    let cached = keep.join("layer");
+    // In use by this sandbox: not removed while it runs (state::clean_stale).
+    if let Some(run) = layer.parent().and_then(Path::parent) {
+        make_empty_file(&run.join(format!("uses-{name}")))?;
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    let ours = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.uid() == me);
+    if ours(&keep) && ours(&cached) {
+        // Used now: the oldest are removed first (state::clean_stale).
+        let _ = nix::sys::stat::utimensat(
+            None,
+            &keep,
+            &nix::sys::time::TimeSpec::UTIME_NOW,
+            &nix::sys::time::TimeSpec::UTIME_NOW,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        );
+        return Ok(cached);
+    }
+    make_hide_layer(layer, lower, dirs, whiteouts)?;
+    // Moved into place whole; when another sandbox was faster, ours stays.
+    let staged = layer.with_extension("keep");
+    if std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staged)
+        .is_ok()
+        && std::fs::rename(layer, staged.join("layer")).is_ok()
+    {
+        if std::fs::rename(&staged, &keep).is_ok() {
+            return Ok(cached);
+        }
+        return Ok(staged.join("layer"));
+    }
+    Ok(layer.to_path_buf())
 }
 
 /// Make the whiteout layer of a hiding overlay: its root and `dirs` with

@@ -351,10 +351,7 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     drop(named);
     drop(restore);
     log(policy, || "FUSE server done".into());
-    if ids.helpers {
-        let _ = state::remove_tree_mapped(&state_dir.dir, &ids);
-    }
-    drop(state_dir);
+    state_dir.finish(ids.helpers.then_some(&ids));
     log(policy, || "state removed".into());
     if let Some(t) = timed_out.then_some(policy.limits.timeout).flatten() {
         eprintln!(
