@@ -474,7 +474,7 @@ pub fn clean_stale(base: &Path) {
     }
     // The whiteout layers of kernel overlays: the most recently used, and
     // every one a running sandbox has mounted.
-    layers.sort_by(|a, b| b.0.cmp(&a.0));
+    layers.sort_by_key(|l| std::cmp::Reverse(l.0));
     for (_, p) in layers.into_iter().skip(HIDE_LAYERS) {
         if !in_use.contains(&p) {
             let _ = remove_tree(&p);
