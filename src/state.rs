@@ -72,6 +72,31 @@ fn fallback_in_use(dir: &Path) -> bool {
     std::fs::symlink_metadata(dir).is_ok()
 }
 
+/// Remove a kept whiteout layer unless a sandbox holds it: renamed away
+/// under an exclusive lock first, so no later user finds it half removed.
+fn remove_unused_layer(keep: &Path) {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(dir) = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(keep)
+    else {
+        return;
+    };
+    let Ok(_lock) = Flock::lock(dir, FlockArg::LockExclusiveNonblock) else {
+        return;
+    };
+    let Some(name) = keep.file_name() else {
+        return;
+    };
+    let mut gone = keep.to_path_buf();
+    gone.set_file_name(format!(".old-{}", name.to_string_lossy()));
+    if std::fs::rename(keep, &gone).is_ok() {
+        let _ = remove_tree(&gone);
+    }
+}
+
 /// When no sandbox runs from `base`: remove what it keeps for later launches
 /// (spare state directories, whiteout layers, the keeper's record, which
 /// ends the keeper).
@@ -86,8 +111,10 @@ fn drop_caches(base: &Path) {
         return;
     }
     for e in entries {
-        if named(&e, SPARE) || named(&e, HIDE) {
+        if named(&e, SPARE) {
             let _ = remove_tree(&e.path());
+        } else if named(&e, HIDE) {
+            remove_unused_layer(&e.path());
         } else if named(&e, "keeper-") {
             let _ = std::fs::remove_file(e.path());
         }
@@ -441,9 +468,12 @@ pub fn clean_stale(base: &Path) {
     };
     let mut spares = 0;
     let mut layers = Vec::new();
-    let mut in_use = std::collections::HashSet::new();
     for e in rd.flatten() {
         let name = e.file_name();
+        if name.to_str().is_some_and(|n| n.starts_with(".old-")) {
+            let _ = remove_tree(&e.path());
+            continue;
+        }
         if name.to_str().is_some_and(|n| n.starts_with(HIDE)) {
             let used = e.metadata().and_then(|m| m.modified()).ok();
             layers.push((used, e.path()));
@@ -464,21 +494,13 @@ pub fn clean_stale(base: &Path) {
         };
         if !process_alive(pid) {
             let _ = remove_tree(&e.path());
-        } else if let Ok(uses) = std::fs::read_dir(e.path()) {
-            for u in uses.flatten() {
-                if let Some(layer) = u.file_name().to_str().and_then(|n| n.strip_prefix("uses-")) {
-                    in_use.insert(base.join(layer));
-                }
-            }
         }
     }
     // The whiteout layers of kernel overlays: the most recently used, and
-    // every one a running sandbox has mounted.
+    // every one a running sandbox has mounted (it holds a shared lock).
     layers.sort_by_key(|l| std::cmp::Reverse(l.0));
     for (_, p) in layers.into_iter().skip(HIDE_LAYERS) {
-        if !in_use.contains(&p) {
-            let _ = remove_tree(&p);
-        }
+        remove_unused_layer(&p);
     }
 }
 

@@ -628,41 +628,56 @@ fn hide_layer(
     for rel in whiteouts {
         eat(rel.as_os_str().as_bytes());
     }
-    let name = format!("hide-{h:016x}");
-    let keep = base.join(&name);
-    let cached = keep.join("layer");
-    // In use by this sandbox: not removed while it runs (state::clean_stale).
-    if let Some(run) = layer.parent().and_then(Path::parent) {
-        make_empty_file(&run.join(format!("uses-{name}")))?;
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    let ours = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.uid() == me);
-    if ours(&keep) && ours(&cached) {
-        // Used now: the oldest are removed first (state::clean_stale).
-        let _ = nix::sys::stat::utimensat(
-            None,
-            &keep,
-            &nix::sys::time::TimeSpec::UTIME_NOW,
-            &nix::sys::time::TimeSpec::UTIME_NOW,
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-        );
+    let keep = base.join(format!("hide-{h:016x}"));
+    if let Some(cached) = lock_kept_layer(&keep) {
         return Ok(cached);
     }
     make_hide_layer(layer, lower, dirs, whiteouts)?;
-    // Moved into place whole; when another sandbox was faster, ours stays.
+    // Moved into place whole (when another sandbox was faster, its layer
+    // is the same); then used like any kept one.
     let staged = layer.with_extension("keep");
     if std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&staged)
         .is_ok()
         && std::fs::rename(layer, staged.join("layer")).is_ok()
+        && std::fs::rename(&staged, &keep).is_err()
     {
-        if std::fs::rename(&staged, &keep).is_ok() {
-            return Ok(cached);
-        }
-        return Ok(staged.join("layer"));
+        let _ = crate::state::remove_tree(&staged);
     }
-    Ok(layer.to_path_buf())
+    lock_kept_layer(&keep).ok_or_else(|| Error::path(&keep, "kept whiteout layer went away"))
+}
+
+/// A kept whiteout layer (`KEEP/layer`), locked (shared, on `KEEP`) for as
+/// long as this process lives, so that state::clean_stale does not remove
+/// it from under the sandbox; None when it is missing or being removed.
+fn lock_kept_layer(keep: &Path) -> Option<PathBuf> {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let dir = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(keep)
+        .ok()?;
+    let lock = Flock::lock(dir, FlockArg::LockShared).ok()?;
+    // Still the one at that name (a remover renames it away first), ours,
+    // and whole.
+    let held = lock.metadata().ok()?;
+    let named = std::fs::symlink_metadata(keep).ok()?;
+    let cached = keep.join("layer");
+    let whole = std::fs::symlink_metadata(&cached).is_ok_and(|m| m.is_dir() && m.uid() == me);
+    if (held.dev(), held.ino()) != (named.dev(), named.ino()) || held.uid() != me || !whole {
+        return None;
+    }
+    let _ = nix::sys::stat::futimens(
+        lock.as_raw_fd(),
+        &nix::sys::time::TimeSpec::UTIME_NOW,
+        &nix::sys::time::TimeSpec::UTIME_NOW,
+    );
+    // Held until the process (init, which mounts it) exits.
+    std::mem::forget(lock);
+    Some(cached)
 }
 
 /// Make the whiteout layer of a hiding overlay: its root and `dirs` with

@@ -528,13 +528,21 @@ fn hide_layers(policy: &Policy, host: &HostView) -> Vec<(String, Vec<PathBuf>, V
     layers
         .into_iter()
         .filter_map(|(top, (mut dirs, mut whiteouts))| {
+            // Sorted by components, a path's descendants follow it: keep
+            // the whiteouts no kept one covers.
             whiteouts.sort();
             whiteouts.dedup();
-            let w2 = whiteouts.clone();
-            whiteouts.retain(|w| !w2.iter().any(|o| o != w && w.starts_with(o)));
+            let mut kept: Vec<PathBuf> = Vec::with_capacity(whiteouts.len());
+            for w in whiteouts {
+                if !kept.last().is_some_and(|k| w.starts_with(k)) {
+                    kept.push(w);
+                }
+            }
+            let whiteouts = kept;
+            let covered: HashSet<&Path> = whiteouts.iter().map(PathBuf::as_path).collect();
             dirs.sort();
             dirs.dedup();
-            dirs.retain(|d| !whiteouts.iter().any(|w| d.starts_with(w)));
+            dirs.retain(|d| !d.ancestors().any(|a| covered.contains(a)));
             (!whiteouts.is_empty()).then_some((top, dirs, whiteouts))
         })
         .collect()
