@@ -18,7 +18,6 @@ use fuse_backend_rs::api::filesystem::{
     SetattrValid, ZeroCopyReader, ZeroCopyWriter,
 };
 
-use super::attr::{self, Ids, Override};
 use super::inode::{NodeInfo, NodeState, Special, Table, ROOT};
 use super::iofd::{IoFds, Need, Opened};
 use super::layer::{join, Layer, Layers};
@@ -26,6 +25,7 @@ use super::passthrough::{New, PassthroughConfig};
 use super::sys::{self, err};
 use super::whiteout;
 use super::{OverlayConfig, OverlayError};
+use crate::rootfs::upper::{self, Ids, Override};
 
 /// Paths (relative to the view root) that are masked.
 #[derive(Debug, Default)]
@@ -285,14 +285,11 @@ impl OverlayFs {
             || !probe_mknod_whiteout(&work);
         let layers = Layers::new(lower, upper, work, xattr_whiteouts);
 
-        let ids = Ids {
-            caller_uid: cfg.caller_uid,
-            caller_gid: cfg.caller_gid,
-            inside_uid: cfg.caller_inside.0,
-            inside_gid: cfg.caller_inside.1,
-            map: None,
-            shown: cfg.id_maps.clone(),
-        };
+        let ids = Ids::overlay(
+            (cfg.caller_uid, cfg.caller_gid),
+            cfg.caller_inside,
+            cfg.id_maps.clone(),
+        );
 
         // Masks: the paths as given, their canonical host form, and the
         // upper/work directories themselves when they lie below the lower.
@@ -308,12 +305,12 @@ impl OverlayFs {
         }
 
         // The root presents the lower root's owner and mode unless set inside.
-        let root_ovr = match attr::read_override(layers.upper.as_fd()) {
+        let root_ovr = match upper::read_override(layers.upper.as_fd()) {
             Some(o) => o,
             None => {
-                let o = attr::presented_override(&lst, None, &ids);
-                if attr::needs_override(libc::S_IFDIR, &o) {
-                    let _ = attr::write_override(layers.upper.as_fd(), libc::S_IFDIR, &o);
+                let o = upper::presented_override(&lst, None, &ids);
+                if upper::needs_override(libc::S_IFDIR, &o) {
+                    let _ = upper::write_override(layers.upper.as_fd(), libc::S_IFDIR, &o);
                 }
                 o
             }
@@ -321,7 +318,7 @@ impl OverlayFs {
         let root_state = NodeState {
             kind: libc::S_IFDIR,
             upper: true,
-            lower_dir: !whiteout::is_opaque(layers.upper.as_fd()),
+            lower_dir: !upper::is_opaque(layers.upper.as_fd()),
             special: Special::Normal,
             ovr: Some(root_ovr),
         };
@@ -408,21 +405,18 @@ impl OverlayFs {
         let (lower, work) = (dup(&dir)?, dup(&dir)?);
         let mut layers = Layers::new(lower, dir, work, true);
         layers.passthrough = true;
-        let ids = Ids {
-            caller_uid: cfg.caller_uid,
-            caller_gid: cfg.caller_gid,
-            inside_uid: cfg.caller_inside.0,
-            inside_gid: cfg.caller_inside.1,
-            map: Some(cfg.ids.clone()),
-            shown: None,
-        };
+        let ids = Ids::passthrough(
+            (cfg.caller_uid, cfg.caller_gid),
+            cfg.caller_inside,
+            cfg.ids.clone(),
+        );
         let masks = build_masks(&cfg.dir, &cfg.hidden, &cfg.empty)?;
         let root_state = NodeState {
             kind: libc::S_IFDIR,
             upper: true,
             lower_dir: false,
             special: Special::Normal,
-            ovr: attr::read_override(layers.upper.as_fd()),
+            ovr: upper::read_override(layers.upper.as_fd()),
         };
         Ok(OverlayFs::assemble(
             layers,
@@ -517,10 +511,10 @@ impl OverlayFs {
             None
         };
         if self.passthrough {
-            attr::present_passthrough(&mut st, ino, ovr, &self.ids);
+            upper::present_passthrough(&mut st, ino, ovr, &self.ids);
             return st;
         }
-        attr::present(&mut st, ino, ovr, &self.ids);
+        upper::present(&mut st, ino, ovr, &self.ids);
         st
     }
 
@@ -742,7 +736,7 @@ impl OverlayFs {
     /// The upper file (copied up) whose xattr `name` is to be changed;
     /// sbox's own xattrs and masked directories are off limits.
     fn xattr_target(&self, inode: u64, name: &CStr) -> io::Result<OwnedFd> {
-        if attr::is_internal_xattr(name.to_bytes()) {
+        if upper::is_internal_xattr(name.to_bytes()) {
             return Err(err(libc::EPERM));
         }
         self.check_writable()?;
@@ -873,10 +867,10 @@ impl OverlayFs {
         let (pfd, n) = self.layers.parent_of(Layer::Upper, rel)?;
         let work = self.layers.work();
         let res = match sys::fstatat(pfd.as_fd(), &n) {
-            Ok(st) if whiteout::is_whiteout_at(pfd.as_fd(), &n, &st) => {
+            Ok(st) if upper::is_whiteout_at(pfd.as_fd(), &n, &st) => {
                 if is_dir {
                     let dfd = sys::open_beneath(work, tmp.to_bytes(), libc::O_PATH, 0)?;
-                    whiteout::set_opaque(dfd.as_fd())?;
+                    upper::set_opaque(dfd.as_fd())?;
                     sys::renameat2(work, tmp, pfd.as_fd(), &n, libc::RENAME_EXCHANGE)
                         .and_then(|_| sys::unlinkat(work, tmp, 0))
                 } else {
@@ -921,8 +915,8 @@ impl OverlayFs {
         kind: u32,
         ovr: &Override,
     ) -> io::Result<()> {
-        attr::write_override(fd, kind, ovr)?;
-        let real = attr::real_perm(kind, ovr.mode);
+        upper::write_override(fd, kind, ovr)?;
+        let real = upper::real_perm(kind, ovr.mode);
         match sys::fchmod(fd, real) {
             Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
                 // O_PATH fd: go through /proc.
@@ -947,7 +941,7 @@ impl OverlayFs {
         owner: Option<(u32, u32)>,
     ) -> io::Result<()> {
         let (pfd, n) = self.layers.parent_of(Layer::Upper, rel)?;
-        attr::write_entry_owner(pfd.as_fd(), n.to_bytes(), owner)
+        upper::write_entry_owner(pfd.as_fd(), n.to_bytes(), owner)
     }
 
     fn remove_tmp(&self, tmp: &CStr, is_dir: bool) {
@@ -1063,7 +1057,7 @@ impl OverlayFs {
                 self.copy_up_tree(&info.path, &info.state)?;
             }
             let fd = self.layers.open(Layer::Upper, &info.path, libc::O_PATH)?;
-            whiteout::set_opaque(fd.as_fd())?;
+            upper::set_opaque(fd.as_fd())?;
             let mut t = self.table();
             if let Some(s) = t.state_mut(ino) {
                 s.lower_dir = false;
@@ -1133,14 +1127,14 @@ impl OverlayFs {
             let (nfd, nn) = self.layers.parent_of(Layer::Upper, nrel)?;
             let owners = (is_special(&src.attr) || is_special(&d.attr)).then(|| {
                 (
-                    attr::read_entry_owner(ofd.as_fd(), on.to_bytes()),
-                    attr::read_entry_owner(nfd.as_fd(), nn.to_bytes()),
+                    upper::read_entry_owner(ofd.as_fd(), on.to_bytes()),
+                    upper::read_entry_owner(nfd.as_fd(), nn.to_bytes()),
                 )
             });
             sys::renameat2(ofd.as_fd(), &on, nfd.as_fd(), &nn, libc::RENAME_EXCHANGE)?;
             if let Some((o, n)) = owners {
-                let _ = attr::write_entry_owner(ofd.as_fd(), on.to_bytes(), n);
-                let _ = attr::write_entry_owner(nfd.as_fd(), nn.to_bytes(), o);
+                let _ = upper::write_entry_owner(ofd.as_fd(), on.to_bytes(), n);
+                let _ = upper::write_entry_owner(nfd.as_fd(), nn.to_bytes(), o);
             }
             self.table().exchange(op, oname, np, nname);
             return Ok(());
@@ -1170,7 +1164,7 @@ impl OverlayFs {
         let (nfd, nn) = self.layers.parent_of(Layer::Upper, nrel)?;
         let src_special = is_special(&src.attr);
         let owner = if src_special {
-            attr::read_entry_owner(ofd.as_fd(), on.to_bytes())
+            upper::read_entry_owner(ofd.as_fd(), on.to_bytes())
         } else {
             None
         };
@@ -1178,14 +1172,14 @@ impl OverlayFs {
         let onto_whiteout = dst.is_none()
             && src_dir
             && matches!(sys::fstatat(nfd.as_fd(), &nn),
-                Ok(st) if whiteout::is_whiteout_at(nfd.as_fd(), &nn, &st));
+                Ok(st) if upper::is_whiteout_at(nfd.as_fd(), &nn, &st));
         if onto_whiteout {
             // A directory cannot replace the whiteout (a device or file):
             // swap them, then the whiteout marks or leaves the old name.
             sys::renameat2(ofd.as_fd(), &on, nfd.as_fd(), &nn, libc::RENAME_EXCHANGE)?;
             if old_has_lower {
                 if self.layers.xattr_whiteouts {
-                    whiteout::mark_xwhiteouts(ofd.as_fd())?;
+                    upper::mark_xwhiteouts(ofd.as_fd())?;
                 }
             } else {
                 sys::unlinkat(ofd.as_fd(), &on, 0)?;
@@ -1209,9 +1203,9 @@ impl OverlayFs {
         if src_special || dst.is_some_and(|d| is_special(&d.attr)) {
             // The kept owner moves with the entry (and the replaced
             // entry's goes).
-            let _ = attr::write_entry_owner(nfd.as_fd(), nn.to_bytes(), owner);
+            let _ = upper::write_entry_owner(nfd.as_fd(), nn.to_bytes(), owner);
             if owner.is_some() {
-                let _ = attr::write_entry_owner(ofd.as_fd(), on.to_bytes(), None);
+                let _ = upper::write_entry_owner(ofd.as_fd(), on.to_bytes(), None);
             }
         }
         self.table().rename(op, oname, np, nname);
@@ -1222,7 +1216,7 @@ impl OverlayFs {
 /// Whether a (presented or host) stat is of a symlink, fifo or socket,
 /// whose owner is kept on its directory.
 fn is_special(st: &libc::stat64) -> bool {
-    !attr::can_have_xattrs(st.st_mode & libc::S_IFMT)
+    !upper::can_have_xattrs(st.st_mode & libc::S_IFMT)
 }
 
 /// Removes staging leftovers (`#sbox-*`) of a server that died mid-copy.
@@ -1400,7 +1394,7 @@ impl FileSystem for OverlayFs {
             self.pt_set_owner_mode(inode, &info.path, &attr, valid)?;
         } else if valid.intersects(owner_bits) || valid.contains(SetattrValid::KILL_SUIDGID) {
             let cur_st = self.real_stat(&info)?;
-            let mut new = attr::presented_override(&cur_st, info.state.ovr.as_ref(), &self.ids);
+            let mut new = upper::presented_override(&cur_st, info.state.ovr.as_ref(), &self.ids);
             if valid.contains(SetattrValid::UID) {
                 new.uid = attr.st_uid;
             }
@@ -1415,13 +1409,13 @@ impl FileSystem for OverlayFs {
                     new.mode &= !libc::S_ISGID;
                 }
             }
-            if attr::can_have_xattrs(kind) {
+            if upper::can_have_xattrs(kind) {
                 let fd = self.layers.open(Layer::Upper, &info.path, libc::O_PATH)?;
-                attr::write_override(fd.as_fd(), kind, &new)?;
-                sys::fchmodat(pfd.as_fd(), &n, attr::real_perm(kind, new.mode))?;
+                upper::write_override(fd.as_fd(), kind, &new)?;
+                sys::fchmodat(pfd.as_fd(), &n, upper::real_perm(kind, new.mode))?;
                 let mut t = self.table();
                 if let Some(s) = t.state_mut(inode) {
-                    s.ovr = if attr::needs_override(kind, &new) {
+                    s.ovr = if upper::needs_override(kind, &new) {
                         Some(new)
                     } else {
                         None
@@ -1435,7 +1429,7 @@ impl FileSystem for OverlayFs {
                 }
                 let owner = self.kept_owner(new.uid, new.gid);
                 if valid.intersects(SetattrValid::UID | SetattrValid::GID) {
-                    attr::write_entry_owner(pfd.as_fd(), n.to_bytes(), owner)?;
+                    upper::write_entry_owner(pfd.as_fd(), n.to_bytes(), owner)?;
                     sys::touch_ctime(pfd.as_fd(), &n)?;
                 }
                 let real = self.real_stat(&info)?.st_mode & 0o7777;
@@ -1698,7 +1692,7 @@ impl FileSystem for OverlayFs {
         let (sfd, sn) = self.layers.parent_of(Layer::Upper, &src.path)?;
         let (pfd, n) = self.layers.parent_of(Layer::Upper, &rel)?;
         match sys::fstatat(pfd.as_fd(), &n) {
-            Ok(st) if whiteout::is_whiteout_at(pfd.as_fd(), &n, &st) => {
+            Ok(st) if upper::is_whiteout_at(pfd.as_fd(), &n, &st) => {
                 let tmp = self.layers.tmp_name();
                 sys::linkat(sfd.as_fd(), &sn, self.layers.work(), &tmp)?;
                 if let Err(e) = sys::renameat2(self.layers.work(), &tmp, pfd.as_fd(), &n, 0) {
@@ -1709,10 +1703,10 @@ impl FileSystem for OverlayFs {
             Ok(_) => return Err(err(libc::EEXIST)),
             Err(_) => sys::linkat(sfd.as_fd(), &sn, pfd.as_fd(), &n)?,
         }
-        if !attr::can_have_xattrs(src.state.kind) {
+        if !upper::can_have_xattrs(src.state.kind) {
             if let Some(o) = src.state.ovr {
                 // The new name's directory keeps the owner too.
-                let _ = attr::write_entry_owner(pfd.as_fd(), n.to_bytes(), Some((o.uid, o.gid)));
+                let _ = upper::write_entry_owner(pfd.as_fd(), n.to_bytes(), Some((o.uid, o.gid)));
             }
         }
         let fd = self.layers.open(Layer::Upper, &rel, libc::O_PATH)?;
@@ -1897,7 +1891,7 @@ impl FileSystem for OverlayFs {
         name: &CStr,
         size: u32,
     ) -> io::Result<GetxattrReply> {
-        if attr::is_internal_xattr(name.to_bytes()) {
+        if upper::is_internal_xattr(name.to_bytes()) {
             return Err(err(libc::ENODATA));
         }
         let info = self.info(inode)?;
@@ -1929,7 +1923,7 @@ impl FileSystem for OverlayFs {
         };
         let mut out = Vec::with_capacity(raw.len());
         for n in raw.split(|&c| c == 0).filter(|n| !n.is_empty()) {
-            if !attr::is_internal_xattr(n) {
+            if !upper::is_internal_xattr(n) {
                 out.extend_from_slice(n);
                 out.push(0);
             }

@@ -46,7 +46,6 @@
 //! The same code serves binds that hold hidden paths as *passthrough*
 //! mounts of the host directory (see `passthrough`).
 
-mod attr;
 mod copyup;
 mod fs;
 mod inode;
@@ -60,7 +59,7 @@ mod whiteout;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use attr::IdMap;
+pub use crate::rootfs::upper::IdMap;
 pub use passthrough::PassthroughConfig;
 pub use server::{mount_options, serve, serve_passthrough, OverlayServer, OverlayStats};
 
