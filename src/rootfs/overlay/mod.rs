@@ -9,7 +9,8 @@
 //! Layout of the upper directory: kernel overlayfs `userxattr` style
 //! (whiteouts are 0/0 character devices or `user.overlay.whiteout` files,
 //! opaque directories carry `user.overlay.opaque="y"`), owner and mode set
-//! inside live in `user.containers.override_stat`.
+//! inside live in `user.containers.override_stat`; read and written through
+//! `crate::rootfs::upper`, which `sbox diff` and `sbox commit` read too.
 //!
 //! Design choices and limits:
 //! - no fd is kept per inode: nodes keep (parent, name) links and paths are
