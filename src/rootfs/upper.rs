@@ -206,9 +206,12 @@ pub(crate) fn real_perm(kind: u32, perm: u32) -> u32 {
 }
 
 /// Whether an override must be stored for the presented (uid, gid, perm) of
-/// an upper file of `kind`.
-pub(crate) fn needs_override(kind: u32, ovr: &Override) -> bool {
-    ovr.uid != 0 || ovr.gid != 0 || real_perm(kind, ovr.mode) != (ovr.mode & 0o7777)
+/// an upper file of `kind`: without one it shows as its host file does,
+/// the caller's (0, or the caller itself with --map-user), with its real
+/// permission bits.
+pub(crate) fn needs_override(kind: u32, ovr: &Override, ids: &Ids) -> bool {
+    (ovr.uid, ovr.gid) != (ids.inside_uid, ids.inside_gid)
+        || real_perm(kind, ovr.mode) != (ovr.mode & 0o7777)
 }
 
 /// Whether a file type can carry `user.*` xattrs (and so an override).
@@ -225,11 +228,16 @@ pub(crate) fn read_override(fd: BorrowedFd<'_>) -> Option<Override> {
 }
 
 /// Stores (or removes, when not needed) the override of an upper file.
-pub(crate) fn write_override(fd: BorrowedFd<'_>, kind: u32, ovr: &Override) -> std::io::Result<()> {
+pub(crate) fn write_override(
+    fd: BorrowedFd<'_>,
+    kind: u32,
+    ovr: &Override,
+    ids: &Ids,
+) -> std::io::Result<()> {
     if !can_have_xattrs(kind) {
         return Ok(());
     }
-    if needs_override(kind, ovr) {
+    if needs_override(kind, ovr, ids) {
         sys::setxattr(fd, OVERRIDE_XATTR, &ovr.format(), 0)
     } else {
         match sys::removexattr(fd, OVERRIDE_XATTR) {
@@ -520,23 +528,21 @@ mod tests {
 
     #[test]
     fn real_perm_keeps_server_access() {
+        let ids = Ids::overlay((1001, 1002), (0, 0), None);
+        let ovr = |uid, gid, mode| Override { uid, gid, mode };
         assert_eq!(real_perm(libc::S_IFREG, 0), 0o600);
         assert_eq!(real_perm(libc::S_IFDIR, 0o4000), 0o700);
-        assert!(needs_override(
-            libc::S_IFREG,
-            &Override {
-                uid: 0,
-                gid: 0,
-                mode: 0o444
-            }
-        ));
+        assert!(needs_override(libc::S_IFREG, &ovr(0, 0, 0o444), &ids));
+        assert!(!needs_override(libc::S_IFREG, &ovr(0, 0, 0o644), &ids));
+        assert!(needs_override(libc::S_IFDIR, &ovr(1001, 1002, 0o755), &ids));
+        // With --map-user an upper file shows as the caller itself: root's
+        // owner must be stored, the caller's need not.
+        let keep = Ids::overlay((1001, 1002), (1001, 1002), None);
+        assert!(needs_override(libc::S_IFDIR, &ovr(0, 0, 0o777), &keep));
         assert!(!needs_override(
-            libc::S_IFREG,
-            &Override {
-                uid: 0,
-                gid: 0,
-                mode: 0o644
-            }
+            libc::S_IFDIR,
+            &ovr(1001, 1002, 0o755),
+            &keep
         ));
     }
 }

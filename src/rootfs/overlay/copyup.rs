@@ -181,7 +181,7 @@ impl OverlayFs {
         ovr: &Override,
         origin: Option<u64>,
     ) -> io::Result<()> {
-        upper::write_override(fd, kind, ovr)?;
+        upper::write_override(fd, kind, ovr, &self.ids)?;
         if let Some(o) = origin {
             sys::setxattr(fd, upper::ORIGIN_XATTR, o.to_string().as_bytes(), 0)?;
         }
@@ -295,7 +295,7 @@ impl OverlayFs {
             return Err(e);
         }
         let kept = if upper::can_have_xattrs(kind) {
-            upper::needs_override(kind, &ovr).then_some(ovr)
+            upper::needs_override(kind, &ovr, &self.ids).then_some(ovr)
         } else {
             // A symlink, fifo or socket: its owner is kept on the directory.
             let owner = self.kept_owner(ovr.uid, ovr.gid);

@@ -234,11 +234,11 @@ impl OverlayFs {
             }
             if upper::can_have_xattrs(kind) {
                 let fd = self.layers.open(Layer::Upper, &info.path, libc::O_PATH)?;
-                upper::write_override(fd.as_fd(), kind, &new)?;
+                upper::write_override(fd.as_fd(), kind, &new, &self.ids)?;
                 sys::fchmodat(pfd.as_fd(), &n, upper::real_perm(kind, new.mode))?;
                 let mut t = self.table();
                 if let Some(s) = t.state_mut(inode) {
-                    s.ovr = if upper::needs_override(kind, &new) {
+                    s.ovr = if upper::needs_override(kind, &new, &self.ids) {
                         Some(new)
                     } else {
                         None

@@ -144,7 +144,7 @@ impl OverlayFs {
         kind: u32,
         ovr: &Override,
     ) -> io::Result<()> {
-        upper::write_override(fd, kind, ovr)?;
+        upper::write_override(fd, kind, ovr, &self.ids)?;
         let real = upper::real_perm(kind, ovr.mode);
         match sys::fchmod(fd, real) {
             Err(e) if e.raw_os_error() == Some(libc::EBADF) => {

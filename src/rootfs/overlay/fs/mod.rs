@@ -171,8 +171,8 @@ impl OverlayFs {
             Some(o) => o,
             None => {
                 let o = upper::presented_override(&lst, None, &ids);
-                if upper::needs_override(libc::S_IFDIR, &o) {
-                    let _ = upper::write_override(layers.upper.as_fd(), libc::S_IFDIR, &o);
+                if upper::needs_override(libc::S_IFDIR, &o, &ids) {
+                    let _ = upper::write_override(layers.upper.as_fd(), libc::S_IFDIR, &o, &ids);
                 }
                 o
             }
