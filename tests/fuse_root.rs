@@ -1346,3 +1346,32 @@ def main():
 
 main()
 "##;
+
+/// With --map-user the caller is itself inside, not root: a host directory
+/// of another owner (root, when the tests run as root) that the caller may
+/// write keeps showing that owner once a write copies it up, although its
+/// upper copy belongs to the caller.
+#[test]
+fn map_user_copy_up_keeps_the_owner() {
+    let p = Project::new("mapowner");
+    let h = HostDir::new("mapowner");
+    let dir = h.path("open");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let d = dir.display();
+    let mut opts = FUSE.to_vec();
+    opts.push("--map-user");
+    let out = ok(run_sh(
+        &p.dir,
+        &opts,
+        &format!("stat -c %u:%g {d}; touch {d}/new; stat -c %u:%g {d}"),
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    let want = if user().switch {
+        "0:0".to_string()
+    } else {
+        format!("{}:{}", user().uid, user().gid)
+    };
+    assert_eq!(lines, [want.as_str(), want.as_str()], "{out}");
+    assert!(!dir.join("new").exists(), "reached the host");
+}

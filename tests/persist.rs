@@ -179,3 +179,113 @@ fn a_second_shell_joins_the_running_one() {
         }
     }
 }
+
+/// `diff` lists a directory as changed when its owner or mode changed
+/// inside, not when it was only copied up (its times set, a file made in
+/// it): the owner stored in the upper layer is compared with the host's
+/// as the sandbox's overlay showed it, --map-user and ids it does not map
+/// included.
+#[test]
+fn diff_lists_directories_whose_owner_or_mode_changed() {
+    let p = Project::new("dirmeta");
+    let base = user()
+        .home
+        .join(format!("sbox-dirmeta-{}-{}", std::process::id(), unique()));
+    let _ = std::fs::remove_dir_all(&base);
+    let mkdir = |name: &str| {
+        let d = base.join(name);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        chown(&base);
+        chown(&d);
+        d.display().to_string()
+    };
+    let (touched, filled, chowned, chmodded) = (
+        mkdir("touched"),
+        mkdir("filled"),
+        mkdir("chowned"),
+        mkdir("chmodded"),
+    );
+    // A host owner the sandbox maps to nobody (only root can make one).
+    let foreign = user().switch.then(|| {
+        let d = base.join("foreign");
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("chmod");
+        nix::unistd::chown(
+            &d,
+            Some(nix::unistd::Uid::from_raw(400_000)),
+            Some(nix::unistd::Gid::from_raw(400_000)),
+        )
+        .expect("chown");
+        d.display().to_string()
+    });
+    let listed = |name: &str| {
+        let diff = ok(output(sbox(&p.dir, &["diff", "--no-pager", name])));
+        diff.lines()
+            .filter(|l| l.contains(&*base.to_string_lossy()))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+
+    // As the caller's own id (--map-user): the caller's directory, copied
+    // up with only its times or its content changed, is no change of its own.
+    let mapped = Named {
+        dir: &p.dir,
+        name: format!("dirmeta-m-{}", std::process::id()),
+    };
+    ok(output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--name",
+            &mapped.name,
+            "--map-user",
+            "--",
+            "sh",
+            "-c",
+            &format!("touch -d @1000000000 {touched} && echo x > {filled}/new"),
+        ],
+    )));
+    assert_eq!(
+        listed(&mapped.name),
+        [format!("A {filled}/new")],
+        "--map-user"
+    );
+
+    // As root inside: a chown and a chmod are changes, times are not.
+    let root = Named {
+        dir: &p.dir,
+        name: format!("dirmeta-r-{}", std::process::id()),
+    };
+    let mut script = format!(
+        "touch -d @1000000000 {touched} && echo x > {filled}/new && chown 5:5 {chowned} && chmod 700 {chmodded}"
+    );
+    if let Some(f) = &foreign {
+        script.push_str(&format!(" && touch -d @1000000000 {f} && stat -c %u {f}"));
+    }
+    let out = ok(output(sbox(
+        &p.dir,
+        &["run", "--name", &root.name, "--", "sh", "-c", &script],
+    )));
+    if foreign.is_some() {
+        assert_eq!(out.trim(), "65534", "the foreign owner shows as nobody");
+    }
+    assert_eq!(
+        listed(&root.name),
+        [
+            format!("C {chmodded}"),
+            format!("C {chowned}"),
+            format!("A {filled}/new"),
+        ],
+        "as root"
+    );
+    // Committed, a chmod inside is a chmod on the host.
+    let o = ok(output(sbox(&p.dir, &["commit", &root.name, &chmodded])));
+    assert_eq!(o.trim(), format!("C drwx------ {chmodded}"));
+    let mode = std::fs::metadata(&chmodded).expect("stat").permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o7777,
+        0o700
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}

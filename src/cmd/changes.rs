@@ -80,7 +80,7 @@ pub fn diff(a: crate::cli::DiffArgs) -> Result<u8> {
         })
         .collect::<Result<Vec<PathBuf>>>()?;
     let paths = resolve(name, "diff")?;
-    let mut list = changes::list(&paths.upper(), Path::new("/"));
+    let mut list = changes::list(&paths.upper(), Path::new("/"), &shown_ids(&paths)?);
     if !wanted.is_empty() {
         list.retain(|c| wanted.iter().any(|w| c.path.starts_with(w)));
     }
@@ -265,6 +265,19 @@ pub fn reset(name: Option<String>, force: bool) -> Result<u8> {
     Ok(0)
 }
 
+/// How the stored sandbox's overlay showed host ids (with --map-user, the
+/// caller as itself).
+fn shown_ids(paths: &Paths) -> Result<crate::rootfs::upper::Ids> {
+    let caller = crate::policy::Caller::from_host()?;
+    let map_user = names::read_config(paths)?.is_some_and(|c| c.opts.map_user);
+    Ok(crate::rootfs::upper::Ids::of_sandbox(
+        caller.uid,
+        caller.gid,
+        &caller.name,
+        map_user,
+    ))
+}
+
 /// The hidden paths of the stored sandbox's policy.
 fn hidden_of(paths: &Paths) -> Result<Vec<PathBuf>> {
     let cfg = names::read_config(paths)?.ok_or_else(|| {
@@ -298,17 +311,11 @@ pub fn commit(name: String, targets: Vec<String>, dry_run: bool) -> Result<u8> {
         )));
     }
     let hidden = hidden_of(&paths)?;
-    // Compare as the host resolves paths too, so a host symlink into a
-    // hidden directory does not let a change in.
-    let hidden: Vec<PathBuf> = hidden
-        .iter()
-        .flat_map(|h| [h.clone(), resolve_existing(h)])
-        .collect();
     let wanted = targets
         .iter()
         .map(|t| crate::policy::clean_absolute(t, "commit"))
         .collect::<Result<Vec<PathBuf>>>()?;
-    let plan = changes::Commit::plan(&paths.upper(), &wanted, &hidden)?;
+    let plan = changes::Commit::plan(&paths.upper(), &wanted, &hidden, &shown_ids(&paths)?)?;
     for (named, real) in &plan.redirected {
         eprintln!(
             "sbox: {} is {} on the host",
@@ -324,27 +331,4 @@ pub fn commit(name: String, targets: Vec<String>, dry_run: bool) -> Result<u8> {
     }
     plan.apply()?;
     Ok(0)
-}
-
-/// `p` with its longest existing prefix resolved by the host (symlinks
-/// followed) and the rest appended.
-fn resolve_existing(p: &Path) -> PathBuf {
-    let mut head = p.to_path_buf();
-    let mut tail = Vec::new();
-    loop {
-        if let Ok(real) = std::fs::canonicalize(&head) {
-            let mut out = real;
-            for part in tail.iter().rev() {
-                out.push(part);
-            }
-            return out;
-        }
-        match (head.file_name().map(|n| n.to_os_string()), head.parent()) {
-            (Some(name), Some(parent)) => {
-                tail.push(name);
-                head = parent.to_path_buf();
-            }
-            _ => return p.to_path_buf(),
-        }
-    }
 }

@@ -273,18 +273,7 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             } else {
                 (0, 0)
             },
-            id_maps: Some(crate::rootfs::overlay::IdMap {
-                uid: ids
-                    .uid
-                    .iter()
-                    .map(|e| (e.inside, e.outside, e.count))
-                    .collect(),
-                gid: ids
-                    .gid
-                    .iter()
-                    .map(|e| (e.inside, e.outside, e.count))
-                    .collect(),
-            }),
+            id_maps: Some(crate::rootfs::upper::IdMap::from_plan(&ids)),
             threads: fuse_threads(),
             attr_timeout: policy.host_cache,
             entry_timeout: policy.host_cache,

@@ -11,12 +11,11 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use super::attr::{self, Override};
 use super::fs::OverlayFs;
 use super::inode::{NodeState, Special, ROOT};
 use super::layer::{join, Layer};
 use super::sys::{self, err};
-use super::whiteout;
+use crate::rootfs::upper::{self, Override};
 
 fn ts(sec: i64, nsec: i64) -> libc::timespec {
     libc::timespec {
@@ -108,7 +107,7 @@ fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
         Err(_) => return Ok(()),
     };
     for name in names.split(|&c| c == 0).filter(|n| !n.is_empty()) {
-        if attr::is_internal_xattr(name) {
+        if upper::is_internal_xattr(name) {
             continue;
         }
         let cname = sys::cstr(name)?;
@@ -182,11 +181,11 @@ impl OverlayFs {
         ovr: &Override,
         origin: Option<u64>,
     ) -> io::Result<()> {
-        attr::write_override(fd, kind, ovr)?;
+        upper::write_override(fd, kind, ovr, &self.ids)?;
         if let Some(o) = origin {
-            sys::setxattr(fd, attr::ORIGIN_XATTR, o.to_string().as_bytes(), 0)?;
+            sys::setxattr(fd, upper::ORIGIN_XATTR, o.to_string().as_bytes(), 0)?;
         }
-        sys::fchmod(fd, attr::real_perm(kind, ovr.mode))
+        sys::fchmod(fd, upper::real_perm(kind, ovr.mode))
     }
 
     /// Copies the lower entry at `rel` into the upper layer (its parent must
@@ -202,7 +201,7 @@ impl OverlayFs {
             .probe(Layer::Lower, rel)?
             .ok_or_else(|| err(libc::ENOENT))?;
         let kind = lst.st_mode & libc::S_IFMT;
-        let ovr = attr::presented_override(&lst, None, &self.ids);
+        let ovr = upper::presented_override(&lst, None, &self.ids);
         // A lower file with several names gets a new number once copied:
         // its other names still show the lower file.
         let origin = origin.filter(|_| kind == libc::S_IFDIR || lst.st_nlink <= 1);
@@ -295,8 +294,8 @@ impl OverlayFs {
             let _ = sys::unlinkat(work, &tmp, flag);
             return Err(e);
         }
-        let kept = if attr::can_have_xattrs(kind) {
-            attr::needs_override(kind, &ovr).then_some(ovr)
+        let kept = if upper::can_have_xattrs(kind) {
+            upper::needs_override(kind, &ovr, &self.ids).then_some(ovr)
         } else {
             // A symlink, fifo or socket: its owner is kept on the directory.
             let owner = self.kept_owner(ovr.uid, ovr.gid);
@@ -341,7 +340,7 @@ impl OverlayFs {
                 Layer::Upper => {
                     if let Some((fd, st)) = self.layers.probe(Layer::Upper, &crel)? {
                         if st.st_mode & libc::S_IFMT == libc::S_IFDIR
-                            && !whiteout::is_opaque(fd.as_fd())
+                            && !upper::is_opaque(fd.as_fd())
                             && matches!(
                                 self.layers.probe(Layer::Lower, &crel)?,
                                 Some((_, l)) if l.st_mode & libc::S_IFMT == libc::S_IFDIR

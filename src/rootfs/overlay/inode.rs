@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use super::attr::Override;
+use crate::rootfs::upper::Override;
 
 /// The FUSE root node id.
 pub(crate) const ROOT: u64 = 1;

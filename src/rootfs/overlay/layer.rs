@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::dir::{Dir, Type};
 
-use super::attr::{self, Override};
 use super::inode::NodeState;
 use super::sys;
-use super::whiteout;
+use crate::rootfs::upper::{self, Override};
 
 /// One of the two layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,26 +192,26 @@ impl Layers {
     ) -> io::Result<Option<Resolved>> {
         if parent.upper {
             if let Some((fd, mut st)) = self.probe(Layer::Upper, rel)? {
-                if !self.passthrough && whiteout::is_whiteout(fd.as_fd(), &st) {
+                if !self.passthrough && upper::is_whiteout(fd.as_fd(), &st) {
                     return Ok(None);
                 }
                 let kind = st.st_mode & libc::S_IFMT;
                 let (ovr, origin) = if self.passthrough {
-                    let ovr = attr::can_have_xattrs(kind)
-                        .then(|| attr::read_override(fd.as_fd()))
+                    let ovr = upper::can_have_xattrs(kind)
+                        .then(|| upper::read_override(fd.as_fd()))
                         .flatten();
                     (ovr, None)
-                } else if attr::can_have_xattrs(kind) {
+                } else if upper::can_have_xattrs(kind) {
                     (
-                        attr::read_override(fd.as_fd()),
-                        attr::read_origin(fd.as_fd()),
+                        upper::read_override(fd.as_fd()),
+                        upper::read_origin(fd.as_fd()),
                     )
                 } else {
                     // A symlink, fifo or socket: its owner, when it is not
                     // the caller, is kept on its directory.
                     let (pfd, n) = self.parent_of(Layer::Upper, rel)?;
                     let ovr =
-                        attr::read_entry_owner(pfd.as_fd(), n.to_bytes()).map(|(uid, gid)| {
+                        upper::read_entry_owner(pfd.as_fd(), n.to_bytes()).map(|(uid, gid)| {
                             Override {
                                 uid,
                                 gid,
@@ -222,7 +221,7 @@ impl Layers {
                     (ovr, None)
                 };
                 let mut lower_dir = false;
-                if kind == libc::S_IFDIR && parent.lower_dir && !whiteout::is_opaque(fd.as_fd()) {
+                if kind == libc::S_IFDIR && parent.lower_dir && !upper::is_opaque(fd.as_fd()) {
                     if let Some((_, l)) = self.probe(Layer::Lower, rel)? {
                         if l.st_mode & libc::S_IFMT == libc::S_IFDIR {
                             lower_dir = true;
@@ -270,7 +269,7 @@ impl Layers {
             let fd = self.open(Layer::Upper, rel, libc::O_RDONLY | libc::O_DIRECTORY)?;
             let dirfd = fd.try_clone()?;
             let dst = sys::fstat(dirfd.as_fd())?;
-            let marked = !self.passthrough && whiteout::has_xwhiteouts(dirfd.as_fd());
+            let marked = !self.passthrough && upper::has_xwhiteouts(dirfd.as_fd());
             let mut dir = Dir::from(fd).map_err(io::Error::from)?;
             for e in dir.iter() {
                 let e = e.map_err(io::Error::from)?;
@@ -290,7 +289,7 @@ impl Layers {
                     let cname = sys::cstr(name)?;
                     if let Ok(st) = sys::fstatat(dirfd.as_fd(), &cname) {
                         dtype = (st.st_mode & libc::S_IFMT) >> 12;
-                        if whiteout::is_whiteout_at(dirfd.as_fd(), &cname, &st) {
+                        if upper::is_whiteout_at(dirfd.as_fd(), &cname, &st) {
                             seen.insert(name.to_vec());
                             continue;
                         }

@@ -9,7 +9,8 @@
 //! Layout of the upper directory: kernel overlayfs `userxattr` style
 //! (whiteouts are 0/0 character devices or `user.overlay.whiteout` files,
 //! opaque directories carry `user.overlay.opaque="y"`), owner and mode set
-//! inside live in `user.containers.override_stat`.
+//! inside live in `user.containers.override_stat`; read and written through
+//! `crate::rootfs::upper`, which `sbox diff` and `sbox commit` read too.
 //!
 //! Design choices and limits:
 //! - no fd is kept per inode: nodes keep (parent, name) links and paths are
@@ -46,7 +47,6 @@
 //! The same code serves binds that hold hidden paths as *passthrough*
 //! mounts of the host directory (see `passthrough`).
 
-mod attr;
 mod copyup;
 mod fs;
 mod inode;
@@ -60,7 +60,7 @@ mod whiteout;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use attr::IdMap;
+pub use crate::rootfs::upper::IdMap;
 pub use passthrough::PassthroughConfig;
 pub use server::{mount_options, serve, serve_passthrough, OverlayServer, OverlayStats};
 

@@ -31,10 +31,10 @@ use std::time::Duration;
 
 use fuse_backend_rs::api::filesystem::{Context, Entry, SetattrValid};
 
-use super::attr::{self, IdMap, Override};
 use super::fs::OverlayFs;
 use super::layer::Layer;
 use super::sys::{self, err};
+use crate::rootfs::upper::{self, IdMap, Override};
 
 /// What a passthrough mount serves.
 #[derive(Clone, Debug)]
@@ -139,13 +139,13 @@ impl OverlayFs {
                     chmod_fd(fd.as_fd(), want)?;
                 }
                 let natural = (self.ids.uid(st.st_uid), self.ids.gid(st.st_gid));
-                if attr::can_have_xattrs(kind) && (uid, gid) != natural {
+                if upper::can_have_xattrs(kind) && (uid, gid) != natural {
                     let ovr = Override {
                         uid,
                         gid,
                         mode: want,
                     };
-                    match sys::setxattr(fd.as_fd(), attr::OVERRIDE_XATTR, &ovr.format(), 0) {
+                    match sys::setxattr(fd.as_fd(), upper::OVERRIDE_XATTR, &ovr.format(), 0) {
                         // Without user xattrs the owner is just not kept.
                         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
                         r => r?,
@@ -217,10 +217,10 @@ impl OverlayFs {
         let fd = self.layers.open(Layer::Upper, path, libc::O_PATH)?;
         let st = sys::fstat(fd.as_fd())?;
         let kind = st.st_mode & libc::S_IFMT;
-        let xattrs = attr::can_have_xattrs(kind);
+        let xattrs = upper::can_have_xattrs(kind);
         let natural = (self.ids.uid(st.st_uid), self.ids.gid(st.st_gid));
         let cur = if xattrs {
-            attr::read_override(fd.as_fd())
+            upper::read_override(fd.as_fd())
         } else {
             None
         };
@@ -250,7 +250,7 @@ impl OverlayFs {
         }
         let ovr = Override { uid, gid, mode };
         let kept = if (uid, gid) != natural {
-            sys::setxattr(fd.as_fd(), attr::OVERRIDE_XATTR, &ovr.format(), 0).map_err(|e| {
+            sys::setxattr(fd.as_fd(), upper::OVERRIDE_XATTR, &ovr.format(), 0).map_err(|e| {
                 // A filesystem without user xattrs cannot keep the owner.
                 if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
                     err(libc::EPERM)
@@ -261,7 +261,7 @@ impl OverlayFs {
             Some(ovr)
         } else {
             if cur.is_some() {
-                match sys::removexattr(fd.as_fd(), attr::OVERRIDE_XATTR) {
+                match sys::removexattr(fd.as_fd(), upper::OVERRIDE_XATTR) {
                     Err(e) if e.raw_os_error() != Some(libc::ENODATA) => return Err(e),
                     _ => {}
                 }

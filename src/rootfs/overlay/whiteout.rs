@@ -1,12 +1,5 @@
-//! Whiteouts and opaque directories in the kernel overlayfs `userxattr`
-//! layout, so an upper directory can be inspected (or even mounted) with the
-//! usual tools.
-//!
-//! - whiteout: a 0/0 character device, or, when the server may not create
-//!   device nodes, an empty regular file with `user.overlay.whiteout` (the
-//!   kernel's "xattr whiteout"; its directory is then marked with
-//!   `user.overlay.opaque="x"` and `user.overlay.whiteouts`). Both are read.
-//! - opaque directory: `user.overlay.opaque="y"`.
+//! Writing whiteouts into the upper layer, through the layers' staging
+//! directory (the format itself, and reading it: `crate::rootfs::upper`).
 
 use std::ffi::CStr;
 use std::io;
@@ -16,62 +9,7 @@ use nix::dir::Dir;
 
 use super::layer::Layers;
 use super::sys;
-
-pub(crate) const WHITEOUT_XATTR: &CStr = c"user.overlay.whiteout";
-pub(crate) const WHITEOUTS_XATTR: &CStr = c"user.overlay.whiteouts";
-pub(crate) const OPAQUE_XATTR: &CStr = c"user.overlay.opaque";
-
-/// Whether an entry (its O_PATH fd and stat) is a whiteout.
-pub(crate) fn is_whiteout(fd: BorrowedFd<'_>, st: &libc::stat64) -> bool {
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFCHR => st.st_rdev == 0,
-        libc::S_IFREG if st.st_size == 0 => {
-            matches!(sys::getxattr(fd, WHITEOUT_XATTR), Ok(Some(_)))
-        }
-        _ => false,
-    }
-}
-
-/// Same as [`is_whiteout`] for `name` inside directory `dir`.
-pub(crate) fn is_whiteout_at(dir: BorrowedFd<'_>, name: &CStr, st: &libc::stat64) -> bool {
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFCHR => st.st_rdev == 0,
-        libc::S_IFREG if st.st_size == 0 => {
-            match sys::open_beneath(dir, name.to_bytes(), libc::O_PATH, 0) {
-                Ok(fd) => is_whiteout(fd.as_fd(), st),
-                Err(_) => false,
-            }
-        }
-        _ => false,
-    }
-}
-
-/// Whether a directory is opaque.
-pub(crate) fn is_opaque(fd: BorrowedFd<'_>) -> bool {
-    matches!(sys::getxattr(fd, OPAQUE_XATTR), Ok(Some(v)) if v.first() == Some(&b'y'))
-}
-
-/// Whether a directory may hold xattr whiteouts.
-pub(crate) fn has_xwhiteouts(fd: BorrowedFd<'_>) -> bool {
-    if matches!(sys::getxattr(fd, WHITEOUTS_XATTR), Ok(Some(_))) {
-        return true;
-    }
-    matches!(sys::getxattr(fd, OPAQUE_XATTR), Ok(Some(v)) if v.first() == Some(&b'x'))
-}
-
-/// Makes a directory opaque.
-pub(crate) fn set_opaque(fd: BorrowedFd<'_>) -> io::Result<()> {
-    sys::setxattr(fd, OPAQUE_XATTR, b"y", 0)
-}
-
-/// Marks a directory as holding xattr whiteouts.
-pub(crate) fn mark_xwhiteouts(dir: BorrowedFd<'_>) -> io::Result<()> {
-    sys::setxattr(dir, WHITEOUTS_XATTR, b"y", 0)?;
-    if !is_opaque(dir) {
-        sys::setxattr(dir, OPAQUE_XATTR, b"x", 0)?;
-    }
-    Ok(())
-}
+use crate::rootfs::upper::{is_whiteout_at, mark_xwhiteouts, WHITEOUT_XATTR};
 
 /// Creates a whiteout under a staging name in the work dir; returns the name.
 pub(crate) fn stage_whiteout(layers: &Layers) -> io::Result<std::ffi::CString> {

@@ -1,25 +1,51 @@
-//! Ownership and mode as presented inside the sandbox.
+//! The upper layer's format, read and written in one place: by the FUSE
+//! overlay that writes it, and by `sbox diff` and `sbox commit` that read
+//! it afterwards.
 //!
-//! The server cannot chown on the host, so owner and mode set inside are kept
-//! in the upper file's `user.containers.override_stat` xattr ("uid:gid:0mode",
-//! the fuse-overlayfs format). Without an override, host ids are mapped:
-//! the caller shows as 0 (as itself with --map-user), any other host id
-//! that is also an id inside the sandbox (host root, `_apt`, `man`...) as
-//! that same number, every other id as 65534 (nobody).
+//! It is the kernel overlayfs `userxattr` layout plus the owner and mode
+//! set inside:
+//! - whiteout (a name deleted inside): a 0/0 character device, or, when
+//!   the server may not create device nodes, an empty regular file with
+//!   `user.overlay.whiteout` (the kernel's "xattr whiteout"; its directory
+//!   is then marked with `user.overlay.opaque="x"` and
+//!   `user.overlay.whiteouts`). Both are read.
+//! - opaque directory (nothing of the lower one shows through):
+//!   `user.overlay.opaque="y"`.
+//! - owner and mode presented inside: the server cannot chown on the host,
+//!   so owner and mode set inside are kept in the upper file's
+//!   `user.containers.override_stat` xattr ("uid:gid:0mode", the
+//!   fuse-overlayfs format); symlinks, fifos and sockets carry no user
+//!   xattrs, so their owner is kept on their directory
+//!   (`user.sbox.owner.NAME`). A copied-up file keeps its presented inode
+//!   number in `user.sbox.origin`.
+//! - id mapping: without an override, host ids are mapped: the caller
+//!   shows as 0 (as itself with --map-user), any other host id that is
+//!   also an id inside the sandbox (host root, `_apt`, `man`...) as that
+//!   same number, every other id as 65534 (nobody). A reader of the upper
+//!   layer compares what it stores with the host through the same mapping
+//!   ([`Ids::overlay`]).
 //!
 //! FUSE reads the ids the server returns in the user namespace of the
 //! mount (the sandbox's), so the number returned is the id seen inside:
 //! 42 is the sandbox's uid 42 (the host's caller subuid + 41), which the
 //! kernel's permission checks then treat exactly like on the host.
 
-use std::os::fd::BorrowedFd;
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 
-use super::sys;
+use crate::rootfs::overlay::sys;
 
 /// The xattr that holds the presented owner and mode.
-pub(crate) const OVERRIDE_XATTR: &std::ffi::CStr = c"user.containers.override_stat";
+pub(crate) const OVERRIDE_XATTR: &CStr = c"user.containers.override_stat";
 /// The xattr that keeps the presented inode number of a copied-up file.
-pub(crate) const ORIGIN_XATTR: &std::ffi::CStr = c"user.sbox.origin";
+pub(crate) const ORIGIN_XATTR: &CStr = c"user.sbox.origin";
+/// Marks a whiteout file (an empty regular file).
+pub(crate) const WHITEOUT_XATTR: &CStr = c"user.overlay.whiteout";
+/// Marks a directory that may hold whiteout files.
+pub(crate) const WHITEOUTS_XATTR: &CStr = c"user.overlay.whiteouts";
+/// "y": an opaque directory; "x": one that may hold whiteout files.
+pub(crate) const OPAQUE_XATTR: &CStr = c"user.overlay.opaque";
 
 /// The id shown for host ids that have no meaning inside.
 pub(crate) const NOBODY: u32 = 65534;
@@ -53,9 +79,10 @@ impl Override {
     }
 }
 
-/// Host ids of the caller (the user running the server).
+/// Host ids of the caller (the user running the server) and how other
+/// host ids are presented inside.
 #[derive(Clone, Debug)]
-pub(crate) struct Ids {
+pub struct Ids {
     pub caller_uid: u32,
     pub caller_gid: u32,
     /// What the caller is inside (0 unless --map-user).
@@ -90,7 +117,56 @@ fn map_id(extents: &[(u32, u32, u32)], host: u32) -> u32 {
         .map_or(NOBODY, |&(inside, out, _)| inside + (host - out))
 }
 
+impl IdMap {
+    /// The maps the sandbox's user namespace is given.
+    pub fn from_plan(plan: &crate::idmap::IdPlan) -> IdMap {
+        let extents = |v: &[crate::idmap::Extent]| -> Vec<(u32, u32, u32)> {
+            v.iter().map(|e| (e.inside, e.outside, e.count)).collect()
+        };
+        IdMap {
+            uid: extents(&plan.uid),
+            gid: extents(&plan.gid),
+        }
+    }
+}
+
 impl Ids {
+    /// The mapping of the root overlay: `caller` (host uid, gid) shows as
+    /// `inside`, other host ids that are ids inside `shown` as themselves
+    /// (None: only host root does), the rest as nobody.
+    pub fn overlay(caller: (u32, u32), inside: (u32, u32), shown: Option<IdMap>) -> Ids {
+        Ids {
+            caller_uid: caller.0,
+            caller_gid: caller.1,
+            inside_uid: inside.0,
+            inside_gid: inside.1,
+            map: None,
+            shown,
+        }
+    }
+
+    /// The mapping of a passthrough mount: host ids through the sandbox's
+    /// own maps (`caller` and `inside` are kept for what it creates).
+    pub fn passthrough(caller: (u32, u32), inside: (u32, u32), map: IdMap) -> Ids {
+        Ids {
+            caller_uid: caller.0,
+            caller_gid: caller.1,
+            inside_uid: inside.0,
+            inside_gid: inside.1,
+            map: Some(map),
+            shown: None,
+        }
+    }
+
+    /// The mapping the root overlay of a sandbox of the caller used, as
+    /// the launcher sets it up: the caller's id maps (subordinate ranges),
+    /// the caller shown as root or, with --map-user, as itself.
+    pub fn of_sandbox(uid: u32, gid: u32, name: &str, map_user: bool) -> Ids {
+        let plan = crate::idmap::IdPlan::for_caller(uid, gid, name, map_user);
+        let inside = if map_user { (uid, gid) } else { (0, 0) };
+        Ids::overlay((uid, gid), inside, Some(IdMap::from_plan(&plan)))
+    }
+
     pub(crate) fn uid(&self, host: u32) -> u32 {
         if let Some(m) = &self.map {
             return map_id(&m.uid, host);
@@ -130,9 +206,12 @@ pub(crate) fn real_perm(kind: u32, perm: u32) -> u32 {
 }
 
 /// Whether an override must be stored for the presented (uid, gid, perm) of
-/// an upper file of `kind`.
-pub(crate) fn needs_override(kind: u32, ovr: &Override) -> bool {
-    ovr.uid != 0 || ovr.gid != 0 || real_perm(kind, ovr.mode) != (ovr.mode & 0o7777)
+/// an upper file of `kind`: without one it shows as its host file does,
+/// the caller's (0, or the caller itself with --map-user), with its real
+/// permission bits.
+pub(crate) fn needs_override(kind: u32, ovr: &Override, ids: &Ids) -> bool {
+    (ovr.uid, ovr.gid) != (ids.inside_uid, ids.inside_gid)
+        || real_perm(kind, ovr.mode) != (ovr.mode & 0o7777)
 }
 
 /// Whether a file type can carry `user.*` xattrs (and so an override).
@@ -149,11 +228,16 @@ pub(crate) fn read_override(fd: BorrowedFd<'_>) -> Option<Override> {
 }
 
 /// Stores (or removes, when not needed) the override of an upper file.
-pub(crate) fn write_override(fd: BorrowedFd<'_>, kind: u32, ovr: &Override) -> std::io::Result<()> {
+pub(crate) fn write_override(
+    fd: BorrowedFd<'_>,
+    kind: u32,
+    ovr: &Override,
+    ids: &Ids,
+) -> std::io::Result<()> {
     if !can_have_xattrs(kind) {
         return Ok(());
     }
-    if needs_override(kind, ovr) {
+    if needs_override(kind, ovr, ids) {
         sys::setxattr(fd, OVERRIDE_XATTR, &ovr.format(), 0)
     } else {
         match sys::removexattr(fd, OVERRIDE_XATTR) {
@@ -271,6 +355,73 @@ pub(crate) fn presented_override(st: &libc::stat64, ovr: Option<&Override>, ids:
     }
 }
 
+/// Whether an entry (its O_PATH fd and stat) is a whiteout.
+pub(crate) fn is_whiteout(fd: BorrowedFd<'_>, st: &libc::stat64) -> bool {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFCHR => st.st_rdev == 0,
+        libc::S_IFREG if st.st_size == 0 => {
+            matches!(sys::getxattr(fd, WHITEOUT_XATTR), Ok(Some(_)))
+        }
+        _ => false,
+    }
+}
+
+/// Same as [`is_whiteout`] for `name` inside directory `dir` (not
+/// following a symlink).
+pub(crate) fn is_whiteout_at(dir: BorrowedFd<'_>, name: &CStr, st: &libc::stat64) -> bool {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFCHR => st.st_rdev == 0,
+        libc::S_IFREG if st.st_size == 0 => {
+            match sys::open_beneath(dir, name.to_bytes(), libc::O_PATH, 0) {
+                Ok(fd) => is_whiteout(fd.as_fd(), st),
+                Err(_) => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a directory is opaque.
+pub(crate) fn is_opaque(fd: BorrowedFd<'_>) -> bool {
+    matches!(sys::getxattr(fd, OPAQUE_XATTR), Ok(Some(v)) if v.first() == Some(&b'y'))
+}
+
+/// Whether a directory may hold xattr whiteouts.
+pub(crate) fn has_xwhiteouts(fd: BorrowedFd<'_>) -> bool {
+    if matches!(sys::getxattr(fd, WHITEOUTS_XATTR), Ok(Some(_))) {
+        return true;
+    }
+    matches!(sys::getxattr(fd, OPAQUE_XATTR), Ok(Some(v)) if v.first() == Some(&b'x'))
+}
+
+/// Makes a directory opaque.
+pub(crate) fn set_opaque(fd: BorrowedFd<'_>) -> io::Result<()> {
+    sys::setxattr(fd, OPAQUE_XATTR, b"y", 0)
+}
+
+/// Marks a directory as holding xattr whiteouts.
+pub(crate) fn mark_xwhiteouts(dir: BorrowedFd<'_>) -> io::Result<()> {
+    sys::setxattr(dir, WHITEOUTS_XATTR, b"y", 0)?;
+    if !is_opaque(dir) {
+        sys::setxattr(dir, OPAQUE_XATTR, b"x", 0)?;
+    }
+    Ok(())
+}
+
+/// Whether the owner or mode an upper directory presents (`upper`: its
+/// fd, `upper_st`: its stat) differs from what the host directory
+/// `host_st` presented before it was copied up: a directory copied up
+/// only to hold changed children, or with only its times set, has not.
+pub(crate) fn dir_meta_changed(
+    upper: BorrowedFd<'_>,
+    upper_st: &libc::stat64,
+    host_st: &libc::stat64,
+    ids: &Ids,
+) -> bool {
+    let now = presented_override(upper_st, read_override(upper).as_ref(), ids);
+    now != presented_override(host_st, None, ids)
+}
+
 /// xattr names the sandbox must neither see nor change.
 pub(crate) fn is_internal_xattr(name: &[u8]) -> bool {
     name.starts_with(b"user.overlay.")
@@ -377,23 +528,21 @@ mod tests {
 
     #[test]
     fn real_perm_keeps_server_access() {
+        let ids = Ids::overlay((1001, 1002), (0, 0), None);
+        let ovr = |uid, gid, mode| Override { uid, gid, mode };
         assert_eq!(real_perm(libc::S_IFREG, 0), 0o600);
         assert_eq!(real_perm(libc::S_IFDIR, 0o4000), 0o700);
-        assert!(needs_override(
-            libc::S_IFREG,
-            &Override {
-                uid: 0,
-                gid: 0,
-                mode: 0o444
-            }
-        ));
+        assert!(needs_override(libc::S_IFREG, &ovr(0, 0, 0o444), &ids));
+        assert!(!needs_override(libc::S_IFREG, &ovr(0, 0, 0o644), &ids));
+        assert!(needs_override(libc::S_IFDIR, &ovr(1001, 1002, 0o755), &ids));
+        // With --map-user an upper file shows as the caller itself: root's
+        // owner must be stored, the caller's need not.
+        let keep = Ids::overlay((1001, 1002), (1001, 1002), None);
+        assert!(needs_override(libc::S_IFDIR, &ovr(0, 0, 0o777), &keep));
         assert!(!needs_override(
-            libc::S_IFREG,
-            &Override {
-                uid: 0,
-                gid: 0,
-                mode: 0o644
-            }
+            libc::S_IFDIR,
+            &ovr(1001, 1002, 0o755),
+            &keep
         ));
     }
 }
