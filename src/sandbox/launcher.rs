@@ -754,8 +754,6 @@ fn serve_bind(
             }
         }
     }
-    let extents =
-        |v: &[crate::idmap::Extent]| v.iter().map(|e| (e.inside, e.outside, e.count)).collect();
     let cfg = crate::rootfs::overlay::PassthroughConfig {
         dir: src.clone(),
         readonly: *readonly,
@@ -768,10 +766,7 @@ fn serve_bind(
         } else {
             (0, 0)
         },
-        ids: crate::rootfs::overlay::IdMap {
-            uid: extents(&ids.uid),
-            gid: extents(&ids.gid),
-        },
+        ids: crate::rootfs::upper::IdMap::from_plan(ids),
         threads: 2,
         // A bind is nearly live: host changes show after at most a second
         // (less when filesystem.host_cache says so). Not caching at all
