@@ -45,8 +45,17 @@ pub struct OverlayStats {
 /// A running overlay server.
 pub struct OverlayServer {
     threads: Vec<JoinHandle<Result<(), OverlayError>>>,
+    /// The threads the first one started once the sandbox got busy.
+    later: Handles,
     fs: Arc<OverlayFs>,
 }
+
+type Handles = Arc<std::sync::Mutex<Vec<JoinHandle<Result<(), OverlayError>>>>>;
+
+/// Requests the first thread answers alone before it starts the others: a
+/// short command is served by one thread (starting four costs more than it
+/// gains on the few requests of `true`), real work by all.
+const ALONE: u64 = 256;
 
 impl std::fmt::Debug for OverlayServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,12 +69,26 @@ impl OverlayServer {
     /// Waits until every serving thread ended. The mount going away
     /// (ENODEV/EBADF on the channel) is a normal end.
     pub fn wait(self) -> Result<(), OverlayError> {
+        let join = |t: JoinHandle<Result<(), OverlayError>>| match t.join() {
+            Ok(r) => r,
+            Err(_) => Err(OverlayError::Panicked),
+        };
         let mut result = Ok(());
+        // The first thread starts the others: once it has ended, no more
+        // are added.
         for t in self.threads {
-            let r = match t.join() {
-                Ok(r) => r,
-                Err(_) => Err(OverlayError::Panicked),
-            };
+            let r = join(t);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        let later = self
+            .later
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        for t in later {
+            let r = join(t);
             if result.is_ok() {
                 result = r;
             }
@@ -173,32 +196,76 @@ fn start(
     threads: usize,
 ) -> Result<OverlayServer, OverlayError> {
     set_blocking(&fuse_fd).map_err(OverlayError::Channel)?;
-    let nthreads = threads.max(1);
-    let mut fds = Vec::with_capacity(nthreads);
-    for _ in 1..nthreads {
-        fds.push(clone_channel(&fuse_fd).map_err(OverlayError::Channel)?);
-    }
-    fds.insert(0, fuse_fd);
-
     let server = Arc::new(Server::new(fs.clone()));
-    let mut threads = Vec::with_capacity(nthreads);
-    for (i, fd) in fds.into_iter().enumerate() {
+    let later: Handles = Arc::default();
+    let more = match threads.max(1) - 1 {
+        0 => None,
+        n => Some(More {
+            n,
+            fd: fuse_fd.try_clone().map_err(OverlayError::Channel)?,
+            handles: later.clone(),
+        }),
+    };
+    let first = {
         let server = server.clone();
-        let t = std::thread::Builder::new()
-            .name(format!("sbox-fuse-{i}"))
-            .spawn(move || serve_channel(&server, fd))
-            .map_err(OverlayError::Spawn)?;
-        threads.push(t);
-    }
-    Ok(OverlayServer { threads, fs })
+        std::thread::Builder::new()
+            .name("sbox-fuse-0".into())
+            .spawn(move || serve_channel(&server, fuse_fd, more))
+            .map_err(OverlayError::Spawn)?
+    };
+    Ok(OverlayServer {
+        threads: vec![first],
+        later,
+        fs,
+    })
 }
 
-/// One serving thread: read a request, answer it, until the mount goes away.
-fn serve_channel(server: &Server<Arc<OverlayFs>>, fd: OwnedFd) -> Result<(), OverlayError> {
+/// The serving threads still to start, and where their handles go.
+struct More {
+    n: usize,
+    fd: OwnedFd,
+    handles: Handles,
+}
+
+impl More {
+    /// Start the other threads, each on a channel of its own. A failure
+    /// leaves the sandbox served by fewer threads.
+    fn start(self, server: &Arc<Server<Arc<OverlayFs>>>) {
+        for i in 1..=self.n {
+            let Ok(fd) = clone_channel(&self.fd) else {
+                log::warn!("overlay: cannot clone the FUSE channel for another thread");
+                return;
+            };
+            let server = server.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("sbox-fuse-{i}"))
+                .spawn(move || serve_channel(&server, fd, None));
+            match (t, self.handles.lock()) {
+                (Ok(t), Ok(mut v)) => v.push(t),
+                _ => return,
+            }
+        }
+    }
+}
+
+/// One serving thread: read a request, answer it, until the mount goes away
+/// (the first one starts the others after `ALONE` requests).
+fn serve_channel(
+    server: &Arc<Server<Arc<OverlayFs>>>,
+    fd: OwnedFd,
+    mut more: Option<More>,
+) -> Result<(), OverlayError> {
     let mut rbuf = vec![0u8; BUF_SIZE];
     let mut wbuf = vec![0u8; BUF_SIZE];
     let raw = fd.as_raw_fd();
+    let mut served: u64 = 0;
     loop {
+        served += 1;
+        if served == ALONE {
+            if let Some(m) = more.take() {
+                m.start(server);
+            }
+        }
         // SAFETY: rbuf is writable for its whole length.
         let n = unsafe { libc::read(raw, rbuf.as_mut_ptr().cast(), rbuf.len()) };
         if n < 0 {
