@@ -95,6 +95,10 @@ pub struct Policy {
     pub tmpfs: Vec<PathBuf>,
     /// Paths that must not exist or must be empty inside.
     pub hidden: Vec<PathBuf>,
+    /// Each hidden path as the host resolves it (symlinks followed as far
+    /// as it exists; itself when nothing is followed), found once here for
+    /// the plan and the FUSE server.
+    pub hidden_canonical: std::collections::HashMap<PathBuf, PathBuf>,
     pub backend: Backend,
     pub net: NetMode,
     /// Ports published on the host (--net user).
@@ -647,6 +651,7 @@ pub fn build(
         binds,
         output,
         tmpfs,
+        hidden_canonical: hidden_real.iter().cloned().collect(),
         hidden,
         backend,
         net,

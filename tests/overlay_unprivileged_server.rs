@@ -28,6 +28,7 @@ fn server_child() {
     // SAFETY: the parent passed this fd to us and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let cfg = OverlayConfig {
+        canonical: Default::default(),
         lower: base.join("lower"),
         upper: base.join("upper"),
         work: base.join("work"),

@@ -35,7 +35,8 @@ pub fn probe_host(policy: &Policy) -> HostView {
     let sources = policy.binds.iter().map(|b| &b.src);
     let mut canon = crate::hostpath::CanonCache::default();
     for p in policy.hidden.iter().chain(sources) {
-        if let Some(c) = canon.prefix(p) {
+        let known = policy.hidden_canonical.get(p).cloned();
+        if let Some(c) = known.or_else(|| canon.prefix(p)) {
             if &c != p && !view.canonical.contains_key(p) {
                 // Where the resolved form and its parents are, too.
                 probe.extend(

@@ -262,6 +262,7 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             upper: state_dir.paths.upper.clone(),
             work: state_dir.paths.work.clone(),
             hidden: policy.hidden.clone(),
+            canonical: policy.hidden_canonical.clone(),
             empty: crate::rootfs::plan::fuse_empty_dirs(
                 &base,
                 &crate::locations::data_dir(&policy.caller),

@@ -281,6 +281,7 @@ impl Fx {
         )
         .expect("mount fuse");
         let cfg = OverlayConfig {
+            canonical: Default::default(),
             lower: served_lower,
             upper: upper.clone(),
             work: work.clone(),

@@ -77,6 +77,10 @@ pub struct OverlayConfig {
     pub hidden: Vec<PathBuf>,
     /// Absolute paths (inside the view) shown as empty read-only directories.
     pub empty: Vec<PathBuf>,
+    /// Hidden paths already resolved by the host (path → canonical form;
+    /// `Policy::hidden_canonical`), when `lower` is "/"; the others are
+    /// resolved here.
+    pub canonical: std::collections::HashMap<PathBuf, PathBuf>,
     /// Host uid of the caller (shown as 0 inside).
     pub caller_uid: u32,
     /// Host gid of the caller (shown as 0 inside).

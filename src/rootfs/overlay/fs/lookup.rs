@@ -105,6 +105,7 @@ pub(super) fn build_masks(
     lower: &Path,
     hidden: &[PathBuf],
     empty: &[PathBuf],
+    known: &std::collections::HashMap<PathBuf, PathBuf>,
 ) -> Result<Masks, OverlayError> {
     let mut masks = Masks::default();
     let lower_canon = std::fs::canonicalize(lower).unwrap_or_else(|_| lower.to_path_buf());
@@ -116,7 +117,14 @@ pub(super) fn build_masks(
                 return Err(OverlayError::InvalidPath(p.clone()));
             }
             let host = lower.join(std::ffi::OsStr::from_bytes(&rel));
-            if let Some(c) = host_to_view(&mut canon, &lower_canon, &host) {
+            let resolved = match known.get(p) {
+                Some(c) if lower == Path::new("/") => c
+                    .strip_prefix(&lower_canon)
+                    .ok()
+                    .and_then(|r| view_rel(&Path::new("/").join(r)).ok()),
+                _ => host_to_view(&mut canon, &lower_canon, &host),
+            };
+            if let Some(c) = resolved {
                 if !c.is_empty() {
                     set.insert(c);
                 }

@@ -155,7 +155,7 @@ impl OverlayFs {
 
         // Masks: the paths as given, their canonical host form, and the
         // upper/work directories themselves when they lie below the lower.
-        let mut masks = build_masks(&cfg.lower, &cfg.hidden, &cfg.empty)?;
+        let mut masks = build_masks(&cfg.lower, &cfg.hidden, &cfg.empty, &cfg.canonical)?;
         let lower_canon = std::fs::canonicalize(&cfg.lower).unwrap_or_else(|_| cfg.lower.clone());
         let mut canon = crate::hostpath::CanonCache::default();
         for p in [&cfg.upper, &cfg.work] {
@@ -272,7 +272,7 @@ impl OverlayFs {
             cfg.caller_inside,
             cfg.ids.clone(),
         );
-        let masks = build_masks(&cfg.dir, &cfg.hidden, &cfg.empty)?;
+        let masks = build_masks(&cfg.dir, &cfg.hidden, &cfg.empty, &Default::default())?;
         let root_state = NodeState {
             kind: libc::S_IFDIR,
             upper: true,
