@@ -424,3 +424,194 @@ fn slirp4netns_is_the_fallback_stack() {
     assert!(got, "the published port did not answer");
     TcpListener::bind(&addr).expect("the published port is still bound");
 }
+
+/// A host loopback HTTP server answering every request with `body`.
+fn serve_http(body: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(
+                format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    port
+}
+
+/// Python that resolves NAME and prints "resolved" or "unresolved".
+fn py_resolve(name: &str) -> String {
+    format!(
+        "import socket\ntry:\n    socket.getaddrinfo('{name}', 80, socket.AF_INET)\n    print('resolved')\nexcept OSError:\n    print('unresolved')\n"
+    )
+}
+
+#[test]
+fn allow_net_reaches_the_listed_names_and_ports_only() {
+    let (pa, _h) = serve_host_loopback();
+    let (pb, _h2) = serve_host_loopback();
+    let ph = serve_http("hello-egress\n");
+    let p = Project::new("egress");
+    let script = [
+        // A raw, non-HTTP protocol to a listed port of the host's loopback.
+        py_connect("host.sbox.internal", pa),
+        // Another port of it, listening on the host but not listed.
+        py_connect("host.sbox.internal", pb),
+        // A name given with --add-host and allowed.
+        py_connect("db.test", pa),
+        // A wildcard entry.
+        py_connect("api.wild.test", pa),
+        // Unlisted names do not resolve.
+        py_resolve("evil.test"),
+        py_resolve("wild.test"),
+        // The forwarder's address without a name behind it.
+        py_connect("127.0.0.1", pa),
+        // Addresses outside have no route.
+        py_connect("198.18.0.1", pa),
+        "import socket\nu=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ntry:\n    u.sendto(b'x', ('198.18.0.1', 9999))\n    print('udp sent')\nexcept OSError as e:\n    print('udp failed', e)\n".to_string(),
+    ]
+    .join("");
+    let allow_a = format!("host.sbox.internal:{pa},{ph}");
+    let allow_db = format!("db.test:{pa},*.wild.test:{pa}");
+    let url = format!("http://host.sbox.internal:{ph}/");
+    let o = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--allow-net",
+            &allow_a,
+            "--allow-net",
+            &allow_db,
+            "--add-host",
+            "db.test:127.0.0.1",
+            "--add-host",
+            "api.wild.test:127.0.0.1",
+            "--log-denials",
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY curl -sS --max-time 10 {url}; python3 -c \"$0\"",
+            ),
+            &script,
+        ],
+    ));
+    let out = ok(o.clone());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "hello-egress", "{out}");
+    assert_eq!(lines[1], "connected host-service", "{out}");
+    assert!(
+        lines[2].starts_with("failed"),
+        "unlisted port reached: {out}"
+    );
+    assert_eq!(lines[3], "connected host-service", "{out}");
+    assert_eq!(lines[4], "connected host-service", "{out}");
+    assert_eq!(lines[5], "unresolved", "{out}");
+    assert_eq!(lines[6], "unresolved", "{out}");
+    assert!(lines[7].starts_with("failed"), "{out}");
+    assert!(lines[8].starts_with("failed"), "{out}");
+    assert!(lines[9].starts_with("udp failed"), "{out}");
+    let err = stderr(&o);
+    assert!(
+        err.contains("name evil.test") && err.contains("add \"--allow-net evil.test\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("an address no listed name resolved to"),
+        "{err}"
+    );
+    assert!(err.contains("operations were refused in all"), "{err}");
+    assert!(stale_state().is_empty());
+}
+
+#[test]
+fn allow_net_refuses_private_addresses_unless_the_entry_allows_them() {
+    let (pa, _h) = serve_host_loopback();
+    let p = Project::new("egress-private");
+    // `localhost` resolves to the host's loopback, on the host.
+    let refused = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--allow-net",
+            &format!("localhost:{pa}"),
+            "--",
+            "python3",
+            "-c",
+            &py_connect("localhost", pa),
+        ],
+    ));
+    let out = ok(refused.clone());
+    assert!(out.starts_with("failed"), "{out}");
+    let err = stderr(&refused);
+    assert!(
+        err.contains("1 operation was refused; run with --log-denials"),
+        "{err}"
+    );
+    let o = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--log-denials",
+            "--allow-net",
+            &format!("localhost:{pa}"),
+            "--",
+            "python3",
+            "-c",
+            &py_connect("localhost", pa),
+        ],
+    ));
+    let err = stderr(&o);
+    assert!(
+        err.contains("resolves to 127.0.0.1")
+            && err.contains(&format!("--allow-net localhost:{pa},private")),
+        "{err}"
+    );
+    let o = ok(output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--allow-net",
+            &format!("localhost:{pa},private"),
+            "--",
+            "python3",
+            "-c",
+            &py_connect("localhost", pa),
+        ],
+    )));
+    assert_eq!(o.trim(), "connected host-service", "{o}");
+}
+
+#[test]
+fn bad_allow_net_input_is_refused() {
+    let p = Project::new("egress-bad");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--allow-net", "x.test:0"], "not a port"),
+        (vec!["--allow-net", "a b"], "not a host name"),
+        (
+            vec!["--allow-net", "x.test", "--net", "host"],
+            "do not go together",
+        ),
+        (vec!["--add-host", "x.test:127.0.0.1"], "needs --allow-net"),
+        (
+            vec!["--allow-net", "x.test", "--add-host", "x.test"],
+            "expected NAME:IP",
+        ),
+    ];
+    for (opts, needle) in cases {
+        let mut args = vec!["run"];
+        args.extend_from_slice(&opts);
+        args.extend_from_slice(&["--", "touch", "started"]);
+        let o = output(sbox(&p.dir, &args));
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{opts:?}: {e}");
+        assert!(e.contains(needle), "{opts:?}: {e}");
+        assert!(!p.dir.join("started").exists(), "{opts:?}: the command ran");
+    }
+}

@@ -95,6 +95,13 @@ pub struct NetworkSection {
     pub publish: Vec<String>,
     /// With mode "user": the host's loopback is reachable as host.sbox.internal.
     pub allow_host_loopback: Option<bool>,
+    /// Egress by name: "HOST[:PORTS]" entries; any makes the sandbox's
+    /// network these names only (see `crate::egress`).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Names with a given address ("NAME:IP"), as `--add-host`.
+    #[serde(default)]
+    pub add_host: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -225,6 +232,8 @@ pub const LISTS: &[&str] = &[
     "filesystem.hidden",
     "environment.pass",
     "network.publish",
+    "network.allow",
+    "network.add_host",
     "environment.set",
     "environment.unset",
     "landlock.read",
@@ -268,6 +277,8 @@ impl ProfileFile {
         let (n, l) = (&mut self.network, later.network);
         m.scalar("network.mode", &mut n.mode, l.mode);
         m.list("network.publish", &mut n.publish, l.publish);
+        m.list("network.allow", &mut n.allow, l.allow);
+        m.list("network.add_host", &mut n.add_host, l.add_host);
         m.scalar(
             "network.allow_host_loopback",
             &mut n.allow_host_loopback,
