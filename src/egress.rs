@@ -314,6 +314,12 @@ impl Egress {
     }
 }
 
+/// Whether an address is one that sbox's DNS hands out for a name.
+pub fn is_name_address(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    o[0] == 127 && (o[1] == 77 || o[1] == 78) && ip != DNS_ADDR
+}
+
 /// Whether an address is one the forwarder refuses unless allowed
 /// explicitly: loopback, link-local, private, unspecified.
 pub fn is_internal(ip: IpAddr) -> bool {

@@ -801,6 +801,7 @@ fn observer(policy: &Policy) -> Observer {
             .map(|l| Observer::resolve_roots(&l.spec.write)),
         no_network: policy.net == NetMode::None,
         connect_ports: landlock.and_then(|l| l.plan.connect_tcp.clone()),
+        egress_ports: policy.egress.as_ref().map(|e| e.ports()),
         bind_ports: landlock.and_then(|l| l.plan.bind_tcp.clone()),
         hidden: policy.hidden.clone(),
     }
