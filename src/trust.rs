@@ -199,6 +199,19 @@ pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Pat
             _ => {}
         }
     }
+    // Names the network reaches (network.allow): a widening of a reference
+    // that has no network or a list of its own.
+    let (rn, en) = (&reference.network, &effective.network);
+    if rn.allow.is_empty() && net_rank(rn.mode.as_deref()) == 0 || !rn.allow.is_empty() {
+        for a in en.allow.iter().filter(|a| !rn.allow.contains(a)) {
+            w.push(format!("reaches {a} over the network (network.allow)"));
+        }
+        for h in en.add_host.iter().filter(|h| !rn.add_host.contains(h)) {
+            w.push(format!(
+                "reaches the address given for {h} (network.add_host)"
+            ));
+        }
+    }
     let re = &reference.environment;
     for p in &effective.network.publish {
         if !reference.network.publish.contains(p) {
@@ -306,6 +319,13 @@ mod tests {
         );
         assert!(w.iter().any(|x| x.contains("un-hides ~/.ssh")), "{w:?}");
         assert!(w.iter().any(|x| x.contains("network")), "{w:?}");
+        let r2 = parse("[network]\nmode=\"none\"\nallow=[\"pypi.org\"]");
+        let e2 = parse("[network]\nmode=\"none\"\nallow=[\"pypi.org\", \"evil.example:22\"]");
+        let w2 = widenings(&r2, &e2, Path::new("/p"));
+        assert_eq!(
+            w2,
+            vec!["reaches evil.example:22 over the network (network.allow)"]
+        );
         assert!(w.iter().any(|x| x.contains("ptrace")), "{w:?}");
         assert!(w.iter().any(|x| x.contains("SSH_AUTH_SOCK")), "{w:?}");
         assert!(!w.iter().any(|x| x.contains("$PWD/out")), "{w:?}");
