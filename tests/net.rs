@@ -615,3 +615,35 @@ fn bad_allow_net_input_is_refused() {
         assert!(!p.dir.join("started").exists(), "{opts:?}: the command ran");
     }
 }
+
+#[test]
+fn the_debian_registry_profile_reaches_the_mirror_by_name_and_nothing_else() {
+    // A real client against the distribution's mirror (CI reaches it),
+    // through the built-in registries-debian profile, no proxy settings.
+    let p = Project::new("egress-debian");
+    let o = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--profile",
+            "registries-debian",
+            "--log-denials",
+            "--",
+            "sh",
+            "-c",
+            "unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy; \
+             for u in http://deb.debian.org/debian/dists/stable/Release https://deb.debian.org/debian/dists/stable/Release https://pypi.org/simple/; do \
+             curl -sS -o /dev/null --max-time 20 -w '%{http_code}\\n' $u 2>/dev/null; done; true",
+        ],
+    ));
+    let out = ok(o.clone());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"200"), "{out}");
+    assert_eq!(lines.get(1), Some(&"200"), "{out}");
+    assert!(
+        lines.get(2) == Some(&"000"),
+        "an unlisted registry was reached: {out}"
+    );
+    let err = stderr(&o);
+    assert!(err.contains("add \"--allow-net pypi.org\""), "{err}");
+}
