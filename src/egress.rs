@@ -40,7 +40,7 @@ const DYNAMIC_MAX: u32 = 65_000;
 /// Ports an entry without any gets.
 pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
 /// Most connections forwarded at once.
-const MAX_CONNECTIONS: usize = 512;
+const MAX_CONNECTIONS: usize = 256;
 /// How long a connection to the real host may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -375,6 +375,14 @@ fn parse_query(p: &[u8]) -> Option<Question> {
             return None;
         }
         let l = p.get(i..i + len)?;
+        // Only what a host name holds (the name may end up in the report
+        // printed on the user's terminal).
+        if !l
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        {
+            return None;
+        }
         labels.push(String::from_utf8_lossy(l).to_ascii_lowercase());
         i += len;
     }
@@ -421,11 +429,22 @@ fn format_error(p: &[u8]) -> Option<Vec<u8>> {
 struct Denials {
     /// What → (how many times, the fix).
     seen: BTreeMap<String, (u32, String)>,
+    /// Refusals beyond the `DENIALS_NAMED` first kinds, counted only.
+    more: u32,
 }
+
+/// Kinds of refusal named in the report (a hostile command could make up
+/// names without end).
+const DENIALS_NAMED: usize = 1000;
 
 impl Denials {
     fn add(&mut self, what: String, fix: String) {
-        self.seen.entry(what).or_insert((0, fix)).0 += 1;
+        if self.seen.len() >= DENIALS_NAMED && !self.seen.contains_key(&what) {
+            self.more = self.more.saturating_add(1);
+            return;
+        }
+        let e = self.seen.entry(what).or_insert((0, fix));
+        e.0 = e.0.saturating_add(1);
     }
 }
 
@@ -582,13 +601,19 @@ impl Server {
         let Ok(d) = self.shared.denials.lock() else {
             return (0, Vec::new());
         };
-        let mut total = 0;
+        let mut total = d.more;
         let mut lines = Vec::new();
         for (what, (n, fix)) in &d.seen {
-            total += n;
+            total = total.saturating_add(*n);
             lines.push(format!(
                 "denied: network: {what} ({n} time{}); to allow: {fix}",
                 if *n == 1 { "" } else { "s" }
+            ));
+        }
+        if d.more > 0 {
+            lines.push(format!(
+                "denied: network: {} more (names or connections not named)",
+                d.more
             ));
         }
         (total, lines)
@@ -756,36 +781,118 @@ fn forward(shared: &Shared, c: TcpStream, name: &str, port: u16, private: bool) 
     }
     let _ = c.set_nodelay(true);
     let _ = out.set_nodelay(true);
-    let (Ok(c2), Ok(out2)) = (c.try_clone(), out.try_clone()) else {
-        return;
-    };
-    let back = std::thread::Builder::new()
-        .name("sbox-forward".into())
-        .spawn(move || pump(out2, c2));
-    pump(c, out);
-    if let Ok(t) = back {
-        let _ = t.join();
+    relay(c, out);
+}
+
+/// One direction of a relayed connection.
+struct Half {
+    buf: Vec<u8>,
+    /// Bytes `lo..hi` of `buf` are read and not yet written.
+    lo: usize,
+    hi: usize,
+    /// The source has ended (its end was passed on).
+    done: bool,
+}
+
+impl Half {
+    fn new() -> Self {
+        Half {
+            buf: vec![0u8; BUF_MIN],
+            lo: 0,
+            hi: 0,
+            done: false,
+        }
+    }
+
+    /// Move what can be moved now from `from` to `to` without blocking.
+    /// Err: the connection is broken.
+    fn run(&mut self, mut from: &TcpStream, mut to: &TcpStream) -> std::io::Result<()> {
+        use std::io::ErrorKind::{Interrupted, WouldBlock};
+        loop {
+            while self.lo < self.hi {
+                match to.write(&self.buf[self.lo..self.hi]) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => self.lo += n,
+                    Err(e) if e.kind() == WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.done {
+                return Ok(());
+            }
+            match from.read(&mut self.buf) {
+                Ok(0) => {
+                    self.done = true;
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                    return Ok(());
+                }
+                Ok(n) => {
+                    (self.lo, self.hi) = (0, n);
+                    // A bulk transfer takes few system calls with a large
+                    // buffer; an interactive connection keeps a small one.
+                    if n == self.buf.len() && n < BUF_MAX {
+                        self.buf.resize(n * 4, 0);
+                    }
+                }
+                Err(e) if e.kind() == WouldBlock => return Ok(()),
+                Err(e) if e.kind() == Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// What to wait for: readable source, or writable destination.
+    fn wants(&self) -> (bool, bool) {
+        let pending = self.lo < self.hi;
+        (!pending && !self.done, pending)
     }
 }
 
-/// Copy from `a` to `b` until `a` ends, then end `b`'s writing side.
-fn pump(mut a: TcpStream, mut b: TcpStream) {
-    let mut buf = vec![0u8; 128 * 1024];
+/// Copy both ways between `c` and `out` until both have ended, in one
+/// thread (poll(2) on the two sockets).
+fn relay(c: TcpStream, out: TcpStream) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    if c.set_nonblocking(true).is_err() || out.set_nonblocking(true).is_err() {
+        return;
+    }
+    let (mut up, mut down) = (Half::new(), Half::new());
     loop {
-        match a.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if b.write_all(&buf[..n]).is_err() {
-                    let _ = a.shutdown(std::net::Shutdown::Read);
-                    break;
-                }
+        if up.run(&c, &out).is_err() || down.run(&out, &c).is_err() {
+            break;
+        }
+        if up.done && down.done && up.lo >= up.hi && down.lo >= down.hi {
+            break;
+        }
+        let (up_read, up_write) = up.wants();
+        let (down_read, down_write) = down.wants();
+        let flags = |read: bool, write: bool| {
+            let mut f = PollFlags::empty();
+            if read {
+                f |= PollFlags::POLLIN;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            if write {
+                f |= PollFlags::POLLOUT;
+            }
+            f
+        };
+        let mut fds = [
+            PollFd::new(c.as_fd(), flags(up_read, down_write)),
+            PollFd::new(out.as_fd(), flags(down_read, up_write)),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(_) => break,
         }
     }
-    let _ = b.shutdown(std::net::Shutdown::Write);
+    let _ = c.shutdown(std::net::Shutdown::Both);
+    let _ = out.shutdown(std::net::Shutdown::Both);
 }
+
+/// The copy buffer of one direction of a connection: its first size, and
+/// the most it grows to.
+const BUF_MIN: usize = 64 * 1024;
+const BUF_MAX: usize = 1024 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -861,6 +968,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn relay_copies_both_ways_and_passes_half_closes_on() {
+        use std::net::TcpListener;
+        let l1 = TcpListener::bind("127.0.0.1:0").expect("l1");
+        let l2 = TcpListener::bind("127.0.0.1:0").expect("l2");
+        let mut client = TcpStream::connect(l1.local_addr().expect("a")).expect("c");
+        let (c, _) = l1.accept().expect("accept");
+        let out = TcpStream::connect(l2.local_addr().expect("a")).expect("o");
+        let (mut server, _) = l2.accept().expect("accept");
+        let relay = std::thread::spawn(move || relay(c, out));
+        // The server echoes until the client's end, then ends too.
+        let echo = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 100_000];
+            loop {
+                match server.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => server.write_all(&buf[..n]).expect("echo"),
+                }
+            }
+            server.write_all(b"bye").expect("bye");
+        });
+        let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let mut w = client.try_clone().expect("clone");
+        let sent = data.clone();
+        let writer = std::thread::spawn(move || {
+            w.write_all(&sent).expect("send");
+            w.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        });
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).expect("read");
+        writer.join().expect("writer");
+        echo.join().expect("echo");
+        relay.join().expect("relay");
+        assert_eq!(got.len(), data.len() + 3);
+        assert!(got[..data.len()] == data[..] && got.ends_with(b"bye"));
+    }
+
     fn query(name: &str, qtype: u16) -> Vec<u8> {
         let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
         for l in name.split('.') {
@@ -910,6 +1054,13 @@ mod tests {
         assert_eq!((r[3] & 0x0f, r[7]), (3, 0));
         let d = s.denials.lock().expect("d");
         assert!(d.seen.keys().any(|k| k.contains("evil.test")));
+        drop(d);
         assert!(s.dns(&[1, 2, 3]).is_none());
+        // A name with bytes no host name has: a format error, not counted.
+        let mut bad = query("x.test", 1);
+        bad[13] = 0x1b;
+        let r = s.dns(&bad).expect("r");
+        assert_eq!(r[3] & 0x0f, 1);
+        assert_eq!(s.denials.lock().expect("d").seen.len(), 1);
     }
 }
