@@ -199,18 +199,22 @@ pub fn widenings(reference: &ProfileFile, effective: &ProfileFile, project: &Pat
             _ => {}
         }
     }
-    // Names the network reaches (network.allow): a widening of a reference
-    // that has no network or a list of its own.
+    // Names the network reaches (network.allow), each named but those of
+    // the built-in registries: narrower than a host network, but what the
+    // file adds to the profile it builds on is for the user to see.
     let (rn, en) = (&reference.network, &effective.network);
-    if rn.allow.is_empty() && net_rank(rn.mode.as_deref()) == 0 || !rn.allow.is_empty() {
-        for a in en.allow.iter().filter(|a| !rn.allow.contains(a)) {
+    let registries = crate::profile::load("net", &crate::profile::SearchPath::default())
+        .map(|l| l.profile.network.allow)
+        .unwrap_or_default();
+    for a in en.allow.iter().filter(|a| !rn.allow.contains(a)) {
+        if !registries.contains(a) {
             w.push(format!("reaches {a} over the network (network.allow)"));
         }
-        for h in en.add_host.iter().filter(|h| !rn.add_host.contains(h)) {
-            w.push(format!(
-                "reaches the address given for {h} (network.add_host)"
-            ));
-        }
+    }
+    for h in en.add_host.iter().filter(|h| !rn.add_host.contains(h)) {
+        w.push(format!(
+            "reaches the address given for {h} (network.add_host)"
+        ));
     }
     let re = &reference.environment;
     for p in &effective.network.publish {

@@ -647,3 +647,33 @@ fn the_debian_registry_profile_reaches_the_mirror_by_name_and_nothing_else() {
     let err = stderr(&o);
     assert!(err.contains("add \"--allow-net pypi.org\""), "{err}");
 }
+
+#[test]
+fn a_project_file_adds_names_to_net_and_trust_shows_them() {
+    let home = Project::new("egress-home");
+    let p = Project::new("egress-trust");
+    p.write(
+        ".sbox.toml",
+        "include = [\"net\"]\n[network]\nallow = [\"evil.example:22\"]\n",
+    );
+    let sb = |args: &[&str]| {
+        let mut c = sbox(&p.dir, args);
+        use_home(&mut c, &home.dir);
+        output(c)
+    };
+    let show = ok(sb(&["trust", "--show"]));
+    assert!(
+        show.contains("reaches evil.example:22 over the network"),
+        "{show}"
+    );
+    assert!(!show.contains("reaches pypi.org"), "{show}");
+    ok(sb(&["trust", "--yes"]));
+    let script = [
+        py_resolve("evil.example"),
+        py_resolve("pypi.org"),
+        py_resolve("example.org"),
+    ]
+    .join("");
+    let o = ok(sb(&["run", "--", "python3", "-c", &script]));
+    assert_eq!(o, "resolved\nresolved\nunresolved\n", "{o}");
+}
