@@ -677,3 +677,45 @@ fn a_project_file_adds_names_to_net_and_trust_shows_them() {
     let o = ok(sb(&["run", "--", "python3", "-c", &script]));
     assert_eq!(o, "resolved\nresolved\nunresolved\n", "{o}");
 }
+
+#[test]
+fn allow_net_reaches_a_peer_by_name_and_not_by_address() {
+    let peer = Peer::new();
+    let (ip, port) = peer.addr.split_once(':').expect("addr");
+    let p = Project::new("egress-peer");
+    let fetch = |url: &str| {
+        format!(
+            "import urllib.request\ntry:\n    r = urllib.request.urlopen('{url}', timeout=5)\n    print('status', r.status)\nexcept Exception as e:\n    print('failed', e)\n"
+        )
+    };
+    let script = [
+        fetch(&format!("http://peer.test:{port}/")),
+        fetch(&format!("http://{}/", peer.addr)),
+    ]
+    .join("");
+    let out = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "-v",
+            "--allow-net",
+            &format!("peer.test:{port}"),
+            "--add-host",
+            &format!("peer.test:{ip}"),
+            "--",
+            "python3",
+            "-c",
+            &script,
+        ],
+    ));
+    let err = stderr(&out);
+    assert!(
+        err.contains("network: own namespace, only these names reachable")
+            && err.contains(&format!("peer.test:{port}")),
+        "{err}"
+    );
+    let o = ok(out);
+    let mut l = o.lines();
+    assert_eq!(l.next(), Some("status 200"), "{o}");
+    assert!(l.next().is_some_and(|x| x.starts_with("failed")), "{o}");
+}
