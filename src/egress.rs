@@ -496,7 +496,8 @@ impl Shared {
             return format_error(p);
         };
         if !self.egress.listed(&q.name) {
-            if !q.name.is_empty() {
+            // Reverse lookups (of 127.77.x.y and others) are not refusals.
+            if !q.name.is_empty() && !q.name.ends_with(".arpa") {
                 self.deny(
                     format!("name {} (not listed: it does not resolve)", q.name),
                     format!(
