@@ -719,3 +719,53 @@ fn allow_net_reaches_a_peer_by_name_and_not_by_address() {
     assert_eq!(l.next(), Some("status 200"), "{o}");
     assert!(l.next().is_some_and(|x| x.starts_with("failed")), "{o}");
 }
+
+#[test]
+fn forwarded_connections_end_with_the_sandbox() {
+    let l = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = l.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut c, _)) = l.accept() {
+            let _ = tx.send("accepted");
+            let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+            let mut buf = [0u8; 16];
+            let end = match c.read(&mut buf) {
+                Ok(0) => "closed",
+                _ => "still open",
+            };
+            let _ = tx.send(end);
+        }
+    });
+    let p = Project::new("egress-end");
+    let script = format!(
+        "import socket, time\ns = socket.create_connection(('host.sbox.internal', {port}))\nprint('connected', flush=True)\ntime.sleep(60)\n"
+    );
+    let mut child = spawn(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--allow-net",
+            &format!("host.sbox.internal:{port}"),
+            "--",
+            "python3",
+            "-c",
+            &script,
+        ],
+    ));
+    let accepted = rx.recv_timeout(Duration::from_secs(20));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let st = child.wait().expect("wait");
+    assert_eq!(accepted, Ok("accepted"), "the connection did not arrive");
+    assert_eq!(st.code(), Some(143));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Ok("closed"),
+        "the forwarded connection outlived the sandbox"
+    );
+    assert!(stale_state().is_empty());
+}
