@@ -451,8 +451,22 @@ fn prepare_egress(
         &policy.hostname,
     );
     for (name, text) in [("hosts", hosts), ("resolv.conf", e.resolv_conf())] {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let p = dir.join(name);
-        std::fs::write(&p, text).map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
+        // New, never through a link; readable by every user inside.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&p)
+            .and_then(|mut f| {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+                f.write_all(text.as_bytes())
+            })
+            .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
         let src = std::fs::canonicalize(&p)
             .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
         steps.push(Step::Bind {
