@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Network benchmark of sbox: TCP throughput from a server inside a
 # --net user sandbox to the host through a published port (-p), against the
-# same transfer over the host's loopback. Startup costs of --net none and
-# --net user are in bench/launch.sh.
+# same transfer over the host's loopback; then outbound, a client inside
+# downloading from a server on the host's loopback through sbox's forwarder
+# (--allow-net host.sbox.internal:PORT) and through pasta (--net user
+# --allow-host-loopback), with the connections per second each opens.
+# Startup costs of --net none and --net user are in bench/launch.sh.
 #
 #   bench/net.sh            (as root it re-runs itself as $SBOX_BENCH_USER)
 #
@@ -44,6 +47,7 @@ work=$(mktemp -d /tmp/sbox-netbench.XXXXXX)
 cleanup() {
   [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null
   [ -n "${box:-}" ] && kill "$box" 2>/dev/null
+  [ -n "${conn_srv:-}" ] && kill "$conn_srv" 2>/dev/null
   wait 2>/dev/null
   rm -rf -- "$work"
 }
@@ -106,8 +110,57 @@ if command -v socat >/dev/null 2>&1; then
   wait "$box" 2>/dev/null || true; box=
 fi
 
+# Outbound: a client inside, the server on the host's loopback.
+p5=$(free_port)
+python3 -m http.server "$p5" --bind 127.0.0.1 >/dev/null 2>&1 &
+srv=$!
+wait_port "$p5"
+p6=$(free_port)
+python3 -c '
+import socket, sys
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", int(sys.argv[1]))); l.listen(512)
+while True:
+    c, _ = l.accept(); c.sendall(b"x"); c.close()
+' "$p6" >/dev/null 2>&1 &
+conn_srv=$!
+inside() { # sbox options… → MB/s of the download, connections/s
+  "$SBOX" run "$@" -- sh -c '
+    t0=$(date +%s.%N)
+    curl -s -o /dev/null --max-time 600 "http://host.sbox.internal:$0/blob" || exit 1
+    t1=$(date +%s.%N)
+    python3 -c "
+import socket, time
+n = 1000
+t = time.monotonic()
+for _ in range(n):
+    s = socket.create_connection((\"host.sbox.internal\", $1))
+    while s.recv(64): pass
+    s.close()
+print(f\"{$2/($t1-$t0):.0f} {n/(time.monotonic()-t):.0f}\")
+"' "$p5" "$p6" "$SIZE_MB"
+}
+read -r out_fwd cps_fwd < <(inside --allow-net "host.sbox.internal:$p5,$p6")
+read -r out_pasta cps_pasta < <(inside --net user --allow-host-loopback)
+cps_host=$(python3 -c "
+import socket, time
+n = 1000
+t = time.monotonic()
+for _ in range(n):
+    s = socket.create_connection(('127.0.0.1', $p6))
+    while s.recv(64): pass
+    s.close()
+print(f'{n/(time.monotonic()-t):.0f}')
+")
+kill "$srv" "$conn_srv"; wait "$srv" "$conn_srv" 2>/dev/null || true; srv= conn_srv=
+
 printf '\n%-44s %12s %12s\n' "transfer of ${SIZE_MB} MiB, MB/s" "HTTP" "raw TCP"
 printf '%-44s %12s %12s\n' "host loopback" "$host" "$raw_host"
 printf '%-44s %12s %12s\n' "--net user, published port" "$sandbox" "$raw_box"
 python3 -c "print(f'ratio sandbox / host loopback, HTTP: {$sandbox/$host:.2f}')"
 [ "$raw_box" = - ] || python3 -c "print(f'ratio sandbox / host loopback, raw TCP: {$raw_box/$raw_host:.2f}')"
+
+printf '\n%-44s %12s %12s\n' "outbound, client inside" "HTTP MB/s" "conn/s"
+printf '%-44s %12s %12s\n' "host loopback (no sandbox)" "$host" "$cps_host"
+printf '%-44s %12s %12s\n' "--allow-net, sbox's forwarder" "$out_fwd" "$cps_fwd"
+printf '%-44s %12s %12s\n' "--net user --allow-host-loopback, pasta" "$out_pasta" "$cps_pasta"

@@ -223,6 +223,12 @@ pub struct SandboxOpts {
     /// With --net user: reach the host's loopback services as host.sbox.internal
     #[arg(long = "allow-host-loopback")]
     pub allow_host_loopback: bool,
+    /// Own network with only these names reachable (TCP, any client, no proxy): HOST[:PORTS], *.DOMAIN, ports 80,443 by default, `private` to allow a private address; host.sbox.internal:PORT is the host's loopback
+    #[arg(long = "allow-net", value_name = "HOST[:PORTS]")]
+    pub allow_net: Vec<String>,
+    /// With --allow-net: NAME is at IP (on the host side; NAME still needs --allow-net)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
     /// Memory limit (e.g. 512M, 2G): cgroup v2 memory.max, else RLIMIT_AS per process
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,

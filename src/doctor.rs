@@ -93,6 +93,7 @@ pub fn run_checks(user: &UserInfo) -> Vec<Check> {
         check_network_helper("pasta", "passt"),
         check_dev_tun(),
         check_network_helper("slirp4netns", "slirp4netns"),
+        check_profile_networks(),
         check_container(),
     ]
 }
@@ -1150,6 +1151,35 @@ fn check_network_helper(name: &'static str, package: &str) -> Check {
             Some(format!("apt install {package}")),
         ),
     }
+}
+
+/// What the network is in a run of each profile (sbox run --profile NAME).
+fn check_profile_networks() -> Check {
+    let search = crate::profile::SearchPath::from_host();
+    let mut parts = Vec::new();
+    for (name, _) in crate::profile::list(&search) {
+        let Ok(l) = crate::profile::load(&name, &search) else {
+            continue;
+        };
+        let n = &l.profile.network;
+        parts.push(if n.allow.is_empty() {
+            format!(
+                "{name}: {}",
+                n.mode.map_or_else(|| "none".to_string(), |m| m.to_string())
+            )
+        } else {
+            format!("{name}: {} names", n.allow.len())
+        });
+    }
+    check(
+        "network per profile",
+        Status::Ok,
+        format!(
+            "{} (names: own namespace where only the listed names are reached, by sbox's DNS and TCP forwarder)",
+            parts.join("; ")
+        ),
+        None,
+    )
 }
 
 /// Signs that this process runs inside a container.

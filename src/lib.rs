@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cmd;
 pub mod confine;
 pub mod doctor;
+pub mod egress;
 pub mod error;
 pub mod hostpath;
 pub mod idmap;

@@ -72,6 +72,8 @@ pub struct Overrides {
     pub log_denials: bool,
     pub publish: Vec<String>,
     pub allow_host_loopback: bool,
+    pub allow_net: Vec<String>,
+    pub add_host: Vec<String>,
     pub memory: Option<String>,
     pub pids: Option<u64>,
     pub cpus: Option<f64>,
@@ -105,6 +107,9 @@ pub struct Policy {
     pub publish: Vec<crate::net::Publish>,
     /// The host's loopback is reachable as host.sbox.internal (--net user).
     pub allow_host_loopback: bool,
+    /// Egress by name (--allow-net, network.allow): with it, `net` is
+    /// `NetMode::None` and sbox's DNS and forwarder reach the listed names.
+    pub egress: Option<crate::egress::Egress>,
     pub hostname: String,
     pub chdir: PathBuf,
     pub env: BTreeMap<String, String>,
@@ -422,9 +427,11 @@ pub fn build(
         Some(s) => Backend::parse_for("--overlay", s).map_err(Error::Usage)?,
         None => fs.overlay.unwrap_or(Backend::Fuse),
     };
-    let net = match ov.net.as_deref() {
-        Some(s) => NetMode::parse_for("--net", s).map_err(Error::Usage)?,
-        None => profile.network.mode.unwrap_or(NetMode::None),
+    let egress = build_egress(profile, ov)?;
+    let net = match (ov.net.as_deref(), &egress) {
+        (Some(s), _) => NetMode::parse_for("--net", s).map_err(Error::Usage)?,
+        (None, Some(_)) => NetMode::None,
+        (None, None) => profile.network.mode.unwrap_or(NetMode::None),
     };
     let mut publish = Vec::new();
     for p in profile.network.publish.iter().chain(&ov.publish) {
@@ -657,6 +664,7 @@ pub fn build(
         net,
         publish,
         allow_host_loopback,
+        egress,
         hostname,
         chdir,
         env,
@@ -674,6 +682,45 @@ pub fn build(
         limit_plan,
         cgroup_parent,
     })
+}
+
+/// The egress plan: the profile's `network.allow` and `--allow-net`. An
+/// explicit `--net` on the command line sets the network instead of the
+/// profile's list (given together with `--allow-net`, it is an error).
+fn build_egress(profile: &ProfileFile, ov: &Overrides) -> Result<Option<crate::egress::Egress>> {
+    if let Some(n) = ov.net.as_deref() {
+        if !ov.allow_net.is_empty() {
+            return Err(Error::Usage(format!(
+                "--allow-net and --net {n} do not go together (--allow-net gives the sandbox its own network with only the names listed)"
+            )));
+        }
+        if !ov.add_host.is_empty() {
+            return Err(Error::Usage(
+                "--add-host goes with --allow-net, not --net".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let mut allow = Vec::new();
+    for a in &profile.network.allow {
+        allow.extend(crate::egress::parse_allow(a, "network.allow")?);
+    }
+    for a in &ov.allow_net {
+        allow.extend(crate::egress::parse_allow(a, "--allow-net")?);
+    }
+    let mut hosts = Vec::new();
+    for h in profile.network.add_host.iter().chain(&ov.add_host) {
+        hosts.push(crate::egress::parse_add_host(h)?);
+    }
+    if allow.is_empty() {
+        if !hosts.is_empty() {
+            return Err(Error::Usage(
+                "--add-host needs --allow-net (the name must be allowed to be reached)".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(crate::egress::Egress { allow, hosts }))
 }
 
 /// Default of `filesystem.host_cache`, in seconds.

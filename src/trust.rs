@@ -413,6 +413,22 @@ pub fn ro_binds(r: &Vec<String>, e: &Vec<String>, cx: &Cx<'_>, out: &mut Vec<Str
     }
 }
 
+/// `network.allow`: each name the default profile does not reach, but those
+/// of the built-in registries (`net`): narrower than a host network, but
+/// what the file adds is for the user to see.
+#[allow(clippy::ptr_arg)] // the signature `Custom<Vec<String>>` calls
+pub fn allowed_names(r: &Vec<String>, e: &Vec<String>, _: &Cx<'_>, out: &mut Vec<String>) {
+    let registries = crate::profile::load("net", &crate::profile::SearchPath::default())
+        .map(|l| l.profile.network.allow)
+        .unwrap_or_default();
+    for a in e
+        .iter()
+        .filter(|a| !r.contains(a) && !registries.contains(a))
+    {
+        out.push(format!("reaches {a} over the network (network.allow)"));
+    }
+}
+
 /// `landlock.read` and `landlock.execute`: a path outside the project the
 /// default profile makes neither readable nor executable.
 #[allow(clippy::ptr_arg)] // the signature `Custom<Vec<String>>` calls
@@ -512,6 +528,18 @@ mod tests {
     /// For each key that is not neutral: a default profile, an effective
     /// profile, and the one widening `sbox trust` must report.
     const CASES: &[(&str, &str, &str, &str)] = &[
+        (
+            "network.allow",
+            "[network]\nallow = [\"pypi.org\"]",
+            "[network]\nallow = [\"pypi.org\", \"evil.example:22\", \"files.pythonhosted.org:443\"]",
+            "reaches evil.example:22 over the network (network.allow)",
+        ),
+        (
+            "network.add_host",
+            "",
+            "[network]\nadd_host = [\"db.lan:10.0.0.5\"]",
+            "reaches the address given for db.lan:10.0.0.5 (network.add_host)",
+        ),
         (
             "filesystem.project",
             "[filesystem]\nproject = \"ro\"",

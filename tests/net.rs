@@ -424,3 +424,348 @@ fn slirp4netns_is_the_fallback_stack() {
     assert!(got, "the published port did not answer");
     TcpListener::bind(&addr).expect("the published port is still bound");
 }
+
+/// A host loopback HTTP server answering every request with `body`.
+fn serve_http(body: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(
+                format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    port
+}
+
+/// Python that resolves NAME and prints "resolved" or "unresolved".
+fn py_resolve(name: &str) -> String {
+    format!(
+        "import socket\ntry:\n    socket.getaddrinfo('{name}', 80, socket.AF_INET)\n    print('resolved')\nexcept OSError:\n    print('unresolved')\n"
+    )
+}
+
+#[test]
+fn allow_net_reaches_the_listed_names_and_ports_only() {
+    let (pa, _h) = serve_host_loopback();
+    let (pb, _h2) = serve_host_loopback();
+    let ph = serve_http("hello-egress\n");
+    let p = Project::new("egress");
+    let script = [
+        // A raw, non-HTTP protocol to a listed port of the host's loopback.
+        py_connect("host.sbox.internal", pa),
+        // Another port of it, listening on the host but not listed.
+        py_connect("host.sbox.internal", pb),
+        // A name given with --add-host and allowed.
+        py_connect("db.test", pa),
+        // A wildcard entry.
+        py_connect("api.wild.test", pa),
+        // Unlisted names do not resolve.
+        py_resolve("evil.test"),
+        py_resolve("wild.test"),
+        // The forwarder's address without a name behind it.
+        py_connect("127.0.0.1", pa),
+        // Addresses outside have no route.
+        py_connect("198.18.0.1", pa),
+        "import socket\nu=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ntry:\n    u.sendto(b'x', ('198.18.0.1', 9999))\n    print('udp sent')\nexcept OSError as e:\n    print('udp failed', e)\n".to_string(),
+    ]
+    .join("");
+    let allow_a = format!("host.sbox.internal:{pa},{ph}");
+    let allow_db = format!("db.test:{pa},*.wild.test:{pa}");
+    let url = format!("http://host.sbox.internal:{ph}/");
+    let o = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--allow-net",
+            &allow_a,
+            "--allow-net",
+            &allow_db,
+            "--add-host",
+            "db.test:127.0.0.1",
+            "--add-host",
+            "api.wild.test:127.0.0.1",
+            "--log-denials",
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY curl -sS --max-time 10 {url}; python3 -c \"$0\"",
+            ),
+            &script,
+        ],
+    ));
+    let out = ok(o.clone());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "hello-egress", "{out}");
+    assert_eq!(lines[1], "connected host-service", "{out}");
+    assert!(
+        lines[2].starts_with("failed"),
+        "unlisted port reached: {out}"
+    );
+    assert_eq!(lines[3], "connected host-service", "{out}");
+    assert_eq!(lines[4], "connected host-service", "{out}");
+    assert_eq!(lines[5], "unresolved", "{out}");
+    assert_eq!(lines[6], "unresolved", "{out}");
+    assert!(lines[7].starts_with("failed"), "{out}");
+    assert!(lines[8].starts_with("failed"), "{out}");
+    assert!(lines[9].starts_with("udp failed"), "{out}");
+    let err = stderr(&o);
+    assert!(
+        err.contains("name evil.test") && err.contains("add \"--allow-net evil.test\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("an address no listed name resolved to"),
+        "{err}"
+    );
+    assert!(err.contains("operations were refused in all"), "{err}");
+    assert!(stale_state().is_empty());
+}
+
+#[test]
+fn allow_net_refuses_private_addresses_unless_the_entry_allows_them() {
+    let (pa, _h) = serve_host_loopback();
+    let p = Project::new("egress-private");
+    // `localhost` resolves to the host's loopback, on the host.
+    let refused = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--allow-net",
+            &format!("localhost:{pa}"),
+            "--",
+            "python3",
+            "-c",
+            &py_connect("localhost", pa),
+        ],
+    ));
+    let out = ok(refused.clone());
+    assert!(out.starts_with("failed"), "{out}");
+    let err = stderr(&refused);
+    assert!(
+        err.contains("1 operation was refused; run with --log-denials"),
+        "{err}"
+    );
+    let o = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--log-denials",
+            "--allow-net",
+            &format!("localhost:{pa}"),
+            "--",
+            "python3",
+            "-c",
+            &py_connect("localhost", pa),
+        ],
+    ));
+    let err = stderr(&o);
+    assert!(
+        err.contains("resolves to 127.0.0.1")
+            && err.contains(&format!("--allow-net localhost:{pa},private")),
+        "{err}"
+    );
+    let o = ok(output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--allow-net",
+            &format!("localhost:{pa},private"),
+            "--",
+            "python3",
+            "-c",
+            &py_connect("localhost", pa),
+        ],
+    )));
+    assert_eq!(o.trim(), "connected host-service", "{o}");
+}
+
+#[test]
+fn bad_allow_net_input_is_refused() {
+    let p = Project::new("egress-bad");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--allow-net", "x.test:0"], "not a port"),
+        (vec!["--allow-net", "a b"], "not a host name"),
+        (
+            vec!["--allow-net", "x.test", "--net", "host"],
+            "do not go together",
+        ),
+        (vec!["--add-host", "x.test:127.0.0.1"], "needs --allow-net"),
+        (
+            vec!["--allow-net", "x.test", "--add-host", "x.test"],
+            "expected NAME:IP",
+        ),
+    ];
+    for (opts, needle) in cases {
+        let mut args = vec!["run"];
+        args.extend_from_slice(&opts);
+        args.extend_from_slice(&["--", "touch", "started"]);
+        let o = output(sbox(&p.dir, &args));
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{opts:?}: {e}");
+        assert!(e.contains(needle), "{opts:?}: {e}");
+        assert!(!p.dir.join("started").exists(), "{opts:?}: the command ran");
+    }
+}
+
+#[test]
+fn the_debian_registry_profile_reaches_the_mirror_by_name_and_nothing_else() {
+    // A real client against the distribution's mirror (CI reaches it),
+    // through the built-in registries-debian profile, no proxy settings.
+    let p = Project::new("egress-debian");
+    let o = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--profile",
+            "registries-debian",
+            "--log-denials",
+            "--",
+            "sh",
+            "-c",
+            "unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy; \
+             for u in http://deb.debian.org/debian/dists/stable/Release https://deb.debian.org/debian/dists/stable/Release https://pypi.org/simple/; do \
+             curl -sS -o /dev/null --max-time 20 -w '%{http_code}\\n' $u 2>/dev/null; done; true",
+        ],
+    ));
+    let out = ok(o.clone());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"200"), "{out}");
+    assert_eq!(lines.get(1), Some(&"200"), "{out}");
+    assert!(
+        lines.get(2) == Some(&"000"),
+        "an unlisted registry was reached: {out}"
+    );
+    let err = stderr(&o);
+    assert!(err.contains("add \"--allow-net pypi.org\""), "{err}");
+}
+
+#[test]
+fn a_project_file_adds_names_to_net_and_trust_shows_them() {
+    let home = Project::new("egress-home");
+    let p = Project::new("egress-trust");
+    p.write(
+        ".sbox.toml",
+        "include = [\"net\"]\n[network]\nallow = [\"evil.example:22\"]\n",
+    );
+    let sb = |args: &[&str]| {
+        let mut c = sbox(&p.dir, args);
+        use_home(&mut c, &home.dir);
+        output(c)
+    };
+    let show = ok(sb(&["trust", "--show"]));
+    assert!(
+        show.contains("reaches evil.example:22 over the network"),
+        "{show}"
+    );
+    assert!(!show.contains("reaches pypi.org"), "{show}");
+    ok(sb(&["trust", "--yes"]));
+    let script = [
+        py_resolve("evil.example"),
+        py_resolve("pypi.org"),
+        py_resolve("example.org"),
+    ]
+    .join("");
+    let o = ok(sb(&["run", "--", "python3", "-c", &script]));
+    assert_eq!(o, "resolved\nresolved\nunresolved\n", "{o}");
+}
+
+#[test]
+fn allow_net_reaches_a_peer_by_name_and_not_by_address() {
+    let peer = Peer::new();
+    let (ip, port) = peer.addr.split_once(':').expect("addr");
+    let p = Project::new("egress-peer");
+    let fetch = |url: &str| {
+        format!(
+            "import urllib.request\ntry:\n    r = urllib.request.urlopen('{url}', timeout=5)\n    print('status', r.status)\nexcept Exception as e:\n    print('failed', e)\n"
+        )
+    };
+    let script = [
+        fetch(&format!("http://peer.test:{port}/")),
+        fetch(&format!("http://{}/", peer.addr)),
+    ]
+    .join("");
+    let out = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "-v",
+            "--allow-net",
+            &format!("peer.test:{port}"),
+            "--add-host",
+            &format!("peer.test:{ip}"),
+            "--",
+            "python3",
+            "-c",
+            &script,
+        ],
+    ));
+    let err = stderr(&out);
+    assert!(
+        err.contains("network: own namespace, only these names reachable")
+            && err.contains(&format!("peer.test:{port}")),
+        "{err}"
+    );
+    let o = ok(out);
+    let mut l = o.lines();
+    assert_eq!(l.next(), Some("status 200"), "{o}");
+    assert!(l.next().is_some_and(|x| x.starts_with("failed")), "{o}");
+}
+
+#[test]
+fn forwarded_connections_end_with_the_sandbox() {
+    let l = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = l.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut c, _)) = l.accept() {
+            let _ = tx.send("accepted");
+            let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+            let mut buf = [0u8; 16];
+            let end = match c.read(&mut buf) {
+                Ok(0) => "closed",
+                _ => "still open",
+            };
+            let _ = tx.send(end);
+        }
+    });
+    let p = Project::new("egress-end");
+    let script = format!(
+        "import socket, time\ns = socket.create_connection(('host.sbox.internal', {port}))\nprint('connected', flush=True)\ntime.sleep(60)\n"
+    );
+    let mut child = spawn(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--allow-net",
+            &format!("host.sbox.internal:{port}"),
+            "--",
+            "python3",
+            "-c",
+            &script,
+        ],
+    ));
+    let accepted = rx.recv_timeout(Duration::from_secs(20));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let st = child.wait().expect("wait");
+    assert_eq!(accepted, Ok("accepted"), "the connection did not arrive");
+    assert_eq!(st.code(), Some(143));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Ok("closed"),
+        "the forwarded connection outlived the sandbox"
+    );
+    assert!(stale_state().is_empty());
+}

@@ -14,12 +14,14 @@ pub fn run(cmd: ProfileCommand) -> Result<u8> {
             Ok(0)
         }
         ProfileCommand::List { names: false } => {
-            for (name, origin) in profile::list(&search) {
+            let all = profile::list(&search);
+            let width = all.iter().map(|(n, _)| n.len()).max().unwrap_or(0).max(12);
+            for (name, origin) in all {
                 let desc = profile::load(&name, &search)
                     .ok()
                     .and_then(|l| l.profile.description)
                     .unwrap_or_default();
-                println!("{name:<12} {desc}  ({origin})");
+                println!("{name:<width$} {desc}  ({origin})");
             }
             Ok(0)
         }

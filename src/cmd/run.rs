@@ -23,6 +23,8 @@ fn overrides(o: &SandboxOpts) -> Overrides {
         log_denials: o.log_denials,
         publish: o.publish.clone(),
         allow_host_loopback: o.allow_host_loopback,
+        allow_net: o.allow_net.clone(),
+        add_host: o.add_host.clone(),
         memory: o.memory.clone(),
         pids: o.pids,
         cpus: o.cpus,

@@ -11,6 +11,38 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("build", include_str!("../../profiles/build.toml")),
     ("strict", include_str!("../../profiles/strict.toml")),
     ("net", include_str!("../../profiles/net.toml")),
+    (
+        "registries-npm",
+        include_str!("../../profiles/registries-npm.toml"),
+    ),
+    (
+        "registries-pypi",
+        include_str!("../../profiles/registries-pypi.toml"),
+    ),
+    (
+        "registries-crates",
+        include_str!("../../profiles/registries-crates.toml"),
+    ),
+    (
+        "registries-go",
+        include_str!("../../profiles/registries-go.toml"),
+    ),
+    (
+        "registries-maven",
+        include_str!("../../profiles/registries-maven.toml"),
+    ),
+    (
+        "registries-rubygems",
+        include_str!("../../profiles/registries-rubygems.toml"),
+    ),
+    (
+        "registries-debian",
+        include_str!("../../profiles/registries-debian.toml"),
+    ),
+    (
+        "registries-github",
+        include_str!("../../profiles/registries-github.toml"),
+    ),
 ];
 
 /// Where a profile's text came from.
@@ -315,6 +347,9 @@ struct Walk<'a> {
     search: &'a SearchPath,
     project: Option<&'a ProjectDir>,
     stack: Vec<String>,
+    /// Files already applied: one included twice (two includes that share
+    /// `build`) is applied once, where it first comes.
+    done: Vec<String>,
     sources: Vec<Origin>,
     prov: Provenance,
     pins: Vec<Pin>,
@@ -326,6 +361,7 @@ impl<'a> Walk<'a> {
             search,
             project,
             stack: Vec::new(),
+            done: Vec::new(),
             sources: Vec::new(),
             prov: Provenance::new(),
             pins: Vec::new(),
@@ -366,6 +402,9 @@ impl<'a> Walk<'a> {
             let rel = project_rel(dir, name).map_err(fail)?;
             let key = project.path.join(&rel).to_string_lossy().into_owned();
             self.check_depth(&key)?;
+            if self.done.contains(&key) {
+                return Ok(ProfileFile::default());
+            }
             let bytes = project
                 .read(&rel)
                 .map_err(fail)?
@@ -390,6 +429,9 @@ impl<'a> Walk<'a> {
             (name.to_string(), name.to_string())
         };
         self.check_depth(&key)?;
+        if self.done.contains(&key) {
+            return Ok(ProfileFile::default());
+        }
         let (text, origin) = find(&lookup, self.search).map_err(|e| self.in_parent(e))?;
         let parsed = parse(&text, &origin)?;
         let base = match &origin {
@@ -432,7 +474,7 @@ impl<'a> Walk<'a> {
                 msg: format!("replace: {bad:?} is not a list of a profile"),
             });
         }
-        self.stack.push(key);
+        self.stack.push(key.clone());
         let mut merged = ProfileFile::default();
         for inc in std::mem::take(&mut file.include) {
             let sub = self.include(&inc, &base)?;
@@ -443,6 +485,7 @@ impl<'a> Walk<'a> {
         self.stack.pop();
         merged.merge(file, &origin.to_string(), &mut self.prov);
         self.sources.push(origin);
+        self.done.push(key);
         Ok(merged)
     }
 }
@@ -522,6 +565,30 @@ mod tests {
         );
         assert_eq!(l.sources.len(), 2);
         std::fs::remove_dir_all(d).ok();
+    }
+
+    #[test]
+    fn a_file_included_twice_is_applied_once() {
+        let (d, s) = dir_with(&[
+            ("a", "[filesystem]\nhidden=[\"/x\"]"),
+            ("b", "include=[\"a\"]\n[network]\nallow=[\"b.test\"]"),
+            ("c", "include=[\"a\"]\n[network]\nallow=[\"c.test\"]"),
+            ("d", "include=[\"b\", \"c\"]"),
+        ]);
+        let l = load("d", &s).expect("load");
+        assert_eq!(l.profile.filesystem.hidden, vec!["/x"]);
+        assert_eq!(l.profile.network.allow, vec!["b.test", "c.test"]);
+        std::fs::remove_dir_all(d).ok();
+        let net = load("net", &SearchPath::default()).expect("net");
+        let hidden = &net.profile.filesystem.hidden;
+        let base = load("base", &SearchPath::default()).expect("base");
+        assert_eq!(hidden.len(), base.profile.filesystem.hidden.len());
+        assert!(net
+            .profile
+            .network
+            .allow
+            .iter()
+            .any(|a| a.contains("pypi.org")));
     }
 
     #[test]

@@ -185,6 +185,11 @@ profile_sections! {
         publish: Vec<String> => list, Added("publishes port {} on the host");
         /// With mode "user": the host's loopback is reachable as host.sbox.internal.
         allow_host_loopback: Option<bool> => scalar, Grants("reaches the host's loopback services");
+        /// Egress by name: "HOST[:PORTS]" entries; any makes the sandbox's
+        /// network these names only (see `crate::egress`).
+        allow: Vec<String> => list, Custom(Direction::Widening, crate::trust::allowed_names);
+        /// Names with a given address ("NAME:IP"), as `--add-host`.
+        add_host: Vec<String> => list, Added("reaches the address given for {} (network.add_host)");
     }
 
     /// `[landlock]`: file-system and network rules the kernel enforces.
@@ -409,6 +414,8 @@ mod tests {
             "filesystem.hidden",
             "environment.pass",
             "network.publish",
+            "network.allow",
+            "network.add_host",
             "environment.set",
             "environment.unset",
             "landlock.read",

@@ -632,6 +632,7 @@ mod tests {
             net: NetMode::None,
             publish: vec![],
             allow_host_loopback: false,
+            egress: None,
             hostname: "sbox".into(),
             chdir: "/home/u/p".into(),
             env: Default::default(),

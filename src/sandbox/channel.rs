@@ -50,6 +50,9 @@ pub enum Msg {
     /// init → launcher: the /dev/fuse descriptor of the passthrough mount
     /// of plan step `step` (a `Step::FuseBind`) is attached; serve it.
     FuseBindFd { step: usize },
+    /// init → launcher: a socket of the sandbox's network namespace for
+    /// sbox's DNS (`dns`) or forwarder is attached; serve it.
+    EgressSocket { dns: bool },
     /// payload → init: the seccomp notification listener is attached.
     SeccompListener,
     /// init → launcher, as the sandbox ends: how many operations init saw

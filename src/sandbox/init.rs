@@ -71,6 +71,22 @@ fn run(args: &InitArgs) -> Result<u8> {
         sys::loopback_up().ctx(|| "bringing up lo".into())?;
         log(policy, || "network: own namespace, lo up".into());
     }
+    if let Some(e) = &policy.egress {
+        // Opened here, served by the launcher from the host's namespace.
+        let socks = crate::egress::open_sockets(e)?;
+        for (dns, fd) in socks
+            .dns
+            .iter()
+            .map(|f| (true, f))
+            .chain(socks.listeners.iter().map(|f| (false, f)))
+        {
+            args.channel
+                .send(&Msg::EgressSocket { dns }, Some(fd.as_raw_fd()))?;
+        }
+        log(policy, || {
+            "network: sbox's DNS and forwarder sockets handed over".into()
+        });
+    }
     crate::rootfs::apply::make_private()?;
     let channel = &args.channel;
     let project = policy
@@ -785,6 +801,7 @@ fn observer(policy: &Policy) -> Observer {
             .map(|l| Observer::resolve_roots(&l.spec.write)),
         no_network: policy.net == NetMode::None,
         connect_ports: landlock.and_then(|l| l.plan.connect_tcp.clone()),
+        egress_ports: policy.egress.as_ref().map(|e| e.ports()),
         bind_ports: landlock.and_then(|l| l.plan.bind_tcp.clone()),
         hidden: policy.hidden.clone(),
     }

@@ -127,6 +127,9 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
         NetMode::User => Some(prepare_user_net(policy, &state_dir.dir, &mut steps)?),
         _ => None,
     };
+    if let Some(e) = &policy.egress {
+        prepare_egress(policy, e, &state_dir.dir, &mut steps)?;
+    }
     describe_layers(policy, &ids);
 
     let (ours, theirs) = Channel::pair()?;
@@ -256,6 +259,26 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     // sandbox's pid namespace, with the host's view of the layers.
     let mut fuse_server = None;
     let mut msg = ours.recv()?;
+    // First the sockets of --allow-net, served from the host's namespace.
+    let mut sockets = crate::egress::Sockets::default();
+    while let Some((Msg::EgressSocket { dns }, Some(fd))) = msg {
+        match dns {
+            true => sockets.dns = Some(fd),
+            false => sockets.listeners.push(fd),
+        }
+        msg = ours.recv()?;
+    }
+    let egress = match &policy.egress {
+        Some(e) => match crate::egress::serve(e, sockets, policy.verbose) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     if let Some((Msg::FuseFd, Some(fd))) = msg {
         let cfg = crate::rootfs::overlay::OverlayConfig {
             lower: "/".into(),
@@ -330,7 +353,13 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             refused.push((dest.join(rel.strip_prefix("/").unwrap_or(&rel)), n));
         }
     }
-    report_refusals(policy, &refused, init_refusals(&ours));
+    let (mut total, mut lines) = init_refusals(&ours);
+    if let Some(e) = egress {
+        let (n, l) = e.stop();
+        total += n;
+        lines.extend(l);
+    }
+    report_refusals(policy, &refused, (total, lines));
     let servers = bind_servers.into_iter().map(|(_, s)| s);
     for s in fuse_server.into_iter().chain(servers) {
         // The mount went away with the sandbox: the server ends.
@@ -433,6 +462,47 @@ fn prepare_user_net(
     })
 }
 
+/// Write the resolv.conf and hosts of an --allow-net sandbox and add their
+/// binds to the plan.
+fn prepare_egress(
+    policy: &Policy,
+    e: &crate::egress::Egress,
+    dir: &std::path::Path,
+    steps: &mut Vec<Step>,
+) -> Result<()> {
+    let hosts = e.hosts_file(
+        &std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+        &policy.hostname,
+    );
+    for (name, text) in [("hosts", hosts), ("resolv.conf", e.resolv_conf())] {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = dir.join(name);
+        // New, never through a link; readable by every user inside.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&p)
+            .and_then(|mut f| {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+                f.write_all(text.as_bytes())
+            })
+            .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
+        let src = std::fs::canonicalize(&p)
+            .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
+        steps.push(Step::Bind {
+            src,
+            dest: std::path::Path::new("/etc").join(name),
+            readonly: true,
+            create: true,
+        });
+    }
+    Ok(())
+}
+
 /// Restores the signal mask when dropped.
 struct MaskGuard(SigSet);
 
@@ -472,6 +542,11 @@ fn describe_layers(policy: &Policy, ids: &IdPlan) {
     };
     let net =
         match (policy.net, policy.allow_host_loopback) {
+            (NetMode::None, _) if policy.egress.is_some() => policy
+                .egress
+                .as_ref()
+                .map(|e| e.describe())
+                .unwrap_or_default(),
             (NetMode::None, _) => "own namespace, loopback only".to_string(),
             (NetMode::Host, _) => "host network".to_string(),
             (NetMode::User, loopback) => {
