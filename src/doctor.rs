@@ -72,6 +72,7 @@ pub fn run_checks(user: &UserInfo) -> Vec<Check> {
         check_user_namespaces(),
         check_id_mapper("newuidmap"),
         check_id_mapper("newgidmap"),
+        check_keeper(user),
         check_subids(
             "subuid range",
             &subid_file("SBOX_SUBUID_FILE", "/etc/subuid"),
@@ -642,6 +643,35 @@ fn file_capabilities_len(path: &Path) -> Option<usize> {
         )
     };
     usize::try_from(n).ok().filter(|n| *n > 0)
+}
+
+/// The id-map keeper of the caller's runtime directory (read, not created).
+fn check_keeper(user: &UserInfo) -> Check {
+    let ids = crate::idmap::IdPlan::for_caller(user.uid, user.gid, &user.name, false);
+    if !ids.helpers {
+        return check(
+            "id-map keeper",
+            Status::Ok,
+            "not used: a single-id map is written directly".into(),
+            None,
+        );
+    }
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join("sbox"))
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(|| std::path::PathBuf::from(format!("/tmp/sbox-{}", user.uid)));
+    let detail = match crate::keeper::running(&base, &ids) {
+        Some(pid) => format!(
+            "running as pid {pid}: sandboxes are mapped without running newuidmap/newgidmap"
+        ),
+        None => {
+            "not running: the next sandbox starts one (it exits 15 minutes after the last launch)"
+                .into()
+        }
+    };
+    check("id-map keeper", Status::Ok, detail, None)
 }
 
 fn check_id_mapper(name: &'static str) -> Check {

@@ -349,10 +349,17 @@ fn write_identity(pid: Pid, ids: &IdPlan) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether the caller's runtime directory holds a live keeper for `ids`
-/// (for `sbox doctor`).
-pub fn running(base: &Path, ids: &IdPlan) -> bool {
-    join(&record_path(base, ids), ids).is_some()
+/// The pid of the live, checked keeper for `ids` in the runtime directory
+/// `base`, if any (for `sbox doctor`).
+pub fn running(base: &Path, ids: &IdPlan) -> Option<i32> {
+    let rec = record_path(base, ids);
+    join(&rec, ids)?;
+    std::fs::read_to_string(&rec)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
