@@ -190,6 +190,17 @@ fn create(rec: &Path, ids: &IdPlan) -> Result<OwnedFd> {
     };
     ids.apply(pid)
         .map_err(|e| fail(KeeperError::Maps(e.to_string())))?;
+    // Recorded once it carries its name (after it executed itself again),
+    // which the next launches check.
+    let named =
+        || std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == NAME);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !named() {
+        if std::time::Instant::now() > deadline {
+            return Err(fail(KeeperError::Maps("the keeper did not start".into())));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
         .map_err(|e| fail(KeeperError::Io("opening the keeper's namespace".into(), e)))?;
     let start = start_time(pid.as_raw())
