@@ -10,7 +10,8 @@
 
 use crate::cli::ExecArgs;
 use crate::error::{Error, NixContext, Result};
-use crate::sandbox::channel::{Channel, Msg};
+use crate::sandbox::channel::Channel;
+use crate::sandbox::messages::{ExecAnswer, ExecControl, ExecEvent, ExecRequest};
 use crate::sandbox::pty;
 use crate::sandbox::relay::{Relay, Slot};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -62,7 +63,7 @@ pub fn join(a: ExecArgs, hangup: bool, gone_ok: bool) -> Result<Option<u8>> {
         Err(_) if gone_ok => return Ok(None),
         Err(e) => return Err(e),
     };
-    let request = Msg::Exec {
+    let request = ExecRequest::Exec {
         argv: a.command.clone(),
         env,
         cwd,
@@ -83,16 +84,16 @@ pub fn join(a: ExecArgs, hangup: bool, gone_ok: bool) -> Result<Option<u8>> {
         let (pipes, theirs) = Relay::new(a.interactive)?;
         (Some(pipes), conn.send_fds(&request, &theirs.raw()))
     };
-    let answer = sent.and_then(|()| conn.recv());
+    let answer = sent.and_then(|()| Ok(conn.recv()?));
     let master = match answer {
-        Ok(Some((Msg::ExecStarted { .. }, master))) => master,
-        Ok(Some((Msg::ExecFailed { error }, _))) => return Err(Error::Host(error)),
+        Ok(Some((ExecAnswer::ExecStarted { .. }, master))) => master,
+        Ok(Some((ExecAnswer::ExecFailed { error }, _))) => return Err(Error::Host(error)),
         _ if gone_ok => {
             let _ = old_mask.thread_set_mask();
             return Ok(None);
         }
         Err(e) => return Err(e),
-        _ => {
+        Ok(None) => {
             return Err(Error::Host(format!(
                 "sandbox {:?} stopped before the command started",
                 a.name
@@ -205,7 +206,7 @@ fn relay(
                 if sig == Signal::SIGWINCH {
                     if let (Some(ws), true) = (crate::sys::get_winsize(0), tty) {
                         let _ = conn.send(
-                            &Msg::Resize {
+                            &ExecControl::Resize {
                                 rows: ws.ws_row,
                                 cols: ws.ws_col,
                             },
@@ -214,15 +215,15 @@ fn relay(
                     }
                 } else if hangup && matches!(sig, Signal::SIGTERM | Signal::SIGHUP | Signal::SIGINT)
                 {
-                    let _ = conn.send(&Msg::Hangup, None);
+                    let _ = conn.send(&ExecControl::Hangup, None);
                 } else {
-                    let _ = conn.send(&Msg::Signal { signo: sig as i32 }, None);
+                    let _ = conn.send(&ExecControl::Signal { signo: sig as i32 }, None);
                 }
             }
         }
         if c_ready {
             match conn.recv()? {
-                Some((Msg::ExecExited { code }, _)) => {
+                Some((ExecEvent::ExecExited { code }, _)) => {
                     if let Some(m) = &master {
                         pty::drain(m, stdout, &mut buf);
                     }
@@ -238,9 +239,8 @@ fn relay(
                     }
                     return Ok((code, ending));
                 }
-                Some((Msg::Ending, _)) => ending = true,
-                Some((Msg::TimedOut { millis }, _)) => timed_out = Some(millis),
-                Some(_) => {}
+                Some((ExecEvent::Ending, _)) => ending = true,
+                Some((ExecEvent::TimedOut { millis }, _)) => timed_out = Some(millis),
                 None => {
                     return Err(Error::Host(
                         "the sandbox went away while the command ran".into(),

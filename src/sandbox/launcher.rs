@@ -1,8 +1,10 @@
 //! launcher: the process the user started. Creates the sandbox, writes the
 //! id maps, relays the terminal and signals, returns the exit status.
 
-use super::channel::{Channel, Msg};
+use super::channel::{Channel, Message};
+use super::child::ChildGuard;
 use super::init::{self, InitArgs};
+use super::messages::{FromInit, ToInit};
 use super::pty;
 use crate::error::{status_code, Error, NixContext, Result};
 use crate::idmap::IdPlan;
@@ -193,24 +195,23 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             });
             sys::exit_now(code)
         }
-        Ok(Forked::Parent(pid)) => pid,
+        // Killed and reaped on every error path from here.
+        Ok(Forked::Parent(pid)) => ChildGuard::new(pid),
         Err(e) => return Err(clone_error(e)),
     };
     drop(theirs);
     drop(control);
-    log(policy, || format!("init is pid {child} on the host"));
+    log(policy, || {
+        format!("init is pid {} on the host", child.pid())
+    });
     if let Some(cg) = &cgroup {
-        if let Err(e) = cg.add(child.as_raw()) {
-            let _ = kill(child, Signal::SIGKILL);
-            let _ = waitpid(child, None);
-            return Err(e);
-        }
+        cg.add(child.pid().as_raw())?;
     }
     if let Some(named) = &extras.named {
         let info = crate::names::Info {
             name: named.paths.name.clone(),
             pid: std::process::id() as i32,
-            init_pid: child.as_raw(),
+            init_pid: child.pid().as_raw(),
             profile: policy.profile.clone(),
             project: policy.project.clone(),
             started: std::time::SystemTime::now()
@@ -224,26 +225,15 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     }
 
     if !mapped {
-        if let Err(e) = ids.apply(child) {
-            let _ = kill(child, Signal::SIGKILL);
-            let _ = waitpid(child, None);
-            return Err(e);
-        }
+        ids.apply(child.pid())?;
     }
     drop(keeper);
     // The user-mode stack configures the namespace before init goes on.
     let _net_helper = match &user_net {
-        Some(u) => match u.start(policy, child) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                let _ = kill(child, Signal::SIGKILL);
-                let _ = waitpid(child, None);
-                return Err(e);
-            }
-        },
+        Some(u) => Some(u.start(policy, child.pid())?),
         None => None,
     };
-    ours.send(&Msg::MapsWritten, None)?;
+    ours.send(&ToInit::MapsWritten, None)?;
     log(policy, || "id maps written".into());
 
     let Extras {
@@ -256,7 +246,7 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     // sandbox's pid namespace, with the host's view of the layers.
     let mut fuse_server = None;
     let mut msg = ours.recv()?;
-    if let Some((Msg::FuseFd, Some(fd))) = msg {
+    if let Some((FromInit::FuseFd, Some(fd))) = msg {
         let cfg = crate::rootfs::overlay::OverlayConfig {
             lower: "/".into(),
             upper: state_dir.paths.upper.clone(),
@@ -278,44 +268,37 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             attr_timeout: policy.host_cache,
             entry_timeout: policy.host_cache,
         };
-        match crate::rootfs::overlay::serve(fd, cfg) {
-            Ok(s) => fuse_server = Some(s),
-            Err(e) => {
-                let _ = kill(child, Signal::SIGKILL);
-                let _ = waitpid(child, None);
-                return Err(Error::Host(format!("FUSE server: {e}")));
-            }
-        }
+        let server = crate::rootfs::overlay::serve(fd, cfg)
+            .map_err(|e| Error::Host(format!("FUSE server: {e}")))?;
+        fuse_server = Some(server);
         log(policy, || "serving the FUSE root".into());
         msg = ours.recv()?;
     }
     // Then the binds that hold hidden paths, in the order init mounts them.
     let mut bind_servers = Vec::new();
-    while let Some((Msg::FuseBindFd { step }, Some(fd))) = msg {
-        match serve_bind(policy, &steps, step, fd, &ids, &base) {
-            Ok(s) => bind_servers.push(s),
-            Err(e) => {
-                let _ = kill(child, Signal::SIGKILL);
-                let _ = waitpid(child, None);
-                return Err(e);
-            }
-        }
+    while let Some((FromInit::FuseBindFd { step }, Some(fd))) = msg {
+        bind_servers.push(serve_bind(policy, &steps, step, fd, &ids, &base)?);
         msg = ours.recv()?;
     }
     let (status, timed_out) = match msg {
-        Some((Msg::Ready { .. }, master)) => {
+        Some((FromInit::Ready { .. }, master)) => {
             if let Some(r) = ready {
                 let _ = pty::write_all(&r, b"ok\n");
             }
-            supervise(policy, child, &signals, master, log_pipe)?
+            supervise(policy, child.release(), &signals, master, log_pipe)?
         }
-        // init failed before starting the command; it said why.
-        _ => {
-            let st = waitpid(child, None).ctx(|| "waitpid".into())?;
+        // init failed before starting the command (it said why), and
+        // reported what it saw refused meanwhile.
+        None | Some((FromInit::Refused { .. }, _)) => {
+            let st = waitpid(child.release(), None).ctx(|| "waitpid".into())?;
             if let Some((r, path)) = &log_pipe {
                 drain_log(r, path);
             }
             (st, false)
+        }
+        Some((m, _)) => {
+            let expected = "FuseFd or FuseBindFd with a descriptor attached, or Ready";
+            return Err(m.unexpected(expected).into());
         }
     };
     log(policy, || format!("sandbox ended: {status:?}"));
@@ -516,7 +499,7 @@ fn init_refusals(ours: &Channel) -> (u32, Vec<String>) {
         return (0, Vec::new());
     }
     match ours.recv() {
-        Ok(Some((Msg::Refused { total, report }, _))) => (total, report),
+        Ok(Some((FromInit::Refused { total, report }, _))) => (total, report),
         _ => (0, Vec::new()),
     }
 }
