@@ -16,10 +16,8 @@ use crate::rootfs::{
 };
 use crate::state::{self, StateDir};
 use crate::sys::{self, Forked};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -546,122 +544,91 @@ fn supervise(
     child: Pid,
     signals: &SigSet,
     master: Option<OwnedFd>,
-    mut log_pipe: Option<(OwnedFd, std::path::PathBuf)>,
+    log_pipe: Option<(OwnedFd, std::path::PathBuf)>,
 ) -> Result<(WaitStatus, bool)> {
-    let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .ctx(|| "signalfd".into())?;
-    let (stdin_handle, stdout_handle) = (std::io::stdin(), std::io::stdout());
-    let (stdin, stdout) = (stdin_handle.as_fd(), stdout_handle.as_fd());
-    let _raw = match (&master, policy.tty) {
-        (Some(m), true) => {
-            pty::copy_winsize(0, m.as_raw_fd());
-            pty::RawMode::enter(stdin)
-        }
-        _ => None,
+    let mut peer = Supervised {
+        policy,
+        child,
+        deadline: policy.limits.timeout.map(|t| std::time::Instant::now() + t),
+        timed_out: false,
+        log_pipe,
     };
-    let mut stdin_open = master.is_some();
-    let mut master_open = master.is_some();
-    let mut buf = vec![0u8; 64 * 1024];
-    let start = std::time::Instant::now();
-    let mut deadline = policy.limits.timeout.map(|t| start + t);
-    let mut timed_out = false;
-    loop {
-        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        let mut idx_master = None;
-        let mut idx_stdin = None;
-        let mut idx_log = None;
-        if let (Some(m), true) = (&master, master_open) {
-            idx_master = Some(fds.len());
-            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+    super::relay_loop::run(signals, master, policy.tty, None, &mut peer)
+}
+
+/// The launcher's side of the relay loop: init is its child.
+struct Supervised<'a> {
+    policy: &'a Policy,
+    child: Pid,
+    /// The timeout, then the end of its grace period.
+    deadline: Option<std::time::Instant>,
+    timed_out: bool,
+    /// A detached sandbox's output, copied to its log.
+    log_pipe: Option<(OwnedFd, std::path::PathBuf)>,
+}
+
+impl super::relay_loop::Peer for Supervised<'_> {
+    type Output = (WaitStatus, bool);
+
+    fn watched(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        self.log_pipe.iter().map(|(r, _)| r.as_fd()).collect()
+    }
+
+    fn deadline(&self) -> Option<std::time::Instant> {
+        self.deadline
+    }
+
+    fn on_wake(&mut self) {
+        let Some(d) = self.deadline else { return };
+        if std::time::Instant::now() < d {
+            return;
         }
-        if stdin_open {
-            idx_stdin = Some(fds.len());
-            fds.push(PollFd::new(stdin, PollFlags::POLLIN));
+        if self.timed_out {
+            // The grace period is over.
+            let _ = kill(self.child, Signal::SIGKILL);
+            self.deadline = None;
+        } else {
+            log(self.policy, || "timeout: stopping the sandbox".into());
+            self.timed_out = true;
+            let _ = kill(self.child, Signal::SIGALRM);
+            let _ = kill(self.child, Signal::SIGTERM);
+            self.deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
         }
-        if let Some((r, _)) = &log_pipe {
-            idx_log = Some(fds.len());
-            fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
-        }
-        let timeout = match deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(std::time::Instant::now());
-                PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
-                    .unwrap_or(PollTimeout::MAX)
-            }
-            None => PollTimeout::NONE,
-        };
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(Error::sys("poll", e)),
-        }
-        let ready = |i: Option<usize>| {
-            i.and_then(|i| fds[i].revents())
-                .is_some_and(|r| !r.is_empty())
-        };
-        let (m_ready, i_ready, s_ready, l_ready) = (
-            ready(idx_master),
-            ready(idx_stdin),
-            ready(Some(0)),
-            ready(idx_log),
-        );
-        drop(fds);
-        if let Some(d) = deadline {
-            if std::time::Instant::now() >= d {
-                if timed_out {
-                    // The grace period is over.
-                    let _ = kill(child, Signal::SIGKILL);
-                    deadline = None;
-                } else {
-                    log(policy, || "timeout: stopping the sandbox".into());
-                    timed_out = true;
-                    let _ = kill(child, Signal::SIGALRM);
-                    let _ = kill(child, Signal::SIGTERM);
-                    deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
-                }
+    }
+
+    fn on_signal(&mut self, sig: Signal, master: Option<&OwnedFd>) {
+        match (sig, master) {
+            (Signal::SIGCHLD, _) | (Signal::SIGALRM, _) => {}
+            (Signal::SIGWINCH, Some(m)) => pty::copy_winsize(0, m.as_raw_fd()),
+            (s, _) => {
+                log(self.policy, || format!("forwarding {s}"));
+                let _ = kill(self.child, s);
             }
         }
-        if l_ready {
-            if let Some((r, path)) = &log_pipe {
-                match nix::unistd::read(r.as_raw_fd(), &mut buf) {
-                    Ok(0) => log_pipe = None,
-                    Ok(n) => append_log(path, &buf[..n]),
-                    Err(_) => {}
-                }
+    }
+
+    fn on_ready(&mut self, _: usize, buf: &mut [u8]) -> Result<Option<Self::Output>> {
+        if let Some((r, path)) = &self.log_pipe {
+            match nix::unistd::read(r.as_raw_fd(), buf) {
+                Ok(0) => self.log_pipe = None,
+                Ok(n) => append_log(path, &buf[..n]),
+                Err(_) => {}
             }
         }
-        if let (true, Some(m)) = (m_ready, &master) {
-            master_open = pty::pump_master(m, stdout, &mut buf);
+        Ok(None)
+    }
+
+    fn after_signals(&mut self) -> Result<Option<Self::Output>> {
+        match waitpid(self.child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => Ok(None),
+            Ok(st) => Ok(Some((st, self.timed_out))),
+            Err(e) => Err(Error::sys("waitpid", e)),
         }
-        if let (true, Some(m)) = (i_ready, &master) {
-            stdin_open = pty::pump_stdin(m, &mut buf);
-        }
-        if s_ready {
-            while let Ok(Some(info)) = sfd.read_signal() {
-                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
-                    continue;
-                };
-                match (sig, &master) {
-                    (Signal::SIGCHLD, _) | (Signal::SIGALRM, _) => {}
-                    (Signal::SIGWINCH, Some(m)) => pty::copy_winsize(0, m.as_raw_fd()),
-                    (s, _) => {
-                        log(policy, || format!("forwarding {s}"));
-                        let _ = kill(child, s);
-                    }
-                }
-            }
-            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => {}
-                Ok(st) => {
-                    if let Some(m) = &master {
-                        pty::drain(m, stdout, &mut buf);
-                    }
-                    if let Some((r, path)) = &log_pipe {
-                        drain_log(r, path);
-                    }
-                    return Ok((st, timed_out));
-                }
-                Err(e) => return Err(Error::sys("waitpid", e)),
-            }
+    }
+
+    fn drain(&mut self, _: &mut [u8]) {
+        if let Some((r, path)) = &self.log_pipe {
+            drain_log(r, path);
         }
     }
 }

@@ -2,12 +2,14 @@
 
 pub mod channel;
 pub mod child;
+pub mod detach;
 pub mod init;
 pub mod launcher;
 pub mod messages;
 pub mod payload;
 pub mod pty;
 pub mod relay;
+pub mod relay_loop;
 
 static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
