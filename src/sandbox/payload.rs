@@ -1,7 +1,8 @@
 //! The payload: the user's command. Forked by init after the root is in
 //! place; sets up its session and terminal, drops privileges, then execs.
 
-use super::channel::{Channel, Msg};
+use super::channel::Channel;
+use super::messages::FromPayload;
 use crate::error::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SBOX_FAILED};
 use crate::policy::Policy;
 use nix::errno::Errno;
@@ -202,7 +203,7 @@ fn confine(policy: &Policy, denials: Option<&Channel>) -> Result<(), String> {
         (Some(s), Some(chan)) if s.notify => {
             let listener = crate::confine::notify::install_with_listener(&s.program)
                 .map_err(|e| format!("seccomp: {e}"))?;
-            chan.send(&Msg::SeccompListener, Some(listener.as_raw_fd()))
+            chan.send(&FromPayload::SeccompListener, Some(listener.as_raw_fd()))
                 .map_err(|e| format!("seccomp: {e}"))?;
         }
         (Some(s), _) => {
