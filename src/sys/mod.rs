@@ -1,5 +1,9 @@
 //! The thin unsafe layer: raw system calls that nix does not wrap, each in
-//! one function with a SAFETY note. Everything else in sbox is safe code.
+//! one function with a SAFETY note. Everything else in sbox is safe code
+//! (the FUSE overlay keeps its own file-system calls in
+//! `rootfs::overlay::sys`).
+
+pub mod seccomp;
 
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
@@ -466,4 +470,172 @@ pub fn has_xattrs(path: &std::path::Path) -> bool {
     // `c` is a NUL-terminated string that lives for the call.
     let n = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
     n != 0
+}
+
+/// `PR_GET_NO_NEW_PRIVS`: whether the flag is set on the calling thread.
+pub fn no_new_privs() -> nix::Result<bool> {
+    // SAFETY: PR_GET_NO_NEW_PRIVS takes no pointer arguments and only reads
+    // a flag.
+    let r = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) };
+    Errno::result(r).map(|v| v == 1)
+}
+
+/// Take ownership of a descriptor the kernel has just returned (from a call
+/// that creates one, e.g. `open`, `accept4`, SCM_RIGHTS).
+///
+/// The caller passes a number that nothing else owns or will close: the
+/// result closes it on drop. Kept private: public wrappers below return
+/// `OwnedFd` straight from the call that made the descriptor.
+fn owned(fd: RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: per this function's contract, `fd` is a fresh descriptor that
+    // nothing else owns.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// `open(2)` returning an owned descriptor.
+pub fn open<P: ?Sized + nix::NixPath>(
+    path: &P,
+    flags: nix::fcntl::OFlag,
+    mode: nix::sys::stat::Mode,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    nix::fcntl::open(path, flags, mode).map(owned)
+}
+
+/// `accept4(2)` with SOCK_CLOEXEC on a listening socket.
+pub fn accept(listener: std::os::fd::BorrowedFd<'_>) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    nix::sys::socket::accept4(
+        listener.as_raw_fd(),
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map(owned)
+}
+
+/// `recvmsg(2)` with MSG_CMSG_CLOEXEC of one message into `buf`, with the
+/// descriptors (up to four) it carried, owned. EINTR is the caller's to
+/// retry.
+pub fn recv_with_fds(
+    sock: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> nix::Result<(usize, Vec<std::os::fd::OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let r = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    if let Ok(cmsgs) = r.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(received) = c {
+                // SCM_RIGHTS installed these in this process for this
+                // message only: nothing else owns them.
+                fds.extend(received.into_iter().map(owned));
+            }
+        }
+    }
+    Ok((r.bytes, fds))
+}
+
+/// A descriptor this process holds for its whole life: a standard stream
+/// (0, 1, 2) or one set up before exec (the exec-status pipe at 3).
+///
+/// sbox never closes these; when the process started with one closed,
+/// calls on it fail with EBADF.
+pub fn inherited_fd(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: see above: the number names a descriptor that stays open (or
+    // is never opened) for the life of the process.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+/// `pidfd_open(2)`: a descriptor for process `pid`.
+pub fn pidfd_open(pid: u32) -> nix::Result<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags by value and returns a new
+    // descriptor or -1.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    Errno::result(r).map(|fd| owned(fd as RawFd))
+}
+
+/// `pidfd_getfd(2)`: a copy of descriptor `fd` of the process `pidfd`
+/// refers to.
+pub fn pidfd_getfd(
+    pidfd: std::os::fd::BorrowedFd<'_>,
+    fd: RawFd,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_getfd takes a pidfd, an fd number and flags by value and
+    // returns a new descriptor or -1.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    Errno::result(r).map(|fd| owned(fd as RawFd))
+}
+
+/// `getsockopt(SO_PROTOCOL)`: the protocol of socket `fd`.
+pub fn socket_protocol(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<libc::c_int> {
+    use std::os::fd::AsRawFd;
+    let mut proto: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `proto`, which we
+    // own, and updates `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PROTOCOL,
+            &mut proto as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    Errno::result(r).map(|_| proto)
+}
+
+/// Whether any of `signals` is pending for this thread or process (blocked
+/// signals wait there until read).
+pub fn any_signal_pending(signals: &[libc::c_int]) -> bool {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the set it is given, which lives on our
+    // stack for the call.
+    if unsafe { libc::sigpending(set.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: sigpending succeeded, so the set is initialised.
+    let set = unsafe { set.assume_init() };
+    signals
+        .iter()
+        // SAFETY: sigismember only reads the initialised set.
+        .any(|&s| unsafe { libc::sigismember(&set, s) } == 1)
+}
+
+/// The size of extended attribute `name` of `path` (following symlinks);
+/// `None` when it is not set, empty, or cannot be read.
+pub fn getxattr_len(path: &std::path::Path, name: &std::ffi::CStr) -> Option<usize> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a null buffer of size 0 asks only for the value's length;
+    // both strings are NUL-terminated and live for the call.
+    let n = unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    usize::try_from(n).ok().filter(|n| *n > 0)
+}
+
+/// `lsetxattr(2)`: set extended attribute `name` of `path` (not following
+/// a final symlink) to `value`.
+pub fn lsetxattr(path: &std::path::Path, name: &std::ffi::CStr, value: &[u8]) -> nix::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: lsetxattr reads `value.len()` bytes from `value` and the two
+    // NUL-terminated strings, all alive for the call.
+    let r = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
 }
