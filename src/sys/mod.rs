@@ -236,7 +236,6 @@ pub fn openat2(
     flags: libc::c_int,
     resolve: u64,
 ) -> nix::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
     let path = if path.as_os_str().is_empty() {
         std::path::Path::new(".")
@@ -244,33 +243,44 @@ pub fn openat2(
         path
     };
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: open_how is plain old data; all-zero is valid.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = resolve;
     let mut tries = 0;
     loop {
-        // SAFETY: openat2 reads the path string and the open_how struct,
-        // both alive for the call; it returns a new descriptor or -1.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dir.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: the kernel returned a new descriptor that nothing else owns.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        }
-        match Errno::last() {
+        match openat2_once(dir, &c, flags | libc::O_CLOEXEC, 0, resolve) {
             // A rename elsewhere raced a RESOLVE_BENEATH/IN_ROOT lookup.
-            Errno::EAGAIN | Errno::EINTR if tries < 16 => tries += 1,
-            e => return Err(e),
+            Err(Errno::EAGAIN | Errno::EINTR) if tries < 16 => tries += 1,
+            r => return r,
         }
     }
+}
+
+/// One `openat2(2)` call: open `path` relative to `dir` with exactly `flags`
+/// (nothing added), `mode` (for O_CREAT/O_TMPFILE) and the `resolve`
+/// restrictions. EAGAIN/EINTR are the caller's to retry.
+pub fn openat2_once(
+    dir: std::os::fd::BorrowedFd<'_>,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    mode: u64,
+    resolve: u64,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: open_how is plain old data; all-zero is valid.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.mode = mode;
+    how.resolve = resolve;
+    // SAFETY: openat2 reads the path string and the open_how struct (size
+    // passed), both alive for the call; it returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    Errno::result(fd).map(|fd| owned(fd as RawFd))
 }
 
 /// Open `path` (absolute, inside the tree at `root`) as O_PATH with every
