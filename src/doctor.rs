@@ -941,7 +941,7 @@ fn proc_status_field(field: &str) -> Option<String> {
 
 fn check_seccomp() -> Check {
     const NAME: &str = "seccomp";
-    let avail = crate::sys::seccomp::action_available(libc::SECCOMP_RET_ERRNO);
+    let avail = crate::sys::confine::action_available(libc::SECCOMP_RET_ERRNO);
     let mode = proc_status_field("Seccomp").unwrap_or_else(|| "?".into());
     let filters = proc_status_field("Seccomp_filters").unwrap_or_else(|| "?".into());
     let this = format!("this process: mode {mode}, {filters} filter(s)");

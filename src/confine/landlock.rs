@@ -118,7 +118,7 @@ pub fn probe_abi() -> Option<u8> {
 
 /// `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)`.
 fn probe_kernel_abi() -> Option<u8> {
-    let version = crate::sys::seccomp::landlock_abi_version().ok()?;
+    let version = crate::sys::confine::landlock_abi_version().ok()?;
     if version <= 0 {
         return None;
     }

@@ -32,8 +32,7 @@ pub fn build_notifying(prog: &seccompiler::BpfProgram, errno: i32) -> seccompile
 /// Install `prog` and return the listener for its notifications.
 /// PR_SET_NO_NEW_PRIVS must be set.
 pub fn install_with_listener(prog: &seccompiler::BpfProgram) -> io::Result<OwnedFd> {
-    u16::try_from(prog.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
-    Ok(crate::sys::seccomp::install_filter_with_listener(prog)?)
+    Ok(crate::sys::confine::install_filter_with_listener(prog)?)
 }
 
 /// One notification: a call the filter passed to the listener.
@@ -47,7 +46,7 @@ pub struct Request {
 
 /// Receive one notification; `None` when it vanished (the caller died).
 pub fn receive(listener: &OwnedFd) -> io::Result<Option<Request>> {
-    let req = match crate::sys::seccomp::notif_recv(listener.as_fd()) {
+    let req = match crate::sys::confine::notif_recv(listener.as_fd()) {
         Ok(req) => req,
         Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINTR) => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -73,7 +72,7 @@ pub fn reply(listener: &OwnedFd, id: u64, errno: Option<i32>) -> io::Result<()> 
             0
         },
     };
-    match crate::sys::seccomp::notif_send(listener.as_fd(), &resp) {
+    match crate::sys::confine::notif_send(listener.as_fd(), &resp) {
         Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(e.into()),
     }
@@ -83,7 +82,7 @@ pub fn reply(listener: &OwnedFd, id: u64, errno: Option<i32>) -> io::Result<()> 
 /// The notification `id` is still pending: what was read of its process
 /// since it was received belongs to the process that made the call.
 pub fn still_valid(listener: &OwnedFd, id: u64) -> bool {
-    crate::sys::seccomp::notif_id_valid(listener.as_fd(), id)
+    crate::sys::confine::notif_id_valid(listener.as_fd(), id)
 }
 
 /// The command name of process `pid`, or "?".

@@ -326,7 +326,7 @@ fn ensure_no_new_privs() -> Result<(), ConfineError> {
 }
 
 fn seccomp_set_mode_filter(prog: &BpfProgram, flags: libc::c_ulong) -> Result<(), ConfineError> {
-    crate::sys::seccomp::install_filter(prog, flags)
+    crate::sys::confine::install_filter(prog, flags)
         .map_err(|e| ConfineError::SeccompInstall(e.into()))
 }
 

@@ -3,8 +3,8 @@
 //! (the FUSE overlay keeps its own file-system calls in
 //! `rootfs::overlay::sys`).
 
+pub mod confine;
 mod fd;
-pub mod seccomp;
 
 use fd::owned;
 pub use fd::{accept, inherited_fd, open, pidfd_getfd, pidfd_open, recv_with_fds, socket_protocol};
