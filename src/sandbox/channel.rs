@@ -3,12 +3,11 @@
 
 use crate::error::{NixContext, Result};
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
 };
 use serde::Serialize;
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 /// The address of the unix socket at `path`. A path longer than an address
 /// holds (108 bytes) is reached through its directory, opened here and kept
@@ -228,10 +227,8 @@ impl Channel {
 
     /// Accept one connection on a listening socket.
     pub fn accept(listener: &OwnedFd) -> Result<Channel> {
-        let fd = nix::sys::socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC)
-            .ctx(|| "accept".into())?;
-        // SAFETY: accept4 returned a new descriptor that nothing else owns.
-        Ok(Channel(unsafe { OwnedFd::from_raw_fd(fd) }))
+        let fd = crate::sys::accept(listener.as_fd()).ctx(|| "accept".into())?;
+        Ok(Channel(fd))
     }
 
     /// Send with up to three descriptors attached.
@@ -293,35 +290,13 @@ impl Channel {
     /// Receive one message with every descriptor attached to it.
     pub fn recv_fds<M: Message>(&self) -> Result<Option<(M, Vec<OwnedFd>)>, RecvError> {
         let mut buf = vec![0u8; 256 * 1024];
-        let mut cmsg = nix::cmsg_space!([RawFd; 4]);
-        let (n, fd) = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let r = loop {
-                match recvmsg::<()>(
-                    self.0.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut cmsg),
-                    MsgFlags::MSG_CMSG_CLOEXEC,
-                ) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    r => break r,
-                }
+        let (n, fd) = loop {
+            match crate::sys::recv_with_fds(self.0.as_fd(), &mut buf) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                r => break r,
             }
-            .ctx(|| "receiving on the launcher/init channel".into())?;
-            let mut fd = Vec::new();
-            if let Ok(cmsgs) = r.cmsgs() {
-                for c in cmsgs {
-                    if let ControlMessageOwned::ScmRights(fds) = c {
-                        for f in fds {
-                            // SAFETY: SCM_RIGHTS gave us a new descriptor
-                            // that nothing else owns.
-                            fd.push(unsafe { OwnedFd::from_raw_fd(f) });
-                        }
-                    }
-                }
-            }
-            (r.bytes, fd)
-        };
+        }
+        .ctx(|| "receiving on the launcher/init channel".into())?;
         if n == 0 {
             return Ok(None);
         }

@@ -811,15 +811,12 @@ fn observer(policy: &Policy) -> Observer {
 /// Open a pty pair in the sandbox's own devpts; returns the master and the
 /// slave's path.
 fn open_pty() -> Result<(std::os::fd::OwnedFd, String)> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let fd = nix::fcntl::open(
+    let master = sys::open(
         "/dev/pts/ptmx",
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
     .ctx(|| "opening /dev/pts/ptmx".into())?;
-    // SAFETY: open returned a new descriptor that nothing else owns.
-    let master = unsafe { OwnedFd::from_raw_fd(fd) };
     let n = sys::pty_unlock_and_number(master.as_raw_fd()).ctx(|| "unlocking the pty".into())?;
     Ok((master, format!("/dev/pts/{n}")))
 }

@@ -100,14 +100,8 @@ pub fn exec(
     // away, as it would outside.
     crate::sys::default_sigpipe();
     let err = exec_search(&policy.argv[0], path, &argv, &env);
-    // SAFETY: SIG_IGN is a valid disposition; no handler code is involved.
-    // (Reporting the failure must not die of a closed stderr.)
-    let _ = unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigIgn,
-        )
-    };
+    // Reporting the failure must not die of a closed stderr.
+    crate::sys::ignore_sigpipe();
     let (code, what) = match err {
         Errno::ENOENT | Errno::ENOTDIR => (EXIT_NOT_FOUND, "command not found"),
         Errno::EACCES | Errno::EPERM => (EXIT_NOT_EXECUTABLE, "permission denied"),
@@ -118,8 +112,8 @@ pub fn exec(
     eprintln!("sbox: error: {}: {what}", policy.argv[0]);
     if first_closed == 4 {
         let _ = nix::unistd::write(
-            // SAFETY: fd 3 is the exec-status pipe installed above.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(3) },
+            // fd 3 is the exec-status pipe installed above.
+            crate::sys::inherited_fd(3),
             &[code],
         );
     }
