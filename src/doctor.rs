@@ -8,7 +8,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -161,9 +161,10 @@ enum Step {
         flags: libc::c_ulong,
         data: CString,
     },
-    /// Open /dev/fuse and mount a FUSE file system on `target` with that fd.
+    /// Open /dev/fuse and mount a FUSE file system on `target` with that fd,
+    /// as init mounts the FUSE root (same options, same code).
     MountFuse {
-        target: CString,
+        target: PathBuf,
     },
 }
 
@@ -261,16 +262,14 @@ fn probe(steps: &[Step]) -> ProbeOutcome {
         Ok(p) => p,
         Err(e) => return ProbeOutcome::Broken(format!("pipe: {e}")),
     };
-    // SAFETY: the child only runs `child_main`, which makes raw syscalls on
-    // memory prepared before the fork and ends with `_exit`; it neither
-    // allocates nor takes locks, so forking a multi-threaded parent is fine.
-    match unsafe { nix::unistd::fork() } {
+    // The doctor runs on one thread: forking as the launcher does is fine.
+    match crate::sys::clone_process(nix::sched::CloneFlags::empty()) {
         Err(e) => ProbeOutcome::Broken(format!("fork: {e}")),
-        Ok(nix::unistd::ForkResult::Child) => {
+        Ok(crate::sys::Forked::Child) => {
             drop(read_end);
-            child_main(steps, write_end.as_raw_fd())
+            child_main(steps, write_end)
         }
-        Ok(nix::unistd::ForkResult::Parent { child }) => {
+        Ok(crate::sys::Forked::Parent(child)) => {
             drop(write_end);
             let reported = read_probe_report(read_end, child);
             let status = nix::sys::wait::waitpid(child, None);
@@ -301,152 +300,79 @@ fn probe_outcome(
 }
 
 /// The child: runs the steps; on failure writes (step index, errno) to `fd`.
-fn child_main(steps: &[Step], fd: libc::c_int) -> ! {
-    let code = match steps.iter().position(|s| run_step(s).is_err()) {
+fn child_main(steps: &[Step], fd: OwnedFd) -> ! {
+    let failed = steps
+        .iter()
+        .enumerate()
+        .find_map(|(index, s)| run_step(s).err().map(|e| (index, e)));
+    let code = match failed {
         None => 0,
-        Some(index) => {
-            let errno = last_errno();
-            let msg = [index as i32, errno];
-            // SAFETY: writes 8 bytes from a live stack array to our pipe end.
-            unsafe { libc::write(fd, msg.as_ptr().cast(), std::mem::size_of_val(&msg)) };
+        Some((index, errno)) => {
+            let mut msg = [0u8; 8];
+            msg[..4].copy_from_slice(&(index as i32).to_ne_bytes());
+            msg[4..].copy_from_slice(&(errno as i32).to_ne_bytes());
+            let _ = nix::unistd::write(&fd, &msg);
             1
         }
     };
-    // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
-    unsafe { libc::_exit(code) }
+    crate::sys::exit_now(code)
 }
 
-fn last_errno() -> i32 {
-    // SAFETY: __errno_location returns the calling thread's errno slot.
-    unsafe { *libc::__errno_location() }
-}
-
-/// Runs one step with raw syscalls only (async-signal-safe).
-fn run_step(step: &Step) -> Result<(), ()> {
-    let ok = |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(()) };
+/// Runs one step.
+fn run_step(step: &Step) -> nix::Result<()> {
+    use nix::mount::{mount, MsFlags};
     match step {
-        // SAFETY: unshare takes only flags.
-        Step::Unshare(flags) => ok(unsafe { libc::unshare(*flags) }),
+        Step::Unshare(flags) => {
+            nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(*flags))
+        }
         Step::WriteFile {
             path,
             data,
             optional,
-        } => write_file_raw(path, data, *optional),
-        Step::MakeRootPrivate => {
-            let flags = libc::MS_REC | libc::MS_PRIVATE;
-            // SAFETY: static NUL-terminated target, NULL source/type/data are allowed for propagation changes.
-            ok(unsafe {
-                libc::mount(
-                    std::ptr::null(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    flags,
-                    std::ptr::null(),
-                )
-            })
-        }
+        } => match write_file(path, data) {
+            Err(nix::errno::Errno::ENOENT) if *optional => Ok(()),
+            r => r,
+        },
+        Step::MakeRootPrivate => mount(
+            None::<&std::ffi::CStr>,
+            c"/",
+            None::<&std::ffi::CStr>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&std::ffi::CStr>,
+        ),
         Step::Mount {
             source,
             target,
             fstype,
             flags,
             data,
-        } => {
-            // SAFETY: all strings are NUL-terminated and live for the call.
-            ok(unsafe {
-                libc::mount(
-                    source.as_ptr(),
-                    target.as_ptr(),
-                    fstype.as_ptr(),
-                    *flags,
-                    data.as_ptr().cast(),
-                )
-            })
+        } => mount(
+            Some(source.as_c_str()),
+            target.as_c_str(),
+            Some(fstype.as_c_str()),
+            MsFlags::from_bits_retain(*flags),
+            Some(data.as_c_str()),
+        ),
+        Step::MountFuse { target } => {
+            crate::rootfs::apply::mount_fuse(target, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+                .map(drop)
         }
-        Step::MountFuse { target } => mount_fuse_raw(target),
     }
 }
 
-fn write_file_raw(path: &CString, data: &[u8], optional: bool) -> Result<(), ()> {
-    // SAFETY: path is NUL-terminated.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return if optional && last_errno() == libc::ENOENT {
-            Ok(())
-        } else {
-            Err(())
-        };
-    }
-    // SAFETY: data is a live buffer of data.len() bytes; fd is ours.
-    let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-    let saved = last_errno();
-    // SAFETY: closing the fd we opened above.
-    unsafe { libc::close(fd) };
-    if n == data.len() as isize {
+/// Writes `data` to the existing file `path` in one write.
+fn write_file(path: &CString, data: &[u8]) -> nix::Result<()> {
+    let fd = crate::sys::open(
+        path.as_c_str(),
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let n = nix::unistd::write(&fd, data)?;
+    if n == data.len() {
         Ok(())
     } else {
-        // SAFETY: restores errno for the caller's report.
-        unsafe { *libc::__errno_location() = saved };
-        Err(())
+        Err(nix::errno::Errno::EIO)
     }
-}
-
-/// Opens /dev/fuse (inside the user namespace: FUSE requires it) and mounts a
-/// FUSE file system with it. No server answers; the mount is never accessed and
-/// dies with the child's namespaces after its fd is closed.
-fn mount_fuse_raw(target: &CString) -> Result<(), ()> {
-    // SAFETY: static NUL-terminated path.
-    let fd = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(());
-    }
-    let mut buf = [0u8; 96];
-    let data = fuse_mount_data(&mut buf, fd);
-    let flags = libc::MS_NOSUID | libc::MS_NODEV;
-    // SAFETY: all strings are NUL-terminated and live for the call.
-    let rc = unsafe {
-        libc::mount(
-            c"sbox-doctor".as_ptr(),
-            target.as_ptr(),
-            c"fuse".as_ptr(),
-            flags,
-            data.cast(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(())
-    }
-}
-
-/// Writes "fd=N,rootmode=40000,user_id=0,group_id=0\0" into `buf` without allocating.
-fn fuse_mount_data(buf: &mut [u8; 96], fd: libc::c_int) -> *const u8 {
-    let mut len = 0;
-    let mut put = |bytes: &[u8]| {
-        for b in bytes {
-            if len < buf.len() - 1 {
-                buf[len] = *b;
-                len += 1;
-            }
-        }
-    };
-    put(b"fd=");
-    let mut digits = [0u8; 10];
-    let mut n = fd.unsigned_abs();
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    put(&digits[i..]);
-    put(b",rootmode=40000,user_id=0,group_id=0");
-    buf[len] = 0;
-    buf.as_ptr()
 }
 
 /// Reads the child's report: `None` when it wrote nothing (success or crash).
@@ -632,17 +558,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
 
 /// Size of the `security.capability` xattr, if the file has one.
 fn file_capabilities_len(path: &Path) -> Option<usize> {
-    let cpath = path_cstring(path);
-    // SAFETY: NULL buffer with size 0 asks only for the value's length.
-    let n = unsafe {
-        libc::getxattr(
-            cpath.as_ptr(),
-            c"security.capability".as_ptr(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    usize::try_from(n).ok().filter(|n| *n > 0)
+    crate::sys::getxattr_len(path, c"security.capability")
 }
 
 /// The id-map keeper of the caller's runtime directory (read, not created).
@@ -919,7 +835,7 @@ fn check_fuse_in_userns() -> Check {
     };
     let mut steps = enter_userns_steps(true);
     steps.push(Step::MountFuse {
-        target: path_cstring(&dir.0),
+        target: dir.0.clone(),
     });
     let outcome = probe(&steps);
     let status = if outcome == ProbeOutcome::Passed {
@@ -1056,22 +972,12 @@ fn proc_status_field(field: &str) -> Option<String> {
 
 fn check_seccomp() -> Check {
     const NAME: &str = "seccomp";
-    const SECCOMP_GET_ACTION_AVAIL: libc::c_uint = 2;
-    let action: u32 = libc::SECCOMP_RET_ERRNO;
-    // SAFETY: the kernel reads one u32 from `action`, which lives on our stack.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            SECCOMP_GET_ACTION_AVAIL,
-            0,
-            &action as *const u32,
-        )
-    };
+    let avail = crate::sys::confine::action_available(libc::SECCOMP_RET_ERRNO);
     let mode = proc_status_field("Seccomp").unwrap_or_else(|| "?".into());
     let filters = proc_status_field("Seccomp_filters").unwrap_or_else(|| "?".into());
     let this = format!("this process: mode {mode}, {filters} filter(s)");
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
+    if let Err(e) = avail {
+        let e = std::io::Error::from(e);
         return check(
             NAME,
             Status::Missing,
@@ -1310,21 +1216,6 @@ mod tests {
             vec![(165536, 65536), (300000, 1000)]
         );
         assert!(parse_subid_ranges("bob:1:2\n", &alice()).is_empty());
-    }
-
-    #[test]
-    fn fuse_data_is_formatted_without_allocating() {
-        let mut buf = [0u8; 96];
-        let p = fuse_mount_data(&mut buf, 17);
-        assert_eq!(p, buf.as_ptr());
-        let s = std::ffi::CStr::from_bytes_until_nul(&buf).unwrap();
-        assert_eq!(
-            s.to_str().unwrap(),
-            "fd=17,rootmode=40000,user_id=0,group_id=0"
-        );
-        fuse_mount_data(&mut buf, 0);
-        let s = std::ffi::CStr::from_bytes_until_nul(&buf).unwrap();
-        assert!(s.to_str().unwrap().starts_with("fd=0,"));
     }
 
     fn sample() -> Vec<Check> {

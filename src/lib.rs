@@ -4,6 +4,12 @@
 //! sandbox and relays; **init** (PID 1 inside) assembles the root and
 //! supervises; the **payload** is the user's command.
 
+// Raw system calls only in `sys` and `rootfs::overlay::sys`, each behind a
+// safe signature (see `#[allow(unsafe_code)]` there).
+#![deny(unsafe_code)]
+#![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod changes;
 pub mod cli;
 pub mod cmd;
@@ -23,5 +29,6 @@ pub mod profile;
 pub mod rootfs;
 pub mod sandbox;
 pub mod state;
+#[allow(unsafe_code)] // the one place for raw system calls
 pub mod sys;
 pub mod trust;

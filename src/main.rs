@@ -1,3 +1,7 @@
+#![deny(unsafe_code)]
+#![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 fn main() -> std::process::ExitCode {
     // The id-map keeper re-executes sbox under this name (see keeper.rs).
     let mut args = std::env::args_os();

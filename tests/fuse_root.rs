@@ -158,8 +158,8 @@ fn posix_semantics_on_lower_layer_directories() {
             tv_nsec: 0,
         },
     ];
-    // SAFETY: valid path and two timespecs.
     assert_eq!(
+        // SAFETY: valid path and two timespecs.
         unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) },
         0
     );

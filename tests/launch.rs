@@ -513,6 +513,7 @@ fn read_until(master: &mut std::fs::File, needle: &str, secs: u64) -> String {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     let mut buf = [0u8; 4096];
     while std::time::Instant::now() < end && !acc.contains(needle) {
+        // SAFETY: (test) `master` stays open for this iteration.
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(master.as_raw_fd()) };
         let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
         if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)).unwrap_or(0) == 0 {
@@ -536,6 +537,7 @@ fn shell_gets_a_terminal_with_size_job_control_and_ctrl_c() {
     let s1 = slave.try_clone().expect("dup");
     cmd.stdin(s0).stdout(s1).stderr(slave);
     // A new session so the pty is the launcher's controlling terminal.
+    // SAFETY: (test) only setsid between fork and exec.
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(|| {

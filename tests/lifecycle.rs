@@ -682,6 +682,45 @@ fn exec_client_going_away_leaves_init_idle() {
 }
 
 #[test]
+fn a_control_request_other_than_exec_is_answered_with_what_was_expected() {
+    use nix::sys::socket::{connect, recv, send, socket, AddressFamily, MsgFlags};
+    use nix::sys::socket::{SockFlag, SockType, UnixAddr};
+    use std::os::fd::{AsFd, AsRawFd};
+    let p = Project::new("badreq");
+    let g = Named::new("badreq");
+    let name = g.name.as_str();
+    start_detached(&p, name, &[], &["sleep", "1000"]);
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    let addr = UnixAddr::new(&runtime_dir_of(name).join("control.sock")).expect("address");
+    connect(fd.as_raw_fd(), &addr).expect("connect");
+    // What `sbox exec` sends once its command runs, not a request.
+    send(fd.as_raw_fd(), br#""Hangup""#, MsgFlags::empty()).expect("send");
+    let mut pfd = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let n = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(10_000u16)).expect("poll");
+    assert_eq!(n, 1, "no answer within 10s");
+    let mut buf = [0u8; 4096];
+    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).expect("recv");
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let answer: serde_json::Value = serde_json::from_slice(&buf[..n])
+        .unwrap_or_else(|e| panic!("not an answer ({e}): {text:?}"));
+    assert_eq!(
+        answer["ExecFailed"]["error"], "the request of `sbox exec`: expected Exec, got Hangup",
+        "{text}"
+    );
+    // The sandbox goes on serving requests.
+    assert_eq!(ok(sb(&p.dir, &["exec", name, "--", "echo", "hi"])), "hi\n");
+}
+
+#[test]
 fn two_runs_of_one_name_at_once_start_exactly_one() {
     let p = Project::new("race");
     let g = Named::new("race");

@@ -26,7 +26,7 @@ fn shell(dir: &std::path::Path, script: &str) -> String {
     let s0 = pty.slave.try_clone().expect("dup");
     let s1 = pty.slave.try_clone().expect("dup");
     cmd.stdin(s0).stdout(s1).stderr(pty.slave);
-    // SAFETY (test): setsid in the child before exec, nothing else.
+    // SAFETY: (test) setsid in the child before exec, nothing else.
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(|| {
@@ -41,7 +41,7 @@ fn shell(dir: &std::path::Path, script: &str) -> String {
     let st = child.wait().expect("wait");
     assert!(st.success(), "shell failed: {st:?}");
     let mut out = String::new();
-    // SAFETY (test): the master stays open until it is dropped below.
+    // SAFETY: (test) the master stays open until it is dropped below.
     let fd =
         unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&master)) };
     nix::fcntl::fcntl(

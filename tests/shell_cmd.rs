@@ -88,7 +88,7 @@ impl Pty {
             .expect("open slave")
             .into();
         use std::os::fd::{FromRawFd, IntoRawFd};
-        // SAFETY (test): into_raw_fd hands over the descriptor nothing else
+        // SAFETY: (test) into_raw_fd hands over the descriptor nothing else
         // owns.
         let master = unsafe { File::from_raw_fd(m.into_raw_fd()) };
         let mut reader = master.try_clone().expect("dup master");
@@ -118,7 +118,7 @@ impl Pty {
         c.stdin(self.slave.try_clone().expect("dup"))
             .stdout(self.slave.try_clone().expect("dup"))
             .stderr(self.slave.try_clone().expect("dup"));
-        // SAFETY (test): only setsid between fork and exec.
+        // SAFETY: (test) only setsid between fork and exec.
         unsafe {
             use std::os::unix::process::CommandExt;
             c.pre_exec(|| {

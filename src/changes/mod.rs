@@ -251,25 +251,14 @@ mod tests {
         std::fs::write(upper.join("opt/new/f"), "n").expect("w");
         // An xattr whiteout (the format an unprivileged writer can make).
         std::fs::write(upper.join("etc/gone"), "").expect("w");
-        let c =
-            std::ffi::CString::new(upper.join("etc/gone").to_string_lossy().as_bytes()).expect("c");
-        // SAFETY (test): setting a user xattr on a file we created.
-        let r = unsafe {
-            libc::lsetxattr(
-                c.as_ptr(),
-                c"user.overlay.whiteout".as_ptr(),
-                std::ptr::null(),
-                0,
-                0,
-            )
-        };
+        let set = crate::sys::lsetxattr(&upper.join("etc/gone"), c"user.overlay.whiteout", b"");
         let me = (
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),
         );
         let ids = Ids::overlay(me, (0, 0), None);
         let changes = list(&upper, &host, &ids);
-        let want_gone = if r == 0 {
+        let want_gone = if set.is_ok() {
             vec![Change {
                 kind: Kind::D,
                 path: "/etc/gone".into(),

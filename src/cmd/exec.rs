@@ -10,13 +10,12 @@
 
 use crate::cli::ExecArgs;
 use crate::error::{Error, NixContext, Result};
-use crate::sandbox::channel::{Channel, Msg};
-use crate::sandbox::pty;
-use crate::sandbox::relay::{Relay, Slot};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use crate::sandbox::channel::Channel;
+use crate::sandbox::messages::{ExecAnswer, ExecControl, ExecEvent, ExecRequest};
+use crate::sandbox::relay::Relay;
+use crate::sandbox::relay_loop;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 const RELAYED: &[Signal] = &[
     Signal::SIGINT,
@@ -62,7 +61,7 @@ pub fn join(a: ExecArgs, hangup: bool, gone_ok: bool) -> Result<Option<u8>> {
         Err(_) if gone_ok => return Ok(None),
         Err(e) => return Err(e),
     };
-    let request = Msg::Exec {
+    let request = ExecRequest::Exec {
         argv: a.command.clone(),
         env,
         cwd,
@@ -83,16 +82,16 @@ pub fn join(a: ExecArgs, hangup: bool, gone_ok: bool) -> Result<Option<u8>> {
         let (pipes, theirs) = Relay::new(a.interactive)?;
         (Some(pipes), conn.send_fds(&request, &theirs.raw()))
     };
-    let answer = sent.and_then(|()| conn.recv());
+    let answer = sent.and_then(|()| Ok(conn.recv()?));
     let master = match answer {
-        Ok(Some((Msg::ExecStarted { .. }, master))) => master,
-        Ok(Some((Msg::ExecFailed { error }, _))) => return Err(Error::Host(error)),
+        Ok(Some((ExecAnswer::ExecStarted { .. }, master))) => master,
+        Ok(Some((ExecAnswer::ExecFailed { error }, _))) => return Err(Error::Host(error)),
         _ if gone_ok => {
             let _ = old_mask.thread_set_mask();
             return Ok(None);
         }
         Err(e) => return Err(e),
-        _ => {
+        Ok(None) => {
             return Err(Error::Host(format!(
                 "sandbox {:?} stopped before the command started",
                 a.name
@@ -118,135 +117,78 @@ fn relay(
     signals: &SigSet,
     master: Option<OwnedFd>,
     tty: bool,
-    mut pipes: Option<Relay>,
+    pipes: Option<Relay>,
     hangup: bool,
 ) -> Result<(u8, bool)> {
-    let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .ctx(|| "signalfd".into())?;
-    let (stdin_handle, stdout_handle) = (std::io::stdin(), std::io::stdout());
-    let (stdin, stdout) = (stdin_handle.as_fd(), stdout_handle.as_fd());
-    let resize = |m: &OwnedFd| {
-        if let Some(ws) = crate::sys::get_winsize(0) {
-            let _ = crate::sys::set_winsize(m.as_raw_fd(), &ws);
-        }
+    let mut peer = Client {
+        conn,
+        tty,
+        hangup,
+        ending: false,
+        timed_out: None,
     };
-    let _raw = match (&master, tty) {
-        (Some(m), true) => {
-            resize(m);
-            pty::RawMode::enter(stdin)
-        }
-        _ => None,
-    };
-    let conn_fd = conn.as_fd();
-    let mut stdin_open = master.is_some();
-    let mut master_open = master.is_some();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut ending = false;
-    let mut timed_out = None;
-    loop {
-        let mut fds = vec![
-            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(conn_fd, PollFlags::POLLIN),
-        ];
-        let (mut im, mut is) = (None, None);
-        if let (Some(m), true) = (&master, master_open) {
-            im = Some(fds.len());
-            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
-        }
-        if stdin_open {
-            is = Some(fds.len());
-            fds.push(PollFd::new(stdin, PollFlags::POLLIN));
-        }
-        let first_pipe = fds.len();
-        let slots: Vec<Slot> = match &pipes {
-            Some(p) => p
-                .interests(stdin)
-                .into_iter()
-                .map(|(fd, events, slot)| {
-                    fds.push(PollFd::new(fd, events));
-                    slot
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(Error::sys("poll", e)),
-        }
-        let ready = |i: Option<usize>| {
-            i.and_then(|i| fds[i].revents())
-                .is_some_and(|r| !r.is_empty())
-        };
-        let (s_ready, c_ready, m_ready, i_ready) =
-            (ready(Some(0)), ready(Some(1)), ready(im), ready(is));
-        let pipes_ready: Vec<Slot> = slots
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| ready(Some(first_pipe + i)))
-            .map(|(_, s)| *s)
-            .collect();
-        drop(fds);
-        if let Some(p) = &mut pipes {
-            for slot in pipes_ready {
-                p.on_ready(slot, &mut buf);
+    let code = relay_loop::run(signals, master, tty, pipes, &mut peer)?;
+    if let Some(millis) = peer.timed_out {
+        let secs = millis as f64 / 1000.0;
+        eprintln!("sbox: error: the sandbox ran out of time ({secs}s, --timeout) and was stopped");
+        return Ok((crate::error::EXIT_TIMEOUT, peer.ending));
+    }
+    Ok((code, peer.ending))
+}
+
+/// `sbox exec`'s side of the relay loop: init is at the other end of the
+/// connection.
+struct Client<'a> {
+    conn: &'a Channel,
+    tty: bool,
+    /// SIGTERM, SIGHUP and SIGINT hang up the command's session.
+    hangup: bool,
+    /// The sandbox ends with the command.
+    ending: bool,
+    /// The sandbox ran out of time after this long.
+    timed_out: Option<u64>,
+}
+
+impl relay_loop::Peer for Client<'_> {
+    type Output = u8;
+
+    fn watched(&self) -> Vec<BorrowedFd<'_>> {
+        vec![self.conn.as_fd()]
+    }
+
+    fn on_signal(&mut self, sig: Signal, _: Option<&OwnedFd>) {
+        let conn = self.conn;
+        if sig == Signal::SIGWINCH {
+            if let (Some(ws), true) = (crate::sys::get_winsize(0), self.tty) {
+                let _ = conn.send(
+                    &ExecControl::Resize {
+                        rows: ws.ws_row,
+                        cols: ws.ws_col,
+                    },
+                    None,
+                );
             }
+        } else if self.hangup && matches!(sig, Signal::SIGTERM | Signal::SIGHUP | Signal::SIGINT) {
+            let _ = conn.send(&ExecControl::Hangup, None);
+        } else {
+            let _ = conn.send(&ExecControl::Signal { signo: sig as i32 }, None);
         }
-        if let (true, Some(m)) = (m_ready, &master) {
-            master_open = pty::pump_master(m, stdout, &mut buf);
-        }
-        if let (true, Some(m)) = (i_ready, &master) {
-            stdin_open = pty::pump_stdin(m, &mut buf);
-        }
-        if s_ready {
-            while let Ok(Some(info)) = sfd.read_signal() {
-                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
-                    continue;
-                };
-                if sig == Signal::SIGWINCH {
-                    if let (Some(ws), true) = (crate::sys::get_winsize(0), tty) {
-                        let _ = conn.send(
-                            &Msg::Resize {
-                                rows: ws.ws_row,
-                                cols: ws.ws_col,
-                            },
-                            None,
-                        );
-                    }
-                } else if hangup && matches!(sig, Signal::SIGTERM | Signal::SIGHUP | Signal::SIGINT)
-                {
-                    let _ = conn.send(&Msg::Hangup, None);
-                } else {
-                    let _ = conn.send(&Msg::Signal { signo: sig as i32 }, None);
-                }
+    }
+
+    fn on_ready(&mut self, _: usize, _: &mut [u8]) -> Result<Option<u8>> {
+        match self.conn.recv()? {
+            Some((ExecEvent::ExecExited { code }, _)) => Ok(Some(code)),
+            Some((ExecEvent::Ending, _)) => {
+                self.ending = true;
+                Ok(None)
             }
-        }
-        if c_ready {
-            match conn.recv()? {
-                Some((Msg::ExecExited { code }, _)) => {
-                    if let Some(m) = &master {
-                        pty::drain(m, stdout, &mut buf);
-                    }
-                    if let Some(p) = &mut pipes {
-                        p.drain(&mut buf);
-                    }
-                    if let Some(millis) = timed_out {
-                        let secs = millis as f64 / 1000.0;
-                        eprintln!(
-                            "sbox: error: the sandbox ran out of time ({secs}s, --timeout) and was stopped"
-                        );
-                        return Ok((crate::error::EXIT_TIMEOUT, ending));
-                    }
-                    return Ok((code, ending));
-                }
-                Some((Msg::Ending, _)) => ending = true,
-                Some((Msg::TimedOut { millis }, _)) => timed_out = Some(millis),
-                Some(_) => {}
-                None => {
-                    return Err(Error::Host(
-                        "the sandbox went away while the command ran".into(),
-                    ))
-                }
+            Some((ExecEvent::TimedOut { millis }, _)) => {
+                self.timed_out = Some(millis);
+                Ok(None)
             }
+            None => Err(Error::Host(
+                "the sandbox went away while the command ran".into(),
+            )),
         }
     }
 }

@@ -118,17 +118,7 @@ pub fn probe_abi() -> Option<u8> {
 
 /// `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)`.
 fn probe_kernel_abi() -> Option<u8> {
-    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-    // SAFETY: with a NULL attribute pointer, size 0 and the VERSION flag the
-    // kernel reads and writes no memory; it only returns the ABI version or -1.
-    let version = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
+    let version = crate::sys::confine::landlock_abi_version().ok()?;
     if version <= 0 {
         return None;
     }

@@ -8,7 +8,7 @@
 use super::seccomp::{native_arch, WATCH_ERRNO};
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
@@ -32,27 +32,7 @@ pub fn build_notifying(prog: &seccompiler::BpfProgram, errno: i32) -> seccompile
 /// Install `prog` and return the listener for its notifications.
 /// PR_SET_NO_NEW_PRIVS must be set.
 pub fn install_with_listener(prog: &seccompiler::BpfProgram) -> io::Result<OwnedFd> {
-    let len = u16::try_from(prog.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
-    let fprog = libc::sock_fprog {
-        len,
-        filter: prog.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `fprog` points to `len` instructions borrowed from `prog` for
-    // the duration of the call; the kernel copies them. With
-    // SECCOMP_FILTER_FLAG_NEW_LISTENER the return value is a new fd.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-            &fprog as *const libc::sock_fprog,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    Ok(crate::sys::confine::install_filter_with_listener(prog)?)
 }
 
 /// One notification: a call the filter passed to the listener.
@@ -66,24 +46,11 @@ pub struct Request {
 
 /// Receive one notification; `None` when it vanished (the caller died).
 pub fn receive(listener: &OwnedFd) -> io::Result<Option<Request>> {
-    // SAFETY: seccomp_notif is plain old data; all-zero is the value the
-    // kernel requires before NOTIF_RECV.
-    let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-    // SAFETY: NOTIF_RECV writes one seccomp_notif into `req`, which we own.
-    let r = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_RECV,
-            &mut req as *mut libc::seccomp_notif,
-        )
+    let req = match crate::sys::confine::notif_recv(listener.as_fd()) {
+        Ok(req) => req,
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINTR) => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::EINTR) => Ok(None),
-            _ => Err(e),
-        };
-    }
     Ok(Some(Request {
         id: req.id,
         pid: req.pid,
@@ -105,16 +72,9 @@ pub fn reply(listener: &OwnedFd, id: u64, errno: Option<i32>) -> io::Result<()> 
             0
         },
     };
-    // SAFETY: NOTIF_SEND reads one seccomp_notif_resp that we own.
-    let r = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_SEND,
-            &resp as *const libc::seccomp_notif_resp,
-        )
-    };
-    if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
-        return Err(io::Error::last_os_error());
+    match crate::sys::confine::notif_send(listener.as_fd(), &resp) {
+        Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
     }
     Ok(())
 }
@@ -122,15 +82,7 @@ pub fn reply(listener: &OwnedFd, id: u64, errno: Option<i32>) -> io::Result<()> 
 /// The notification `id` is still pending: what was read of its process
 /// since it was received belongs to the process that made the call.
 pub fn still_valid(listener: &OwnedFd, id: u64) -> bool {
-    // SAFETY: NOTIF_ID_VALID reads one u64 that we own.
-    let r = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
-            &id as *const u64,
-        )
-    };
-    r == 0
+    crate::sys::confine::notif_id_valid(listener.as_fd(), id)
 }
 
 /// The command name of process `pid`, or "?".

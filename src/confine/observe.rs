@@ -255,43 +255,14 @@ fn sockaddr(raw: &[u8]) -> Option<SocketAddr> {
 
 /// The caller's `fd` is a TCP socket (looked at through a copy of it).
 fn is_tcp(pid: u32, fd: i32) -> bool {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if pidfd < 0 {
+    let Ok(pidfd) = crate::sys::pidfd_open(pid) else {
         return false;
-    }
-    // SAFETY: a new descriptor that nothing else owns.
-    let pidfd =
-        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd as i32) };
-    // SAFETY: pidfd_getfd takes a pidfd, an fd number and flags and returns
-    // a new fd or -1.
-    let copy = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_getfd,
-            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-            fd,
-            0,
-        )
     };
-    if copy < 0 {
+    let Ok(copy) = crate::sys::pidfd_getfd(std::os::fd::AsFd::as_fd(&pidfd), fd) else {
         return false;
-    }
-    // SAFETY: a new descriptor that nothing else owns.
-    let copy =
-        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy as i32) };
-    let mut proto: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `proto`, which we own.
-    let r = unsafe {
-        libc::getsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&copy),
-            libc::SOL_SOCKET,
-            libc::SO_PROTOCOL,
-            &mut proto as *mut libc::c_int as *mut libc::c_void,
-            &mut len,
-        )
     };
-    r == 0 && proto == libc::IPPROTO_TCP
+    crate::sys::socket_protocol(std::os::fd::AsFd::as_fd(&copy))
+        .is_ok_and(|p| p == libc::IPPROTO_TCP)
 }
 
 /// `len` bytes at `addr` in process `pid`.

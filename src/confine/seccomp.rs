@@ -19,7 +19,6 @@
 //! next group.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
 
 use seccompiler::{
     sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
@@ -309,56 +308,26 @@ pub fn install_filter_with_log(prog: &BpfProgram, log_denials: bool) -> Result<(
     if prog.is_empty() {
         return Err(ConfineError::EmptyFilter);
     }
-    let len = u16::try_from(prog.len()).map_err(|_| ConfineError::FilterTooLong(prog.len()))?;
+    u16::try_from(prog.len()).map_err(|_| ConfineError::FilterTooLong(prog.len()))?;
     ensure_no_new_privs()?;
     let flags = if log_denials {
         libc::SECCOMP_FILTER_FLAG_LOG
     } else {
         0
     };
-    seccomp_set_mode_filter(prog, len, flags)
+    seccomp_set_mode_filter(prog, flags)
 }
 
 fn ensure_no_new_privs() -> Result<(), ConfineError> {
-    // SAFETY: PR_GET_NO_NEW_PRIVS takes no pointer arguments and only reads a flag.
-    let current = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) };
-    if current == 1 {
+    if crate::sys::no_new_privs().is_ok_and(|set| set) {
         return Ok(());
     }
-    // SAFETY: PR_SET_NO_NEW_PRIVS with 1 takes no pointers; it only sets a
-    // one-way flag on the calling thread.
-    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    if rc != 0 {
-        return Err(ConfineError::NoNewPrivs(io::Error::last_os_error()));
-    }
-    Ok(())
+    crate::sys::set_no_new_privs().map_err(|e| ConfineError::NoNewPrivs(e.into()))
 }
 
-fn seccomp_set_mode_filter(
-    prog: &BpfProgram,
-    len: u16,
-    flags: libc::c_ulong,
-) -> Result<(), ConfineError> {
-    let fprog = libc::sock_fprog {
-        len,
-        // seccompiler::sock_filter is #[repr(C)] with the same layout as the kernel's.
-        filter: prog.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `fprog` points to `len` valid instructions borrowed from `prog`,
-    // which outlives the call; the kernel copies the program and does not write
-    // through the pointer.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            flags,
-            &fprog as *const libc::sock_fprog,
-        )
-    };
-    if rc != 0 {
-        return Err(ConfineError::SeccompInstall(io::Error::last_os_error()));
-    }
-    Ok(())
+fn seccomp_set_mode_filter(prog: &BpfProgram, flags: libc::c_ulong) -> Result<(), ConfineError> {
+    crate::sys::confine::install_filter(prog, flags)
+        .map_err(|e| ConfineError::SeccompInstall(e.into()))
 }
 
 fn table_for(arch: TargetArch) -> Result<&'static [(&'static str, u32)], ConfineError> {

@@ -194,16 +194,14 @@ fn mount_fuse_bind(src: &Path, at: &Path, readonly: bool) -> Result<std::os::fd:
         .map_err(|e| Error::Host(format!("cannot mount it over FUSE: {}", e.desc())))
 }
 
-/// Open /dev/fuse and mount it on `at`.
-fn mount_fuse(at: &Path, flags: MsFlags) -> nix::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let fd = nix::fcntl::open(
+/// Open /dev/fuse and mount it on `at` (with the options of every FUSE
+/// mount sbox makes; `sbox doctor` probes with this too).
+pub(crate) fn mount_fuse(at: &Path, flags: MsFlags) -> nix::Result<std::os::fd::OwnedFd> {
+    let fd = crate::sys::open(
         "/dev/fuse",
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )?;
-    // SAFETY: open returned a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let opts = super::overlay::mount_options(fd.as_raw_fd());
     mount(
         Some("sbox"),
@@ -523,8 +521,8 @@ fn mask(root: &Path, dest: &Path, empty_file: &Path, verbose: bool) -> Result<()
 /// Mount sbox's FUSE overlay as the new root; returns the /dev/fuse
 /// descriptor for the launcher to serve.
 pub fn apply_fuse_root(root: &Path) -> Result<std::os::fd::OwnedFd> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let fd = nix::fcntl::open(
+    use std::os::fd::AsRawFd;
+    let fd = crate::sys::open(
         "/dev/fuse",
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
@@ -535,8 +533,6 @@ pub fn apply_fuse_root(root: &Path) -> Result<std::os::fd::OwnedFd> {
             e.desc()
         ))
     })?;
-    // SAFETY: open returned a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let opts = super::overlay::mount_options(fd.as_raw_fd());
     mount(
         Some("sbox"),

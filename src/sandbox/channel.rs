@@ -3,12 +3,11 @@
 
 use crate::error::{NixContext, Result};
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
 };
-use serde::{Deserialize, Serialize};
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use serde::Serialize;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 /// The address of the unix socket at `path`. A path longer than an address
 /// holds (108 bytes) is reached through its directory, opened here and kept
@@ -36,57 +35,127 @@ fn socket_addr(path: &std::path::Path) -> Result<(nix::sys::socket::UnixAddr, Op
     Ok((addr, Some(dir)))
 }
 
-/// What the launcher and init tell each other.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Msg {
-    /// launcher → init: the id maps are written; go on.
-    MapsWritten,
-    /// init → launcher: the root is assembled and the command started; a
-    /// pty master is attached when the sandbox has a terminal.
-    Ready { pty: bool },
-    /// init → launcher: the /dev/fuse descriptor of the mounted root is
-    /// attached; serve it.
-    FuseFd,
-    /// init → launcher: the /dev/fuse descriptor of the passthrough mount
-    /// of plan step `step` (a `Step::FuseBind`) is attached; serve it.
-    FuseBindFd { step: usize },
-    /// init → launcher: a socket of the sandbox's network namespace for
-    /// sbox's DNS (`dns`) or forwarder is attached; serve it.
-    EgressSocket { dns: bool },
-    /// payload → init: the seccomp notification listener is attached.
-    SeccompListener,
-    /// init → launcher, as the sandbox ends: how many operations init saw
-    /// refused (seccomp; with --log-denials also Landlock and the network),
-    /// and the report lines (each saying what would allow it).
-    Refused { total: u32, report: Vec<String> },
-    /// `sbox exec` → init: run a command in the sandbox. Without `tty`,
-    /// its stdin, stdout and stderr are attached: pipes (and /dev/null)
-    /// that `sbox exec` relays, never the caller's own descriptors.
-    Exec {
-        argv: Vec<String>,
-        env: Vec<(String, String)>,
-        cwd: Option<std::path::PathBuf>,
-        tty: bool,
-    },
-    /// init → `sbox exec`: started (the pty master attached with `tty`).
-    ExecStarted { pid: i32 },
-    /// init → `sbox exec`: could not start it.
-    ExecFailed { error: String },
-    /// init → `sbox exec`: the command ended with this status.
-    ExecExited { code: u8 },
-    /// init → `sbox exec`: the sandbox ran out of time (--timeout) and
-    /// is being stopped.
-    TimedOut { millis: u64 },
-    /// init → `sbox exec`: the command was the last session of a sandbox
-    /// that lives while its sessions do; the sandbox ends now.
-    Ending,
-    /// `sbox exec` → init: deliver this signal to the command.
-    Signal { signo: i32 },
-    /// `sbox shell` joining → init: hang up the command's session (SIGHUP
-    /// to it and its process group, SIGKILL after the grace period).
-    Hangup,
-    /// `sbox exec` → init: the caller's terminal changed size.
-    Resize { rows: u16, cols: u16 },
+/// The messages of one conversation over a channel: a serde enum whose
+/// variant names are the wire tags. Declared with `conversation!`, which
+/// lists the kinds for the error of an unexpected message.
+pub trait Message: Serialize + serde::de::DeserializeOwned {
+    /// The conversation, for errors: "init's messages to the launcher".
+    const WHAT: &'static str;
+    /// Every kind of message of the conversation.
+    const KINDS: &'static [&'static str];
+    /// This message's kind.
+    fn kind(&self) -> &'static str;
+
+    /// The error for this message where the receiver expected `expected`.
+    fn unexpected(&self, expected: &str) -> Unexpected {
+        Unexpected {
+            what: Self::WHAT,
+            expected: expected.to_string(),
+            got: self.kind().to_string(),
+        }
+    }
+}
+
+/// Declare the message type of a conversation (see [`Message`]).
+macro_rules! conversation {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident ($what:literal) {
+            $(
+                $(#[$vmeta:meta])*
+                $variant:ident $({ $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? })?
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        pub enum $name {
+            $(
+                $(#[$vmeta])*
+                $variant $({ $($(#[$fmeta])* $field: $ty),* })?
+            ),*
+        }
+
+        impl $crate::sandbox::channel::Message for $name {
+            const WHAT: &'static str = $what;
+            const KINDS: &'static [&'static str] = &[$(stringify!($variant)),*];
+            fn kind(&self) -> &'static str {
+                match self {
+                    $(Self::$variant { .. } => stringify!($variant)),*
+                }
+            }
+        }
+    };
+}
+pub(crate) use conversation;
+
+/// A message the receiver did not expect: its conversation, what was
+/// expected and what came.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: expected {expected}, got {got}")]
+pub struct Unexpected {
+    pub what: &'static str,
+    pub expected: String,
+    pub got: String,
+}
+
+/// "A", "A or B", "A, B or C".
+fn one_of(kinds: &[&str]) -> String {
+    match kinds {
+        [] => "nothing".into(),
+        [one] => (*one).into(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+impl Unexpected {
+    /// `bytes` came where a message of `M` was expected (any of its kinds).
+    fn of<M: Message>(bytes: &[u8]) -> Self {
+        let got = match serde_json::from_slice::<serde_json::Value>(bytes) {
+            // A unit variant is its name; any other, an object keyed by it.
+            Ok(serde_json::Value::String(s)) => s,
+            Ok(serde_json::Value::Object(o)) if o.len() == 1 => {
+                o.keys().next().cloned().unwrap_or_default()
+            }
+            _ => "an unreadable message".into(),
+        };
+        let got = if M::KINDS.contains(&got.as_str()) {
+            // A known kind with fields that do not fit.
+            format!("a malformed {got}")
+        } else {
+            got
+        };
+        Unexpected {
+            what: M::WHAT,
+            expected: one_of(M::KINDS),
+            got,
+        }
+    }
+}
+
+/// Why a receive failed: the channel itself, or a message that is not
+/// what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum RecvError {
+    #[error(transparent)]
+    Channel(#[from] crate::error::Error),
+    #[error(transparent)]
+    Unexpected(#[from] Unexpected),
+}
+
+impl From<RecvError> for crate::error::Error {
+    fn from(e: RecvError) -> Self {
+        match e {
+            RecvError::Channel(e) => e,
+            RecvError::Unexpected(u) => crate::error::Error::Host(u.to_string()),
+        }
+    }
+}
+
+impl From<Unexpected> for crate::error::Error {
+    fn from(u: Unexpected) -> Self {
+        crate::error::Error::Host(u.to_string())
+    }
 }
 
 /// One end of the channel.
@@ -158,14 +227,12 @@ impl Channel {
 
     /// Accept one connection on a listening socket.
     pub fn accept(listener: &OwnedFd) -> Result<Channel> {
-        let fd = nix::sys::socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC)
-            .ctx(|| "accept".into())?;
-        // SAFETY: accept4 returned a new descriptor that nothing else owns.
-        Ok(Channel(unsafe { OwnedFd::from_raw_fd(fd) }))
+        let fd = crate::sys::accept(listener.as_fd()).ctx(|| "accept".into())?;
+        Ok(Channel(fd))
     }
 
     /// Send with up to three descriptors attached.
-    pub fn send_fds(&self, msg: &Msg, fds: &[RawFd]) -> Result<()> {
+    pub fn send_fds<M: Message>(&self, msg: &M, fds: &[RawFd]) -> Result<()> {
         let bytes =
             serde_json::to_vec(msg).map_err(|e| crate::error::Error::Host(e.to_string()))?;
         let iov = [IoSlice::new(&bytes)];
@@ -186,7 +253,7 @@ impl Channel {
     }
 
     /// Send one message, with `fd` attached when given.
-    pub fn send(&self, msg: &Msg, fd: Option<RawFd>) -> Result<()> {
+    pub fn send<M: Message>(&self, msg: &M, fd: Option<RawFd>) -> Result<()> {
         let bytes =
             serde_json::to_vec(msg).map_err(|e| crate::error::Error::Host(e.to_string()))?;
         let iov = [IoSlice::new(&bytes)];
@@ -206,8 +273,8 @@ impl Channel {
         .map(drop)
     }
 
-    /// Receive one message; `None` when the other end has closed.
-    pub fn recv(&self) -> Result<Option<(Msg, Option<OwnedFd>)>> {
+    /// Receive one message of `M`; `None` when the other end has closed.
+    pub fn recv<M: Message>(&self) -> Result<Option<(M, Option<OwnedFd>)>, RecvError> {
         let (msg, mut fds) = match self.recv_fds()? {
             Some(x) => x,
             None => return Ok(None),
@@ -221,42 +288,19 @@ impl Channel {
     }
 
     /// Receive one message with every descriptor attached to it.
-    pub fn recv_fds(&self) -> Result<Option<(Msg, Vec<OwnedFd>)>> {
+    pub fn recv_fds<M: Message>(&self) -> Result<Option<(M, Vec<OwnedFd>)>, RecvError> {
         let mut buf = vec![0u8; 256 * 1024];
-        let mut cmsg = nix::cmsg_space!([RawFd; 4]);
-        let (n, fd) = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let r = loop {
-                match recvmsg::<()>(
-                    self.0.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut cmsg),
-                    MsgFlags::MSG_CMSG_CLOEXEC,
-                ) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    r => break r,
-                }
+        let (n, fd) = loop {
+            match crate::sys::recv_with_fds(self.0.as_fd(), &mut buf) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                r => break r,
             }
-            .ctx(|| "receiving on the launcher/init channel".into())?;
-            let mut fd = Vec::new();
-            if let Ok(cmsgs) = r.cmsgs() {
-                for c in cmsgs {
-                    if let ControlMessageOwned::ScmRights(fds) = c {
-                        for f in fds {
-                            // SAFETY: SCM_RIGHTS gave us a new descriptor
-                            // that nothing else owns.
-                            fd.push(unsafe { OwnedFd::from_raw_fd(f) });
-                        }
-                    }
-                }
-            }
-            (r.bytes, fd)
-        };
+        }
+        .ctx(|| "receiving on the launcher/init channel".into())?;
         if n == 0 {
             return Ok(None);
         }
-        let msg = serde_json::from_slice(&buf[..n])
-            .map_err(|e| crate::error::Error::Host(format!("bad message on the channel: {e}")))?;
+        let msg = serde_json::from_slice(&buf[..n]).map_err(|_| Unexpected::of::<M>(&buf[..n]))?;
         Ok(Some((msg, fd)))
     }
 }
@@ -264,19 +308,23 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::messages::{FromInit, ToInit};
 
     #[test]
     fn messages_and_fds_cross() {
         let (a, b) = Channel::pair().expect("pair");
         let f = std::fs::File::open("/dev/null").expect("null");
-        a.send(&Msg::Ready { pty: true }, Some(f.as_raw_fd()))
+        a.send(&FromInit::Ready { pty: true }, Some(f.as_raw_fd()))
             .expect("send");
-        let (m, fd) = b.recv().expect("recv").expect("msg");
-        assert_eq!(m, Msg::Ready { pty: true });
+        let (m, fd) = b.recv::<FromInit>().expect("recv").expect("msg");
+        assert_eq!(m, FromInit::Ready { pty: true });
         assert!(fd.is_some());
-        a.send(&Msg::MapsWritten, None).expect("send");
-        assert_eq!(b.recv().expect("recv").map(|x| x.0), Some(Msg::MapsWritten));
+        a.send(&ToInit::MapsWritten, None).expect("send");
+        assert_eq!(
+            b.recv().expect("recv").map(|x| x.0),
+            Some(ToInit::MapsWritten)
+        );
         drop(a);
-        assert!(b.recv().expect("eof").is_none());
+        assert!(b.recv::<ToInit>().expect("eof").is_none());
     }
 }

@@ -2,7 +2,11 @@
 //! Assembles the root, starts the payload, forwards signals, reaps orphans
 //! and exits with the payload's status.
 
-use super::channel::{Channel, Msg};
+use super::channel::{Channel, RecvError};
+use super::child::ChildGuard;
+use super::messages::{
+    ExecAnswer, ExecControl, ExecEvent, ExecRequest, FromInit, FromPayload, ToInit,
+};
 use crate::confine::notify::{self, Refusal, Tally};
 use crate::confine::observe::Observer;
 use crate::error::{status_code, Error, NixContext, Result, EXIT_SBOX_FAILED};
@@ -59,9 +63,9 @@ fn run(args: &InitArgs) -> Result<u8> {
     let policy = args.policy;
     sys::set_parent_death_signal(libc::SIGKILL).ctx(|| "prctl(PDEATHSIG)".into())?;
     match args.channel.recv()? {
-        Some((Msg::MapsWritten, _)) => {}
+        Some((ToInit::MapsWritten, _)) => {}
         // The launcher gave up (it printed why).
-        _ => return Ok(EXIT_SBOX_FAILED),
+        None => return Ok(EXIT_SBOX_FAILED),
     }
     if args.can_setgroups {
         nix::unistd::setgroups(&[]).ctx(|| "setgroups".into())?;
@@ -81,7 +85,7 @@ fn run(args: &InitArgs) -> Result<u8> {
             .chain(socks.listeners.iter().map(|f| (false, f)))
         {
             args.channel
-                .send(&Msg::EgressSocket { dns }, Some(fd.as_raw_fd()))?;
+                .send(&FromInit::EgressSocket { dns }, Some(fd.as_raw_fd()))?;
         }
         log(policy, || {
             "network: sbox's DNS and forwarder sockets handed over".into()
@@ -101,8 +105,8 @@ fn run(args: &InitArgs) -> Result<u8> {
         policy.verbose,
         &mut |step, fd| {
             let msg = match step {
-                None => Msg::FuseFd,
-                Some(step) => Msg::FuseBindFd { step },
+                None => FromInit::FuseFd,
+                Some(step) => FromInit::FuseBindFd { step },
             };
             channel.send(&msg, Some(std::os::fd::AsRawFd::as_raw_fd(&fd)))
         },
@@ -136,7 +140,7 @@ fn run(args: &InitArgs) -> Result<u8> {
     }
     let master = pty.as_ref().map(|(m, _)| m.as_raw_fd());
     args.channel.send(
-        &Msg::Ready {
+        &FromInit::Ready {
             pty: master.is_some(),
         },
         master,
@@ -269,7 +273,7 @@ fn spawn_payload(
         Nest::Create => nix::sched::CloneFlags::CLONE_NEWUSER,
         _ => nix::sched::CloneFlags::empty(),
     };
-    let pid = match sys::clone_process(flags).map_err(|e| fork_error(policy, nest, e))? {
+    let child = match sys::clone_process(flags).map_err(|e| fork_error(policy, nest, e))? {
         Forked::Child => {
             let _ = mask.thread_set_mask();
             if let Some((r, w)) = go.take() {
@@ -299,23 +303,16 @@ fn spawn_payload(
                 status.as_ref().map(|(_, w)| w.as_raw_fd()),
             )
         }
-        Forked::Parent(pid) => pid,
+        Forked::Parent(pid) => ChildGuard::new(pid),
     };
+    let pid = child.pid();
     drop(stdio);
     let userns = match go {
         Some((r, w)) => {
             drop(r);
-            match map_nested(pid) {
-                Ok(ns) => {
-                    super::pty::write_all(&w, b"1").ctx(|| "starting the command".into())?;
-                    Some(ns)
-                }
-                Err(e) => {
-                    let _ = kill(pid, Signal::SIGKILL);
-                    let _ = waitpid(pid, None);
-                    return Err(e);
-                }
-            }
+            let ns = map_nested(pid)?;
+            super::pty::write_all(&w, b"1").ctx(|| "starting the command".into())?;
+            Some(ns)
         }
         None => None,
     };
@@ -323,8 +320,8 @@ fn spawn_payload(
         Some((ours, theirs)) => {
             drop(theirs);
             match ours.recv()? {
-                Some((Msg::SeccompListener, fd)) => fd,
-                _ => None,
+                Some((FromPayload::SeccompListener, fd)) => fd,
+                None => None,
             }
         }
         None => None,
@@ -339,7 +336,8 @@ fn spawn_payload(
         None => false,
     };
     Ok(Started {
-        pid,
+        // Reaped by the supervisor from now on.
+        pid: child.release(),
         listener,
         exec_failed,
         userns,
@@ -530,7 +528,7 @@ impl<'a> Supervisor<'a> {
                     .timeout
                     .map_or(0, |t| t.as_millis() as u64);
                 for c in &self.clients {
-                    let _ = c.conn.send(&Msg::TimedOut { millis }, None);
+                    let _ = c.conn.send(&ExecEvent::TimedOut { millis }, None);
                 }
                 continue;
             }
@@ -606,20 +604,22 @@ impl<'a> Supervisor<'a> {
         let Ok(conn) = Channel::accept(c) else { return };
         let request = match conn.recv_fds() {
             Ok(Some(r)) => r,
+            Err(RecvError::Unexpected(u)) => {
+                let error = u.to_string();
+                let _ = conn.send(&ExecAnswer::ExecFailed { error }, None);
+                return;
+            }
             _ => return,
         };
         let (
-            Msg::Exec {
+            ExecRequest::Exec {
                 argv,
                 env,
                 cwd,
                 tty,
             },
             fds,
-        ) = request
-        else {
-            return;
-        };
+        ) = request;
         let mut client = ExecClient {
             conn,
             pid: None,
@@ -630,7 +630,7 @@ impl<'a> Supervisor<'a> {
         match self.start_exec(argv, env, cwd, tty, fds) {
             Ok((started, master)) => {
                 let _ = client.conn.send(
-                    &Msg::ExecStarted {
+                    &ExecAnswer::ExecStarted {
                         pid: started.pid.as_raw(),
                     },
                     master.as_ref().map(|m| m.as_raw_fd()),
@@ -646,7 +646,7 @@ impl<'a> Supervisor<'a> {
             }
             Err(e) => {
                 let _ = client.conn.send(
-                    &Msg::ExecFailed {
+                    &ExecAnswer::ExecFailed {
                         error: e.to_string(),
                     },
                     None,
@@ -704,12 +704,12 @@ impl<'a> Supervisor<'a> {
             return;
         };
         match c.conn.recv() {
-            Ok(Some((Msg::Signal { signo }, _))) => {
+            Ok(Some((ExecControl::Signal { signo }, _))) => {
                 if let (Some(pid), Ok(sig)) = (c.pid, Signal::try_from(signo)) {
                     let _ = kill(pid, sig);
                 }
             }
-            Ok(Some((Msg::Hangup, _))) => {
+            Ok(Some((ExecControl::Hangup, _))) => {
                 // The session leader's process group, then the leader
                 // itself (a shell resends SIGHUP to its jobs).
                 if let Some(pid) = c.pid {
@@ -720,7 +720,7 @@ impl<'a> Supervisor<'a> {
                     c.kill_at.get_or_insert(Instant::now() + HANGUP_GRACE);
                 }
             }
-            Ok(Some((Msg::Resize { rows, cols }, _))) => {
+            Ok(Some((ExecControl::Resize { rows, cols }, _))) => {
                 if let Some(m) = &c.master {
                     let ws = libc::winsize {
                         ws_row: rows,
@@ -731,7 +731,8 @@ impl<'a> Supervisor<'a> {
                     let _ = sys::set_winsize(m.as_raw_fd(), &ws);
                 }
             }
-            Ok(Some(_)) => {}
+            // Not for this conversation: ignored.
+            Err(RecvError::Unexpected(_)) => {}
             // The client went away: the command goes on, like docker exec;
             // stop polling its connection (it stays readable at EOF).
             _ => c.gone = true,
@@ -749,11 +750,11 @@ impl<'a> Supervisor<'a> {
                     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
                     while waitpid(None, None).is_ok() {}
                     for c in &self.clients {
-                        let _ = c.conn.send(&Msg::ExecExited { code: 137 }, None);
+                        let _ = c.conn.send(&ExecEvent::ExecExited { code: 137 }, None);
                     }
                     // The launcher reports them with what it counted.
                     let _ = self.channel.send(
-                        &Msg::Refused {
+                        &FromInit::Refused {
                             total: self.tally.total(),
                             report: self.tally.report(),
                         },
@@ -773,12 +774,12 @@ impl<'a> Supervisor<'a> {
                             // The sandbox goes with its last session; a
                             // new one is refused (its client tries again)
                             // rather than started and killed with it.
-                            let _ = c.conn.send(&Msg::Ending, None);
+                            let _ = c.conn.send(&ExecEvent::Ending, None);
                             let _ = kill(self.main, Signal::SIGKILL);
                             self.control = None;
                         }
                         let _ = c.conn.send(
-                            &Msg::ExecExited {
+                            &ExecEvent::ExecExited {
                                 code: status_code(st),
                             },
                             None,
@@ -810,15 +811,12 @@ fn observer(policy: &Policy) -> Observer {
 /// Open a pty pair in the sandbox's own devpts; returns the master and the
 /// slave's path.
 fn open_pty() -> Result<(std::os::fd::OwnedFd, String)> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let fd = nix::fcntl::open(
+    let master = sys::open(
         "/dev/pts/ptmx",
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
     .ctx(|| "opening /dev/pts/ptmx".into())?;
-    // SAFETY: open returned a new descriptor that nothing else owns.
-    let master = unsafe { OwnedFd::from_raw_fd(fd) };
     let n = sys::pty_unlock_and_number(master.as_raw_fd()).ctx(|| "unlocking the pty".into())?;
     Ok((master, format!("/dev/pts/{n}")))
 }

@@ -1,8 +1,10 @@
 //! launcher: the process the user started. Creates the sandbox, writes the
 //! id maps, relays the terminal and signals, returns the exit status.
 
-use super::channel::{Channel, Msg};
+use super::channel::{Channel, Message};
+use super::child::ChildGuard;
 use super::init::{self, InitArgs};
+use super::messages::{FromInit, ToInit};
 use super::pty;
 use crate::error::{status_code, Error, NixContext, Result};
 use crate::idmap::IdPlan;
@@ -14,10 +16,8 @@ use crate::rootfs::{
 };
 use crate::state::{self, StateDir};
 use crate::sys::{self, Forked};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -196,24 +196,23 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             });
             sys::exit_now(code)
         }
-        Ok(Forked::Parent(pid)) => pid,
+        // Killed and reaped on every error path from here.
+        Ok(Forked::Parent(pid)) => ChildGuard::new(pid),
         Err(e) => return Err(clone_error(e)),
     };
     drop(theirs);
     drop(control);
-    log(policy, || format!("init is pid {child} on the host"));
+    log(policy, || {
+        format!("init is pid {} on the host", child.pid())
+    });
     if let Some(cg) = &cgroup {
-        if let Err(e) = cg.add(child.as_raw()) {
-            let _ = kill(child, Signal::SIGKILL);
-            let _ = waitpid(child, None);
-            return Err(e);
-        }
+        cg.add(child.pid().as_raw())?;
     }
     if let Some(named) = &extras.named {
         let info = crate::names::Info {
             name: named.paths.name.clone(),
             pid: std::process::id() as i32,
-            init_pid: child.as_raw(),
+            init_pid: child.pid().as_raw(),
             profile: policy.profile.clone(),
             project: policy.project.clone(),
             started: std::time::SystemTime::now()
@@ -227,26 +226,15 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     }
 
     if !mapped {
-        if let Err(e) = ids.apply(child) {
-            let _ = kill(child, Signal::SIGKILL);
-            let _ = waitpid(child, None);
-            return Err(e);
-        }
+        ids.apply(child.pid())?;
     }
     drop(keeper);
     // The user-mode stack configures the namespace before init goes on.
     let _net_helper = match &user_net {
-        Some(u) => match u.start(policy, child) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                let _ = kill(child, Signal::SIGKILL);
-                let _ = waitpid(child, None);
-                return Err(e);
-            }
-        },
+        Some(u) => Some(u.start(policy, child.pid())?),
         None => None,
     };
-    ours.send(&Msg::MapsWritten, None)?;
+    ours.send(&ToInit::MapsWritten, None)?;
     log(policy, || "id maps written".into());
 
     let Extras {
@@ -261,7 +249,7 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     let mut msg = ours.recv()?;
     // First the sockets of --allow-net, served from the host's namespace.
     let mut sockets = crate::egress::Sockets::default();
-    while let Some((Msg::EgressSocket { dns }, Some(fd))) = msg {
+    while let Some((FromInit::EgressSocket { dns }, Some(fd))) = msg {
         match dns {
             true => sockets.dns = Some(fd),
             false => sockets.listeners.push(fd),
@@ -269,17 +257,10 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
         msg = ours.recv()?;
     }
     let egress = match &policy.egress {
-        Some(e) => match crate::egress::serve(e, sockets, policy.verbose) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                let _ = kill(child, Signal::SIGKILL);
-                let _ = waitpid(child, None);
-                return Err(e);
-            }
-        },
+        Some(e) => Some(crate::egress::serve(e, sockets, policy.verbose)?),
         None => None,
     };
-    if let Some((Msg::FuseFd, Some(fd))) = msg {
+    if let Some((FromInit::FuseFd, Some(fd))) = msg {
         let cfg = crate::rootfs::overlay::OverlayConfig {
             lower: "/".into(),
             upper: state_dir.paths.upper.clone(),
@@ -302,44 +283,38 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             attr_timeout: policy.host_cache,
             entry_timeout: policy.host_cache,
         };
-        match crate::rootfs::overlay::serve(fd, cfg) {
-            Ok(s) => fuse_server = Some(s),
-            Err(e) => {
-                let _ = kill(child, Signal::SIGKILL);
-                let _ = waitpid(child, None);
-                return Err(Error::Host(format!("FUSE server: {e}")));
-            }
-        }
+        let server = crate::rootfs::overlay::serve(fd, cfg)
+            .map_err(|e| Error::Host(format!("FUSE server: {e}")))?;
+        fuse_server = Some(server);
         log(policy, || "serving the FUSE root".into());
         msg = ours.recv()?;
     }
     // Then the binds that hold hidden paths, in the order init mounts them.
     let mut bind_servers = Vec::new();
-    while let Some((Msg::FuseBindFd { step }, Some(fd))) = msg {
-        match serve_bind(policy, &steps, step, fd, &ids, &base) {
-            Ok(s) => bind_servers.push(s),
-            Err(e) => {
-                let _ = kill(child, Signal::SIGKILL);
-                let _ = waitpid(child, None);
-                return Err(e);
-            }
-        }
+    while let Some((FromInit::FuseBindFd { step }, Some(fd))) = msg {
+        bind_servers.push(serve_bind(policy, &steps, step, fd, &ids, &base)?);
         msg = ours.recv()?;
     }
     let (status, timed_out) = match msg {
-        Some((Msg::Ready { .. }, master)) => {
+        Some((FromInit::Ready { .. }, master)) => {
             if let Some(r) = ready {
                 let _ = pty::write_all(&r, b"ok\n");
             }
-            supervise(policy, child, &signals, master, log_pipe)?
+            supervise(policy, child.release(), &signals, master, log_pipe)?
         }
-        // init failed before starting the command; it said why.
-        _ => {
-            let st = waitpid(child, None).ctx(|| "waitpid".into())?;
+        // init failed before starting the command (it said why), and
+        // reported what it saw refused meanwhile.
+        None | Some((FromInit::Refused { .. }, _)) => {
+            let st = waitpid(child.release(), None).ctx(|| "waitpid".into())?;
             if let Some((r, path)) = &log_pipe {
                 drain_log(r, path);
             }
             (st, false)
+        }
+        Some((m, _)) => {
+            let expected =
+                "EgressSocket, FuseFd or FuseBindFd with a descriptor attached, or Ready";
+            return Err(m.unexpected(expected).into());
         }
     };
     log(policy, || format!("sandbox ended: {status:?}"));
@@ -592,7 +567,7 @@ fn init_refusals(ours: &Channel) -> (u32, Vec<String>) {
         return (0, Vec::new());
     }
     match ours.recv() {
-        Ok(Some((Msg::Refused { total, report }, _))) => (total, report),
+        Ok(Some((FromInit::Refused { total, report }, _))) => (total, report),
         _ => (0, Vec::new()),
     }
 }
@@ -639,122 +614,91 @@ fn supervise(
     child: Pid,
     signals: &SigSet,
     master: Option<OwnedFd>,
-    mut log_pipe: Option<(OwnedFd, std::path::PathBuf)>,
+    log_pipe: Option<(OwnedFd, std::path::PathBuf)>,
 ) -> Result<(WaitStatus, bool)> {
-    let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .ctx(|| "signalfd".into())?;
-    let (stdin_handle, stdout_handle) = (std::io::stdin(), std::io::stdout());
-    let (stdin, stdout) = (stdin_handle.as_fd(), stdout_handle.as_fd());
-    let _raw = match (&master, policy.tty) {
-        (Some(m), true) => {
-            pty::copy_winsize(0, m.as_raw_fd());
-            pty::RawMode::enter(stdin)
-        }
-        _ => None,
+    let mut peer = Supervised {
+        policy,
+        child,
+        deadline: policy.limits.timeout.map(|t| std::time::Instant::now() + t),
+        timed_out: false,
+        log_pipe,
     };
-    let mut stdin_open = master.is_some();
-    let mut master_open = master.is_some();
-    let mut buf = vec![0u8; 64 * 1024];
-    let start = std::time::Instant::now();
-    let mut deadline = policy.limits.timeout.map(|t| start + t);
-    let mut timed_out = false;
-    loop {
-        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        let mut idx_master = None;
-        let mut idx_stdin = None;
-        let mut idx_log = None;
-        if let (Some(m), true) = (&master, master_open) {
-            idx_master = Some(fds.len());
-            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+    super::relay_loop::run(signals, master, policy.tty, None, &mut peer)
+}
+
+/// The launcher's side of the relay loop: init is its child.
+struct Supervised<'a> {
+    policy: &'a Policy,
+    child: Pid,
+    /// The timeout, then the end of its grace period.
+    deadline: Option<std::time::Instant>,
+    timed_out: bool,
+    /// A detached sandbox's output, copied to its log.
+    log_pipe: Option<(OwnedFd, std::path::PathBuf)>,
+}
+
+impl super::relay_loop::Peer for Supervised<'_> {
+    type Output = (WaitStatus, bool);
+
+    fn watched(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        self.log_pipe.iter().map(|(r, _)| r.as_fd()).collect()
+    }
+
+    fn deadline(&self) -> Option<std::time::Instant> {
+        self.deadline
+    }
+
+    fn on_wake(&mut self) {
+        let Some(d) = self.deadline else { return };
+        if std::time::Instant::now() < d {
+            return;
         }
-        if stdin_open {
-            idx_stdin = Some(fds.len());
-            fds.push(PollFd::new(stdin, PollFlags::POLLIN));
+        if self.timed_out {
+            // The grace period is over.
+            let _ = kill(self.child, Signal::SIGKILL);
+            self.deadline = None;
+        } else {
+            log(self.policy, || "timeout: stopping the sandbox".into());
+            self.timed_out = true;
+            let _ = kill(self.child, Signal::SIGALRM);
+            let _ = kill(self.child, Signal::SIGTERM);
+            self.deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
         }
-        if let Some((r, _)) = &log_pipe {
-            idx_log = Some(fds.len());
-            fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
-        }
-        let timeout = match deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(std::time::Instant::now());
-                PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
-                    .unwrap_or(PollTimeout::MAX)
-            }
-            None => PollTimeout::NONE,
-        };
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(Error::sys("poll", e)),
-        }
-        let ready = |i: Option<usize>| {
-            i.and_then(|i| fds[i].revents())
-                .is_some_and(|r| !r.is_empty())
-        };
-        let (m_ready, i_ready, s_ready, l_ready) = (
-            ready(idx_master),
-            ready(idx_stdin),
-            ready(Some(0)),
-            ready(idx_log),
-        );
-        drop(fds);
-        if let Some(d) = deadline {
-            if std::time::Instant::now() >= d {
-                if timed_out {
-                    // The grace period is over.
-                    let _ = kill(child, Signal::SIGKILL);
-                    deadline = None;
-                } else {
-                    log(policy, || "timeout: stopping the sandbox".into());
-                    timed_out = true;
-                    let _ = kill(child, Signal::SIGALRM);
-                    let _ = kill(child, Signal::SIGTERM);
-                    deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
-                }
+    }
+
+    fn on_signal(&mut self, sig: Signal, master: Option<&OwnedFd>) {
+        match (sig, master) {
+            (Signal::SIGCHLD, _) | (Signal::SIGALRM, _) => {}
+            (Signal::SIGWINCH, Some(m)) => pty::copy_winsize(0, m.as_raw_fd()),
+            (s, _) => {
+                log(self.policy, || format!("forwarding {s}"));
+                let _ = kill(self.child, s);
             }
         }
-        if l_ready {
-            if let Some((r, path)) = &log_pipe {
-                match nix::unistd::read(r.as_raw_fd(), &mut buf) {
-                    Ok(0) => log_pipe = None,
-                    Ok(n) => append_log(path, &buf[..n]),
-                    Err(_) => {}
-                }
+    }
+
+    fn on_ready(&mut self, _: usize, buf: &mut [u8]) -> Result<Option<Self::Output>> {
+        if let Some((r, path)) = &self.log_pipe {
+            match nix::unistd::read(r.as_raw_fd(), buf) {
+                Ok(0) => self.log_pipe = None,
+                Ok(n) => append_log(path, &buf[..n]),
+                Err(_) => {}
             }
         }
-        if let (true, Some(m)) = (m_ready, &master) {
-            master_open = pty::pump_master(m, stdout, &mut buf);
+        Ok(None)
+    }
+
+    fn after_signals(&mut self) -> Result<Option<Self::Output>> {
+        match waitpid(self.child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => Ok(None),
+            Ok(st) => Ok(Some((st, self.timed_out))),
+            Err(e) => Err(Error::sys("waitpid", e)),
         }
-        if let (true, Some(m)) = (i_ready, &master) {
-            stdin_open = pty::pump_stdin(m, &mut buf);
-        }
-        if s_ready {
-            while let Ok(Some(info)) = sfd.read_signal() {
-                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
-                    continue;
-                };
-                match (sig, &master) {
-                    (Signal::SIGCHLD, _) | (Signal::SIGALRM, _) => {}
-                    (Signal::SIGWINCH, Some(m)) => pty::copy_winsize(0, m.as_raw_fd()),
-                    (s, _) => {
-                        log(policy, || format!("forwarding {s}"));
-                        let _ = kill(child, s);
-                    }
-                }
-            }
-            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => {}
-                Ok(st) => {
-                    if let Some(m) = &master {
-                        pty::drain(m, stdout, &mut buf);
-                    }
-                    if let Some((r, path)) = &log_pipe {
-                        drain_log(r, path);
-                    }
-                    return Ok((st, timed_out));
-                }
-                Err(e) => return Err(Error::sys("waitpid", e)),
-            }
+    }
+
+    fn drain(&mut self, _: &mut [u8]) {
+        if let Some((r, path)) = &self.log_pipe {
+            drain_log(r, path);
         }
     }
 }

@@ -1,11 +1,15 @@
 //! The three roles of a running sandbox: launcher, init and payload.
 
 pub mod channel;
+pub mod child;
+pub mod detach;
 pub mod init;
 pub mod launcher;
+pub mod messages;
 pub mod payload;
 pub mod pty;
 pub mod relay;
+pub mod relay_loop;
 
 static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 

@@ -1,7 +1,8 @@
 //! The payload: the user's command. Forked by init after the root is in
 //! place; sets up its session and terminal, drops privileges, then execs.
 
-use super::channel::{Channel, Msg};
+use super::channel::Channel;
+use super::messages::FromPayload;
 use crate::error::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SBOX_FAILED};
 use crate::policy::Policy;
 use nix::errno::Errno;
@@ -99,14 +100,8 @@ pub fn exec(
     // away, as it would outside.
     crate::sys::default_sigpipe();
     let err = exec_search(&policy.argv[0], path, &argv, &env);
-    // SAFETY: SIG_IGN is a valid disposition; no handler code is involved.
-    // (Reporting the failure must not die of a closed stderr.)
-    let _ = unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigIgn,
-        )
-    };
+    // Reporting the failure must not die of a closed stderr.
+    crate::sys::ignore_sigpipe();
     let (code, what) = match err {
         Errno::ENOENT | Errno::ENOTDIR => (EXIT_NOT_FOUND, "command not found"),
         Errno::EACCES | Errno::EPERM => (EXIT_NOT_EXECUTABLE, "permission denied"),
@@ -117,8 +112,8 @@ pub fn exec(
     eprintln!("sbox: error: {}: {what}", policy.argv[0]);
     if first_closed == 4 {
         let _ = nix::unistd::write(
-            // SAFETY: fd 3 is the exec-status pipe installed above.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(3) },
+            // fd 3 is the exec-status pipe installed above.
+            crate::sys::inherited_fd(3),
             &[code],
         );
     }
@@ -202,7 +197,7 @@ fn confine(policy: &Policy, denials: Option<&Channel>) -> Result<(), String> {
         (Some(s), Some(chan)) if s.notify => {
             let listener = crate::confine::notify::install_with_listener(&s.program)
                 .map_err(|e| format!("seccomp: {e}"))?;
-            chan.send(&Msg::SeccompListener, Some(listener.as_raw_fd()))
+            chan.send(&FromPayload::SeccompListener, Some(listener.as_raw_fd()))
                 .map_err(|e| format!("seccomp: {e}"))?;
         }
         (Some(s), _) => {

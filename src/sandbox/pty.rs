@@ -40,27 +40,16 @@ impl RawMode {
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        // SAFETY: the descriptor is the caller's stdin, open for the life of
-        // the process.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        // The descriptor is the caller's stdin, open for the life of the
+        // process.
+        let fd = crate::sys::inherited_fd(self.fd);
         let _ = without_sigttou(|| termios::tcsetattr(fd, SetArg::TCSADRAIN, &self.saved));
     }
 }
 
 /// SIGTERM, SIGHUP or SIGINT is pending (blocked, for the relay loop).
 fn ending_signal_pending() -> bool {
-    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigpending fills the set it is given, which lives on our
-    // stack for the call.
-    if unsafe { libc::sigpending(set.as_mut_ptr()) } != 0 {
-        return false;
-    }
-    // SAFETY: sigpending succeeded, so the set is initialised.
-    let set = unsafe { set.assume_init() };
-    [libc::SIGTERM, libc::SIGHUP, libc::SIGINT]
-        .iter()
-        // SAFETY: sigismember only reads the initialised set.
-        .any(|&s| unsafe { libc::sigismember(&set, s) } == 1)
+    crate::sys::any_signal_pending(&[libc::SIGTERM, libc::SIGHUP, libc::SIGINT])
 }
 
 /// Run `f` with SIGTTOU blocked: restoring the terminal at the end never

@@ -185,9 +185,9 @@ impl Relay {
                 }
                 Ok(n) => {
                     moved += n;
-                    // SAFETY: fds 1 and 2 are this process's standard
-                    // output and error, open for its whole life.
-                    let out = unsafe { BorrowedFd::borrow_raw(i as i32 + 1) };
+                    // fds 1 and 2 are this process's standard output and
+                    // error, open for its whole life.
+                    let out = crate::sys::inherited_fd(i as i32 + 1);
                     if super::pty::write_all(out, &buf[..n]).is_err() {
                         self.outputs[i] = None;
                         break;

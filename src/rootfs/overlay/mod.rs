@@ -54,6 +54,7 @@ mod iofd;
 mod layer;
 mod passthrough;
 mod server;
+#[allow(unsafe_code)] // the overlay's own raw file-system calls
 pub(crate) mod sys;
 mod whiteout;
 

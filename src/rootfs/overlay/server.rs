@@ -3,7 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -106,8 +106,6 @@ impl OverlayServer {
     }
 }
 
-nix::ioctl_read!(fuse_dev_ioc_clone, 229, 0, u32);
-
 /// A new /dev/fuse fd attached to the same connection (its own request
 /// queue reader), or a dup of the fd when cloning is not possible.
 fn clone_channel(fd: &OwnedFd) -> io::Result<OwnedFd> {
@@ -117,46 +115,29 @@ fn clone_channel(fd: &OwnedFd) -> io::Result<OwnedFd> {
         .custom_flags(libc::O_CLOEXEC)
         .open("/dev/fuse")
     {
-        Ok(f) => {
-            let mut old = fd.as_raw_fd() as u32;
-            // SAFETY: FUSE_DEV_IOC_CLONE reads one u32 (the source fd) from a
-            // valid pointer; `f` is an open /dev/fuse fd we own.
-            match unsafe { fuse_dev_ioc_clone(f.as_raw_fd(), &mut old) } {
-                Ok(_) => return Ok(OwnedFd::from(f)),
-                Err(e) => log::debug!("overlay: FUSE_DEV_IOC_CLONE failed ({e}), sharing the fd"),
-            }
-        }
+        Ok(f) => match super::sys::fuse_clone_fd(f.as_fd(), fd.as_fd()) {
+            Ok(_) => return Ok(OwnedFd::from(f)),
+            Err(e) => log::debug!("overlay: FUSE_DEV_IOC_CLONE failed ({e}), sharing the fd"),
+        },
         Err(e) => log::debug!("overlay: cannot open /dev/fuse ({e}), sharing the fd"),
     }
     fd.try_clone()
 }
 
 fn set_blocking(fd: &OwnedFd) -> io::Result<()> {
-    // SAFETY: fcntl F_GETFL/F_SETFL on a valid fd.
-    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if flags & libc::O_NONBLOCK != 0 {
-        // SAFETY: as above.
-        let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+    if flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
     }
     Ok(())
 }
 
 fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }
@@ -166,10 +147,7 @@ fn raise_nofile() {
 /// and returns at once. Makes the process non-dumpable and raises its soft
 /// RLIMIT_NOFILE to the hard limit (open files inside hold one fd each here).
 pub fn serve(fuse_fd: OwnedFd, cfg: OverlayConfig) -> Result<OverlayServer, OverlayError> {
-    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes plain integers.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        return Err(OverlayError::Dumpable(io::Error::last_os_error()));
-    }
+    crate::sys::set_not_dumpable().map_err(|e| OverlayError::Dumpable(e.into()))?;
     raise_nofile();
     let fs = Arc::new(OverlayFs::new(&cfg)?);
     start(fuse_fd, fs, cfg.threads)
@@ -181,10 +159,7 @@ pub fn serve_passthrough(
     fuse_fd: OwnedFd,
     cfg: PassthroughConfig,
 ) -> Result<OverlayServer, OverlayError> {
-    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes plain integers.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        return Err(OverlayError::Dumpable(io::Error::last_os_error()));
-    }
+    crate::sys::set_not_dumpable().map_err(|e| OverlayError::Dumpable(e.into()))?;
     raise_nofile();
     let fs = Arc::new(OverlayFs::new_passthrough(&cfg)?);
     start(fuse_fd, fs, cfg.threads)
@@ -266,22 +241,20 @@ fn serve_channel(
                 m.start(server);
             }
         }
-        // SAFETY: rbuf is writable for its whole length.
-        let n = unsafe { libc::read(raw, rbuf.as_mut_ptr().cast(), rbuf.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
+        let n = match super::sys::read(fd.as_fd(), &mut rbuf) {
+            Ok(n) => n,
+            Err(e) => match e.raw_os_error() {
                 // Interrupted request, signal, or spurious wake-up.
                 Some(libc::ENOENT) | Some(libc::EINTR) | Some(libc::EAGAIN) => continue,
                 // The mount went away.
                 Some(libc::ENODEV) | Some(libc::EBADF) => return Ok(()),
                 _ => return Err(OverlayError::Read(e)),
-            }
-        }
+            },
+        };
         if n == 0 {
             return Ok(());
         }
-        let reader = match Reader::<()>::from_fuse_buffer(FuseBuf::new(&mut rbuf[..n as usize])) {
+        let reader = match Reader::<()>::from_fuse_buffer(FuseBuf::new(&mut rbuf[..n])) {
             Ok(r) => r,
             Err(e) => {
                 log::warn!("overlay: bad FUSE request buffer: {e}");

@@ -7,7 +7,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `Result` of a raw call that returns -1 on error.
@@ -81,40 +81,22 @@ fn open_beneath_piece(
     };
     let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     if HAVE_OPENAT2.load(Ordering::Relaxed) {
-        // SAFETY: open_how is a plain C struct; all-zero is a valid value.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = flags as u64;
-        how.mode = if flags & libc::O_CREAT != 0 {
+        let how_mode = if flags & libc::O_CREAT != 0 {
             mode as u64
         } else {
             0
         };
-        how.resolve =
+        let resolve =
             libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
         for _ in 0..16 {
-            // SAFETY: `path` is a valid NUL-terminated string and `how` a valid
-            // open_how of the size passed; the kernel only reads them.
-            let ret = unsafe {
-                libc::syscall(
-                    libc::SYS_openat2,
-                    dir.as_raw_fd(),
-                    path.as_ptr(),
-                    &how as *const libc::open_how,
-                    std::mem::size_of::<libc::open_how>(),
-                )
-            };
-            if ret >= 0 {
-                // SAFETY: the kernel returned a new fd that nothing else owns.
-                return Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) });
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
-                Some(libc::ENOSYS) => {
+            match crate::sys::openat2_once(dir, &path, flags, how_mode, resolve) {
+                Ok(fd) => return Ok(fd),
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::ENOSYS) => {
                     HAVE_OPENAT2.store(false, Ordering::Relaxed);
                     break;
                 }
-                _ => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         if HAVE_OPENAT2.load(Ordering::Relaxed) {
@@ -482,4 +464,43 @@ pub(crate) fn removexattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     let p = proc_path(fd)?;
     // SAFETY: valid NUL-terminated strings.
     check(unsafe { libc::removexattr(p.as_ptr(), name.as_ptr()) }).map(drop)
+}
+
+/// `read(2)` into `buf`.
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is writable for its whole length.
+    let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Run `op` on the file of `f` as a `&mut File` (what the FUSE copy
+/// helpers take), without taking or closing its descriptor.
+pub(crate) fn with_file_mut<R>(f: &std::fs::File, op: impl FnOnce(&mut std::fs::File) -> R) -> R {
+    // SAFETY: the descriptor stays open while `f` is borrowed, which outlasts
+    // this call; ManuallyDrop guarantees the temporary never closes it and
+    // it does not escape `op`.
+    let mut file =
+        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(f.as_raw_fd()) });
+    op(&mut file)
+}
+
+/// An all-zero `stat64` (the attributes of a negative lookup entry).
+pub(crate) fn zeroed_stat() -> libc::stat64 {
+    // SAFETY: stat64 is plain old data; all-zero is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+nix::ioctl_read!(fuse_dev_ioc_clone, 229, 0, u32);
+
+/// `FUSE_DEV_IOC_CLONE`: attach the fresh /dev/fuse descriptor `new` to the
+/// connection of `old`.
+pub(crate) fn fuse_clone_fd(new: BorrowedFd<'_>, old: BorrowedFd<'_>) -> nix::Result<()> {
+    let mut old = old.as_raw_fd() as u32;
+    // SAFETY: FUSE_DEV_IOC_CLONE reads one u32 (the source fd) from a valid
+    // pointer to our stack; `new` is an open /dev/fuse descriptor.
+    unsafe { fuse_dev_ioc_clone(new.as_raw_fd(), &mut old) }.map(drop)
 }

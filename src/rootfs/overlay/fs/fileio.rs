@@ -3,8 +3,7 @@
 
 use std::fs::File;
 use std::io;
-use std::mem::ManuallyDrop;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -15,13 +14,6 @@ use crate::rootfs::overlay::inode::{Special, ROOT};
 use crate::rootfs::overlay::iofd::{Need, Opened};
 use crate::rootfs::overlay::layer::Layer;
 use crate::rootfs::overlay::sys::{self, err};
-
-/// Borrows the file of a handle as a `File` without taking ownership.
-pub(super) fn borrow_file(f: &File) -> ManuallyDrop<File> {
-    // SAFETY: the fd stays open while the caller holds the `Arc<Handle>` that
-    // owns `f`; ManuallyDrop guarantees this temporary never closes it.
-    ManuallyDrop::new(unsafe { File::from_raw_fd(f.as_raw_fd()) })
-}
 
 /// The flags of a FUSE open that mean something to the server's own open:
 /// the kernel passes its internal bits too (__FMODE_EXEC for execve), which
@@ -153,11 +145,10 @@ impl OverlayFs {
             let writer = flags as i32 & libc::O_ACCMODE != libc::O_RDONLY;
             let need = if writer { Need::Write } else { Need::Read };
             let f = self.io_file(inode, need)?;
-            return w.write_from(&mut *borrow_file(&f), size as usize, offset);
+            return sys::with_file_mut(&f, |f| w.write_from(f, size as usize, offset));
         }
         let h = self.handle(handle)?;
-        let mut f = borrow_file(&h);
-        w.write_from(&mut *f, size as usize, offset)
+        sys::with_file_mut(&h, |f| w.write_from(f, size as usize, offset))
     }
 
     pub(super) fn op_write(
@@ -170,11 +161,10 @@ impl OverlayFs {
     ) -> io::Result<usize> {
         if handle == 0 {
             let f = self.io_file(inode, Need::Write)?;
-            return r.read_to(&mut *borrow_file(&f), size as usize, offset);
+            return sys::with_file_mut(&f, |f| r.read_to(f, size as usize, offset));
         }
         let h = self.handle(handle)?;
-        let mut f = borrow_file(&h);
-        r.read_to(&mut *f, size as usize, offset)
+        sys::with_file_mut(&h, |f| r.read_to(f, size as usize, offset))
     }
 
     pub(super) fn op_fsync(&self, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {

@@ -247,8 +247,7 @@ impl OverlayFs {
                 Ok(Entry {
                     inode: 0,
                     generation: 0,
-                    // SAFETY: stat64 is plain old data; all-zero is valid.
-                    attr: unsafe { std::mem::zeroed() },
+                    attr: crate::rootfs::overlay::sys::zeroed_stat(),
                     attr_flags: 0,
                     attr_timeout: Duration::ZERO,
                     entry_timeout: self.entry_timeout,

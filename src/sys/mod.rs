@@ -1,5 +1,13 @@
 //! The thin unsafe layer: raw system calls that nix does not wrap, each in
-//! one function with a SAFETY note. Everything else in sbox is safe code.
+//! one function with a SAFETY note. Everything else in sbox is safe code
+//! (the FUSE overlay keeps its own file-system calls in
+//! `rootfs::overlay::sys`).
+
+pub mod confine;
+mod fd;
+
+use fd::owned;
+pub use fd::{accept, inherited_fd, open, pidfd_getfd, pidfd_open, recv_with_fds, socket_protocol};
 
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
@@ -232,7 +240,6 @@ pub fn openat2(
     flags: libc::c_int,
     resolve: u64,
 ) -> nix::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
     let path = if path.as_os_str().is_empty() {
         std::path::Path::new(".")
@@ -240,33 +247,44 @@ pub fn openat2(
         path
     };
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: open_how is plain old data; all-zero is valid.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = resolve;
     let mut tries = 0;
     loop {
-        // SAFETY: openat2 reads the path string and the open_how struct,
-        // both alive for the call; it returns a new descriptor or -1.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dir.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: the kernel returned a new descriptor that nothing else owns.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        }
-        match Errno::last() {
+        match openat2_once(dir, &c, flags | libc::O_CLOEXEC, 0, resolve) {
             // A rename elsewhere raced a RESOLVE_BENEATH/IN_ROOT lookup.
-            Errno::EAGAIN | Errno::EINTR if tries < 16 => tries += 1,
-            e => return Err(e),
+            Err(Errno::EAGAIN | Errno::EINTR) if tries < 16 => tries += 1,
+            r => return r,
         }
     }
+}
+
+/// One `openat2(2)` call: open `path` relative to `dir` with exactly `flags`
+/// (nothing added), `mode` (for O_CREAT/O_TMPFILE) and the `resolve`
+/// restrictions. EAGAIN/EINTR are the caller's to retry.
+pub fn openat2_once(
+    dir: std::os::fd::BorrowedFd<'_>,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    mode: u64,
+    resolve: u64,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: open_how is plain old data; all-zero is valid.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.mode = mode;
+    how.resolve = resolve;
+    // SAFETY: openat2 reads the path string and the open_how struct (size
+    // passed), both alive for the call; it returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    Errno::result(fd).map(|fd| owned(fd as RawFd))
 }
 
 /// Open `path` (absolute, inside the tree at `root`) as O_PATH with every
@@ -466,4 +484,59 @@ pub fn has_xattrs(path: &std::path::Path) -> bool {
     // `c` is a NUL-terminated string that lives for the call.
     let n = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
     n != 0
+}
+
+/// `PR_GET_NO_NEW_PRIVS`: whether the flag is set on the calling thread.
+pub fn no_new_privs() -> nix::Result<bool> {
+    // SAFETY: PR_GET_NO_NEW_PRIVS takes no pointer arguments and only reads
+    // a flag.
+    let r = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) };
+    Errno::result(r).map(|v| v == 1)
+}
+
+/// Whether any of `signals` is pending for this thread or process (blocked
+/// signals wait there until read).
+pub fn any_signal_pending(signals: &[libc::c_int]) -> bool {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the set it is given, which lives on our
+    // stack for the call.
+    if unsafe { libc::sigpending(set.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: sigpending succeeded, so the set is initialised.
+    let set = unsafe { set.assume_init() };
+    signals
+        .iter()
+        // SAFETY: sigismember only reads the initialised set.
+        .any(|&s| unsafe { libc::sigismember(&set, s) } == 1)
+}
+
+/// The size of extended attribute `name` of `path` (following symlinks);
+/// `None` when it is not set, empty, or cannot be read.
+pub fn getxattr_len(path: &std::path::Path, name: &std::ffi::CStr) -> Option<usize> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a null buffer of size 0 asks only for the value's length;
+    // both strings are NUL-terminated and live for the call.
+    let n = unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    usize::try_from(n).ok().filter(|n| *n > 0)
+}
+
+/// `lsetxattr(2)`: set extended attribute `name` of `path` (not following
+/// a final symlink) to `value`.
+pub fn lsetxattr(path: &std::path::Path, name: &std::ffi::CStr, value: &[u8]) -> nix::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: lsetxattr reads `value.len()` bytes from `value` and the two
+    // NUL-terminated strings, all alive for the call.
+    let r = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
 }
