@@ -84,7 +84,7 @@ fn a_link_past_the_link_limit_gives_the_hosts_error() {
         .join("upper/root/em");
     assert!(dir.join("f").is_file(), "{}", dir.display());
     // On the host: link until the filesystem refuses (or 70,000 links).
-    let mut n = 0;
+    let mut n: u32 = 0;
     let host_err = loop {
         if n == 70_000 {
             break None;
