@@ -182,7 +182,7 @@ mod tests {
     fn every_kind_is_listed_and_named() {
         assert_eq!(
             FromInit::KINDS,
-            ["FuseFd", "FuseBindFd", "Ready", "Refused"]
+            ["FuseFd", "FuseBindFd", "EgressSocket", "Ready", "Refused"]
         );
         assert_eq!(FromInit::FuseBindFd { step: 1 }.kind(), "FuseBindFd");
         assert_eq!(ExecEvent::Ending.kind(), "Ending");
