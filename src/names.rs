@@ -8,7 +8,6 @@
 //! (a `StoredConfig`) and `log`. A runtime directory whose lock nobody holds
 //! is stale. Where these are, and what a name may be: `crate::locations`.
 
-use crate::cli::SandboxOpts;
 use crate::error::{Error, IoContext, Result};
 use crate::locations::{validate_name, Paths};
 use nix::fcntl::{Flock, FlockArg};
@@ -93,117 +92,11 @@ pub struct StoredOpts {
 
 // Both conversions name every field (no `..`): a new option of `run` does
 // not compile until it is stored, or left out on purpose.
-impl From<&SandboxOpts> for StoredOpts {
-    fn from(o: &SandboxOpts) -> Self {
-        let SandboxOpts {
-            profile,
-            bind,
-            ro_bind,
-            tmpfs,
-            chdir,
-            env,
-            keep_env,
-            hostname,
-            net,
-            publish,
-            allow_host_loopback,
-            allow_net,
-            add_host,
-            memory,
-            pids,
-            cpus,
-            nofile,
-            timeout,
-            overlay,
-            map_user,
-            verbose,
-            log_denials,
-        } = o.clone();
-        StoredOpts {
-            profile,
-            bind,
-            ro_bind,
-            tmpfs,
-            chdir,
-            env,
-            keep_env,
-            hostname,
-            net,
-            publish,
-            allow_host_loopback,
-            allow_net,
-            add_host,
-            memory,
-            pids,
-            cpus,
-            nofile,
-            timeout,
-            overlay,
-            map_user,
-            verbose,
-            log_denials,
-        }
-    }
-}
-
-impl From<StoredOpts> for SandboxOpts {
-    fn from(o: StoredOpts) -> Self {
-        let StoredOpts {
-            profile,
-            bind,
-            ro_bind,
-            tmpfs,
-            chdir,
-            env,
-            keep_env,
-            hostname,
-            net,
-            publish,
-            allow_host_loopback,
-            allow_net,
-            add_host,
-            memory,
-            pids,
-            cpus,
-            nofile,
-            timeout,
-            overlay,
-            map_user,
-            verbose,
-            log_denials,
-        } = o;
-        SandboxOpts {
-            profile,
-            bind,
-            ro_bind,
-            tmpfs,
-            chdir,
-            env,
-            keep_env,
-            hostname,
-            net,
-            publish,
-            allow_host_loopback,
-            allow_net,
-            add_host,
-            memory,
-            pids,
-            cpus,
-            nofile,
-            timeout,
-            overlay,
-            map_user,
-            verbose,
-            log_denials,
-        }
-    }
-}
-
 impl StoredConfig {
     /// The record of a sandbox started now (the current version).
     pub fn new(
         name: &str,
-        opts: &SandboxOpts,
+        opts: StoredOpts,
         command: Vec<String>,
         project: &Path,
         shell: bool,
@@ -212,24 +105,12 @@ impl StoredConfig {
         StoredConfig {
             version: CONFIG_VERSION,
             name: name.to_string(),
-            opts: opts.into(),
+            opts,
             command,
             project: project.to_path_buf(),
             shell,
             profile,
         }
-    }
-
-    /// The options to start it again with. A profile given as a relative
-    /// path was relative to the project, where it was started.
-    pub fn sandbox_opts(&self) -> SandboxOpts {
-        let mut opts = SandboxOpts::from(self.opts.clone());
-        if let Some(p) = &opts.profile {
-            if crate::profile::load::is_path(p) && Path::new(p).is_relative() {
-                opts.profile = Some(self.project.join(p).to_string_lossy().into_owned());
-            }
-        }
-        opts
     }
 
     /// Parse a record read from `file` (named in the errors).
@@ -487,31 +368,6 @@ mod tests {
     }
 
     #[test]
-    fn a_record_round_trips_with_the_current_version() {
-        let opts = SandboxOpts {
-            profile: Some("strict".into()),
-            publish: vec!["8080:80".into()],
-            allow_host_loopback: true,
-            cpus: Some(1.5),
-            timeout: Some("10m".into()),
-            overlay: Some("kernel".into()),
-            map_user: true,
-            log_denials: true,
-            ..Default::default()
-        };
-        let c = StoredConfig::new("n", &opts, vec!["true".into()], Path::new("/p"), true, None);
-        let text = serde_json::to_string(&c).expect("json");
-        let back = StoredConfig::parse(Path::new("/d/config.json"), &text).expect("loads");
-        assert_eq!(back.version, CONFIG_VERSION);
-        assert_eq!(back, c);
-        assert_eq!(
-            format!("{:?}", back.sandbox_opts()),
-            format!("{opts:?}"),
-            "options changed on the way through the record"
-        );
-    }
-
-    #[test]
     fn an_unreadable_record_says_which_file_and_why() {
         let f = Path::new("/d/sandboxes/x/config.json");
         for (text, why) in [
@@ -529,27 +385,6 @@ mod tests {
             let e = StoredConfig::parse(f, text).expect_err(text).to_string();
             assert!(e.starts_with("/d/sandboxes/x/config.json: "), "{e}");
             assert!(e.contains(why), "{text}: {e}");
-        }
-    }
-
-    #[test]
-    fn a_relative_profile_path_is_the_projects() {
-        let mut c = StoredConfig::new(
-            "n",
-            &SandboxOpts::default(),
-            vec![],
-            Path::new("/home/u/p"),
-            false,
-            None,
-        );
-        for (given, used) in [
-            ("./my.toml", "/home/u/p/./my.toml"),
-            ("sub/my.toml", "/home/u/p/sub/my.toml"),
-            ("/etc/x.toml", "/etc/x.toml"),
-            ("dev", "dev"),
-        ] {
-            c.opts.profile = Some(given.into());
-            assert_eq!(c.sandbox_opts().profile.as_deref(), Some(used));
         }
     }
 

@@ -288,7 +288,7 @@ fn hidden_of(paths: &Paths) -> Result<Vec<PathBuf>> {
     })?;
     crate::cmd::run::check_enterable(&cfg.project)
         .map_err(|e| Error::path(&cfg.project, crate::policy::io_reason(&e)))?;
-    let opts = cfg.sandbox_opts();
+    let opts = super::stored::sandbox_opts(&cfg);
     let command = if cfg.command.is_empty() {
         vec!["true".to_string()]
     } else {

@@ -295,7 +295,7 @@ pub fn start(name: &str) -> Result<u8> {
             format!("the sandbox's project: {}", crate::policy::io_reason(&e)),
         )
     })?;
-    let opts = cfg.sandbox_opts();
+    let opts = super::stored::sandbox_opts(&cfg);
     crate::cmd::run::run_in(
         &cfg.project,
         opts,

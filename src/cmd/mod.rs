@@ -7,4 +7,5 @@ pub mod exec;
 pub mod lifecycle;
 pub mod profile;
 pub mod run;
+pub mod stored;
 pub mod trust;

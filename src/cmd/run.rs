@@ -163,7 +163,7 @@ fn run_named(
         &paths.config(),
         &crate::names::StoredConfig::new(
             &name,
-            &opts,
+            (&opts).into(),
             argv,
             &policy.project,
             shell,

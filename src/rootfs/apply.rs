@@ -640,7 +640,7 @@ fn hide_layer(
         && std::fs::rename(layer, staged.join("layer")).is_ok()
         && std::fs::rename(&staged, &keep).is_err()
     {
-        let _ = crate::state::remove_tree(&staged);
+        let _ = std::fs::remove_dir_all(&staged);
     }
     lock_kept_layer(&keep).ok_or_else(|| Error::path(&keep, "kept whiteout layer went away"))
 }
