@@ -62,7 +62,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::rootfs::upper::IdMap;
-pub use passthrough::PassthroughConfig;
 pub use server::{mount_options, serve, serve_passthrough, OverlayServer, OverlayStats};
 
 /// What the overlay serves.
@@ -98,6 +97,32 @@ pub struct OverlayConfig {
     pub attr_timeout: Duration,
     /// How long the kernel may cache name lookups.
     pub entry_timeout: Duration,
+}
+
+/// What a passthrough mount serves.
+#[derive(Clone, Debug)]
+pub struct PassthroughConfig {
+    /// The host directory (changed in place).
+    pub dir: PathBuf,
+    /// Refuse every change (the mount is read-only too).
+    pub readonly: bool,
+    /// Absolute paths inside the mount ("/" is `dir`) that do not exist
+    /// and cannot be created.
+    pub hidden: Vec<PathBuf>,
+    /// Absolute paths inside the mount shown as empty read-only directories.
+    pub empty: Vec<PathBuf>,
+    /// Host uid and gid of the caller.
+    pub caller_uid: u32,
+    pub caller_gid: u32,
+    /// The caller's ids inside the sandbox.
+    pub caller_inside: (u32, u32),
+    /// The sandbox's id maps, to present host owners.
+    pub ids: IdMap,
+    /// Serving threads (at least 1).
+    pub threads: usize,
+    /// How long the kernel may cache names and attributes (zero: a bind
+    /// shows host changes at once).
+    pub timeout: Duration,
 }
 
 /// Errors of the overlay server.

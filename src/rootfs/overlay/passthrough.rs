@@ -26,41 +26,13 @@
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
-use std::time::Duration;
 
 use fuse_backend_rs::api::filesystem::{Context, Entry, SetattrValid};
 
 use super::fs::OverlayFs;
 use super::layer::Layer;
 use super::sys::{self, err};
-use crate::rootfs::upper::{self, IdMap, Override};
-
-/// What a passthrough mount serves.
-#[derive(Clone, Debug)]
-pub struct PassthroughConfig {
-    /// The host directory (changed in place).
-    pub dir: PathBuf,
-    /// Refuse every change (the mount is read-only too).
-    pub readonly: bool,
-    /// Absolute paths inside the mount ("/" is `dir`) that do not exist
-    /// and cannot be created.
-    pub hidden: Vec<PathBuf>,
-    /// Absolute paths inside the mount shown as empty read-only directories.
-    pub empty: Vec<PathBuf>,
-    /// Host uid and gid of the caller.
-    pub caller_uid: u32,
-    pub caller_gid: u32,
-    /// The caller's ids inside the sandbox.
-    pub caller_inside: (u32, u32),
-    /// The sandbox's id maps, to present host owners.
-    pub ids: IdMap,
-    /// Serving threads (at least 1).
-    pub threads: usize,
-    /// How long the kernel may cache names and attributes (zero: a bind
-    /// shows host changes at once).
-    pub timeout: Duration,
-}
+use crate::rootfs::upper::{self, Override};
 
 /// A new entry of a passthrough mount.
 pub(crate) enum New<'a> {

@@ -12,7 +12,7 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
 
 use super::fs::OverlayFs;
-use super::passthrough::PassthroughConfig;
+use super::PassthroughConfig;
 use super::{OverlayConfig, OverlayError};
 
 /// Size of one request buffer: 1 MiB of data (max_write with MAX_PAGES)

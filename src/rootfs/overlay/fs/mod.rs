@@ -24,8 +24,8 @@ use std::time::Duration;
 use super::inode::{NodeInfo, NodeState, Special, Table};
 use super::iofd::IoFds;
 use super::layer::{Layer, Layers};
-use super::passthrough::PassthroughConfig;
 use super::sys::{self, err};
+use super::PassthroughConfig;
 use super::{OverlayConfig, OverlayError};
 use crate::rootfs::upper::{self, Ids};
 
