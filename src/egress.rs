@@ -825,7 +825,7 @@ fn forward(shared: &Shared, c: TcpStream, name: &str, port: u16, private: bool) 
             Ok(a) => (a.collect::<Vec<_>>(), false),
             Err(e) => {
                 if shared.verbose {
-                    crate::sandbox::say("egress", &format!("{name}: {e}"));
+                    crate::verbose::say("egress", &format!("{name}: {e}"));
                 }
                 return refuse(c);
             }
@@ -855,12 +855,12 @@ fn forward(shared: &Shared, c: TcpStream, name: &str, port: u16, private: bool) 
     }
     let Some(out) = out else {
         if shared.verbose {
-            crate::sandbox::say("egress", &format!("{name}:{port}: cannot connect"));
+            crate::verbose::say("egress", &format!("{name}:{port}: cannot connect"));
         }
         return refuse(c);
     };
     if shared.verbose {
-        crate::sandbox::say("egress", &format!("{name}:{port} → {:?}", out.peer_addr()));
+        crate::verbose::say("egress", &format!("{name}:{port} → {:?}", out.peer_addr()));
     }
     let _ = c.set_nodelay(true);
     let _ = out.set_nodelay(true);

@@ -108,3 +108,11 @@ pub fn status_code(status: nix::sys::wait::WaitStatus) -> u8 {
         _ => EXIT_SBOX_FAILED,
     }
 }
+
+/// The reason of an I/O error without the "(os error N)" tail.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+        None => e.to_string(),
+    }
+}

@@ -14,6 +14,7 @@ pub mod changes;
 pub mod cli;
 pub mod cmd;
 pub mod confine;
+pub mod digest;
 pub mod doctor;
 pub mod egress;
 pub mod error;
@@ -32,3 +33,4 @@ pub mod state;
 #[allow(unsafe_code)] // the one place for raw system calls
 pub mod sys;
 pub mod trust;
+pub mod verbose;

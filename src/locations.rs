@@ -188,7 +188,7 @@ pub fn project_sandbox_name(project: &Path) -> String {
         })
         .take(32)
         .collect();
-    let hash = crate::trust::digest(project.as_os_str().as_encoded_bytes());
+    let hash = crate::digest::digest(project.as_os_str().as_encoded_bytes());
     format!(
         "proj-{}-{}",
         if base.is_empty() { "root" } else { &base },

@@ -141,7 +141,7 @@ pub fn read_config(paths: &Paths) -> Result<Option<StoredConfig>> {
             &file,
             format!(
                 "unreadable sandbox settings: {}",
-                crate::policy::io_reason(&e)
+                crate::error::io_reason(&e)
             ),
         )),
     }

@@ -110,7 +110,7 @@ pub fn check_free(p: &Publish) -> Result<()> {
         Error::Usage(format!(
             "--publish: cannot use {addr}/{} on the host: {}",
             p.proto,
-            crate::policy::io_reason(&e)
+            crate::error::io_reason(&e)
         ))
     })
 }

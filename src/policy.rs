@@ -1,6 +1,7 @@
 //! The validated, immutable plan of one sandbox. Built from the command line
 //! and a resolved profile by pure code; the launcher only sees a `Policy`.
 
+use crate::error::io_reason;
 use crate::error::{Error, Result};
 use crate::profile::ProfileFile;
 use std::collections::BTreeMap;
@@ -331,14 +332,6 @@ pub fn parse_bind(spec: &str, readonly: bool, what: &str, ctx: &Context) -> Resu
         dest,
         readonly,
     })
-}
-
-/// The reason of an I/O error without the "(os error N)" tail.
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
-        None => e.to_string(),
-    }
 }
 
 fn valid_hostname(h: &str) -> bool {

@@ -20,7 +20,7 @@ use crate::profile::schema::{
     EnvironmentSection, FilesystemSection, HomeProject, IoUring, LandlockSection, NetMode,
     NetworkSection, ProcessSection, ProfileFile, ProjectMode, SeccompSection,
 };
-use sha2::{Digest, Sha256};
+
 use std::path::{Path, PathBuf};
 
 /// The name of a project's own profile file.
@@ -71,13 +71,7 @@ impl Record {
     }
 }
 
-/// Hex SHA-256 of some bytes.
-pub fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::digest::digest;
 
 /// One SHA-256 for a project file and the files it includes: over each
 /// file's path and hash, in order.

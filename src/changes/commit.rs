@@ -120,7 +120,7 @@ fn host_err(p: &Path, what: &str, e: &io::Error) -> Error {
     Error::Host(format!(
         "{}: {what}: {}",
         show(p),
-        crate::policy::io_reason(e)
+        crate::error::io_reason(e)
     ))
 }
 

@@ -287,7 +287,7 @@ fn hidden_of(paths: &Paths) -> Result<Vec<PathBuf>> {
         ))
     })?;
     crate::cmd::run::check_enterable(&cfg.project)
-        .map_err(|e| Error::path(&cfg.project, crate::policy::io_reason(&e)))?;
+        .map_err(|e| Error::path(&cfg.project, crate::error::io_reason(&e)))?;
     let opts = super::stored::sandbox_opts(&cfg);
     let command = if cfg.command.is_empty() {
         vec!["true".to_string()]

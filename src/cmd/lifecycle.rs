@@ -292,7 +292,7 @@ pub fn start(name: &str) -> Result<u8> {
     crate::cmd::run::check_enterable(&cfg.project).map_err(|e| {
         Error::path(
             &cfg.project,
-            format!("the sandbox's project: {}", crate::policy::io_reason(&e)),
+            format!("the sandbox's project: {}", crate::error::io_reason(&e)),
         )
     })?;
     let opts = super::stored::sandbox_opts(&cfg);

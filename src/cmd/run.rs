@@ -266,7 +266,7 @@ fn shell_in(
         }
     }
     if policy.verbose {
-        crate::sandbox::say("launcher", &format!("joining the running sandbox {name}"));
+        crate::verbose::say("launcher", &format!("joining the running sandbox {name}"));
     }
     crate::cmd::exec::join(
         crate::cli::ExecArgs {

@@ -103,7 +103,7 @@ pub fn run(a: TrustArgs) -> Result<u8> {
             .map_err(|e| Error::Host(format!("cannot tell the current directory: {e}")))?,
     };
     let dir =
-        std::fs::canonicalize(&dir).map_err(|e| Error::path(&dir, crate::policy::io_reason(&e)))?;
+        std::fs::canonicalize(&dir).map_err(|e| Error::path(&dir, crate::error::io_reason(&e)))?;
     let file = dir.join(PROJECT_FILE);
     let caller = crate::policy::Caller::from_host()?;
     let data = crate::locations::data_dir(&caller);

@@ -210,7 +210,7 @@ impl ProjectDir {
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(path)
-            .map_err(|e| Error::path(path, crate::policy::io_reason(&e)))?;
+            .map_err(|e| Error::path(path, crate::error::io_reason(&e)))?;
         Ok(ProjectDir {
             path: path.to_path_buf(),
             fd: fd.into(),
@@ -241,7 +241,7 @@ impl ProjectDir {
                 Err(e) => return Err(e.desc().to_lowercase()),
             };
         let f = std::fs::File::from(fd);
-        let md = f.metadata().map_err(|e| crate::policy::io_reason(&e))?;
+        let md = f.metadata().map_err(|e| crate::error::io_reason(&e))?;
         if !md.is_file() {
             return Err("not a regular file".into());
         }
@@ -251,7 +251,7 @@ impl ProjectDir {
         let mut bytes = Vec::new();
         f.take(MAX_PROJECT_FILE + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| crate::policy::io_reason(&e))?;
+            .map_err(|e| crate::error::io_reason(&e))?;
         if bytes.len() as u64 > MAX_PROJECT_FILE {
             return Err(format!("larger than {MAX_PROJECT_FILE} bytes"));
         }
@@ -273,7 +273,7 @@ pub struct Pin {
 pub fn parse_pinned(rel: &Path, bytes: &[u8], origin: &Origin) -> Result<(ProfileFile, Pin)> {
     let pin = Pin {
         path: rel.to_string_lossy().into_owned(),
-        sha256: crate::trust::digest(bytes),
+        sha256: crate::digest::digest(bytes),
     };
     let text = std::str::from_utf8(bytes).map_err(|e| Error::Profile {
         name: origin.to_string(),
@@ -658,7 +658,7 @@ mod tests {
         let bytes = b"[process]\nhostname = \"one\"\n";
         let (p, pin) = parse_pinned(Path::new(".sbox.toml"), bytes, &origin).expect("parse");
         assert_eq!(p.process.hostname.as_deref(), Some("one"));
-        assert_eq!(pin.sha256, crate::trust::digest(bytes));
+        assert_eq!(pin.sha256, crate::digest::digest(bytes));
         assert_eq!(pin.path, ".sbox.toml");
         // The top file is not read again: what was handed in is what is
         // parsed and pinned, whatever the file holds now.
@@ -699,7 +699,7 @@ mod tests {
         let names: Vec<&str> = pins.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(names, [".sbox.toml", "conf/a.toml", "conf/b.toml"]);
         let b = std::fs::read(d.join("conf/b.toml")).expect("read");
-        assert_eq!(pins[2].sha256, crate::trust::digest(&b));
+        assert_eq!(pins[2].sha256, crate::digest::digest(&b));
         std::fs::remove_dir_all(d).ok();
     }
 

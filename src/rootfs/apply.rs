@@ -215,7 +215,7 @@ pub(crate) fn mount_fuse(at: &Path, flags: MsFlags) -> nix::Result<std::os::fd::
 
 fn log(verbose: bool, msg: impl FnOnce() -> String) {
     if verbose {
-        crate::sandbox::say("init", &msg());
+        crate::verbose::say("init", &msg());
     }
 }
 
@@ -550,7 +550,7 @@ fn with_dest(e: Error, dest: &Path, what: &str) -> Error {
         Error::Sys { source, .. } => Error::path(dest, format!("{what}: {}", source.desc())),
         Error::Io { source, .. } => Error::path(
             dest,
-            format!("{what}: {}", crate::policy::io_reason(&source)),
+            format!("{what}: {}", crate::error::io_reason(&source)),
         ),
         other => other,
     }
