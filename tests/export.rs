@@ -206,3 +206,205 @@ fn export_refuses_bad_input_with_one_line_and_leaves_nothing() {
     )
     .expect("chmod");
 }
+
+/// A script for the bundle: who it runs as, what keyctl(2) and ptrace(2)
+/// answer, and whether a hidden secret can be read.
+fn probe_script(secret: &Path) -> String {
+    format!(
+        "id -u; python3 -c 'import ctypes, os\n\
+         l = ctypes.CDLL(None, use_errno=True)\n\
+         for name, nr, args in ((\"keyctl\", {keyctl}, (0, -3, 0)), (\"ptrace\", {ptrace}, (0, 0, 0, 0))):\n    \
+         r = l.syscall(nr, *args)\n    \
+         print(name, \"ok\" if r >= 0 else os.strerror(ctypes.get_errno()))\n'; \
+         cat {secret} 2>/dev/null || echo secret-unreadable; \
+         echo written > exported-bundle-wrote",
+        keyctl = libc::SYS_keyctl,
+        ptrace = libc::SYS_ptrace,
+        secret = secret.display()
+    )
+}
+
+#[test]
+fn oci_bundle_carries_the_policy_and_runs_under_runc() {
+    let u = user();
+    let p = Project::new("export-oci");
+    // A secret in a hidden directory of the (throwaway) home.
+    let ssh = u.home.join(".ssh");
+    std::fs::create_dir_all(&ssh).expect("mkdir .ssh");
+    chown(&ssh);
+    let secret = ssh.join("id_export_test");
+    std::fs::write(&secret, "SECRET-KEY\n").expect("write secret");
+    chown(&secret);
+    let script = probe_script(&secret);
+    let out = output(sbox(
+        &p.dir,
+        &["export", "--oci", "bundle", "--", "sh", "-c", &script],
+    ));
+    ok(out.clone());
+    assert!(stderr(&out).contains("Landlock"), "{}", stderr(&out));
+    let bundle = p.dir.join("bundle");
+    assert!(bundle.join("rootfs").is_dir());
+    let c = read_json(&bundle.join("config.json"));
+
+    // The required fields and the process.
+    assert!(c["ociVersion"]
+        .as_str()
+        .expect("ociVersion")
+        .starts_with("1."));
+    assert_eq!(c["root"]["path"], "rootfs");
+    assert_eq!(
+        c["process"]["args"],
+        serde_json::json!(["sh", "-c", script])
+    );
+    assert_eq!(c["process"]["cwd"], p.dir.to_str().expect("utf-8"));
+    assert_eq!(c["process"]["user"]["uid"], 0);
+    assert_eq!(c["process"]["noNewPrivileges"], true);
+    let env: Vec<&str> = c["process"]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|v| v.as_str().expect("env string"))
+        .collect();
+    assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
+    let caps = &c["process"]["capabilities"]["bounding"];
+    assert!(caps
+        .as_array()
+        .expect("caps")
+        .iter()
+        .any(|c| c == "CAP_CHOWN"));
+    assert!(!caps
+        .as_array()
+        .expect("caps")
+        .iter()
+        .any(|c| c == "CAP_SYS_ADMIN"));
+
+    // Namespaces and the id maps sbox uses: the caller is root, the
+    // subordinate range (when there is one) is 1..N.
+    let ns: Vec<&str> = c["linux"]["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .map(|n| n["type"].as_str().expect("type"))
+        .collect();
+    for want in ["user", "pid", "ipc", "uts", "mount", "cgroup"] {
+        assert!(ns.contains(&want), "{want} missing from {ns:?}");
+    }
+    let uidmap = c["linux"]["uidMappings"].as_array().expect("uidMappings");
+    assert_eq!(
+        uidmap[0],
+        serde_json::json!({"containerID": 0, "hostID": u.uid, "size": 1})
+    );
+    if let Some(sub) = uidmap.get(1) {
+        assert_eq!(sub["containerID"], 1);
+    }
+    assert_eq!(c["linux"]["gidMappings"][0]["hostID"], u.gid);
+
+    // Hidden paths that exist are masked; the project is bound read-write.
+    let masked = c["linux"]["maskedPaths"].as_array().expect("maskedPaths");
+    assert!(
+        masked.iter().any(|m| m == ssh.to_str().expect("utf-8")),
+        "{ssh:?} not in {masked:?}"
+    );
+    let project_mount = c["mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["destination"] == p.dir.to_str().expect("utf-8"))
+        .expect("the project is mounted");
+    assert_eq!(project_mount["type"], "bind");
+    assert!(!project_mount["options"]
+        .as_array()
+        .expect("options")
+        .iter()
+        .any(|o| o == "ro"));
+    check_seccomp_shape(&c["linux"]["seccomp"]);
+    assert_eq!(
+        errno_of(&c["linux"]["seccomp"], "keyctl"),
+        Some(libc::EPERM as u64)
+    );
+
+    // runc runs it rootless as the test user.
+    let id = format!("sbox-export-{}-{}", std::process::id(), unique());
+    let state = u.runtime.join("runc");
+    let bundle_s = bundle.to_str().expect("utf-8");
+    let run = output(as_user(
+        Path::new("timeout"),
+        &[
+            "120",
+            "runc",
+            "--root",
+            state.to_str().expect("utf-8"),
+            "run",
+            "-b",
+            bundle_s,
+            &id,
+        ],
+    ));
+    let got = stdout(&run);
+    assert!(
+        run.status.success(),
+        "runc run failed ({:?}; is runc installed?)\nstdout: {got}\nstderr: {}",
+        run.status,
+        stderr(&run)
+    );
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "0",
+            "keyctl Operation not permitted",
+            "ptrace Operation not permitted",
+            "secret-unreadable"
+        ],
+        "stderr: {}",
+        stderr(&run)
+    );
+    // The project is the host's, read-write.
+    assert_eq!(
+        std::fs::read_to_string(p.dir.join("exported-bundle-wrote"))
+            .expect("written by the bundle"),
+        "written\n"
+    );
+}
+
+#[test]
+fn oci_export_refuses_a_directory_that_is_not_empty() {
+    let p = Project::new("export-oci-bad");
+    p.write("bundle/keep", "mine\n");
+    let o = output(sbox(&p.dir, &["export", "--oci", "bundle", "--", "true"]));
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
+    let names: Vec<_> = std::fs::read_dir(p.dir.join("bundle"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("keep")]);
+    let top: Vec<_> = std::fs::read_dir(&p.dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(top, vec![std::ffi::OsString::from("bundle")]);
+    // --oci needs a command.
+    let o = output(sbox(&p.dir, &["export", "--oci", "other"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!p.dir.join("other").exists());
+}
+
+#[test]
+fn oci_bundle_has_its_own_network_when_the_profile_has() {
+    let p = Project::new("export-oci-net");
+    let ns_of = |profile: &str, dir: &str| -> Vec<String> {
+        ok(output(sbox(
+            &p.dir,
+            &["export", "--oci", dir, "--profile", profile, "--", "true"],
+        )));
+        read_json(&p.dir.join(dir).join("config.json"))["linux"]["namespaces"]
+            .as_array()
+            .expect("namespaces")
+            .iter()
+            .map(|n| n["type"].as_str().expect("type").to_string())
+            .collect()
+    };
+    assert!(ns_of("build", "b1").contains(&"network".to_string()));
+    assert!(!ns_of("dev", "b2").contains(&"network".to_string()));
+}
