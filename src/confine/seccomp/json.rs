@@ -7,7 +7,7 @@
 //! but the listed calls, each with the filter's action and errno. Argument
 //! checks become `args` (`SCMP_CMP_MASKED_EQ`, which also compares only the
 //! low 32 bits where sbox does). A check the format cannot carry as runtimes
-//! read it (several comparisons on one argument: runc and crun turn them into
+//! read it (several comparisons on one argument: runc turns them into
 //! alternatives) is exported as a refusal on every argument, with a note.
 //! Foreign ABIs (i386, x32, arm32) are not listed under `architectures`, so
 //! the runtime's action for an unlisted architecture (kill) applies to them,
