@@ -384,6 +384,19 @@ fn oci_export_refuses_a_directory_that_is_not_empty() {
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert_eq!(top, vec![std::ffi::OsString::from("bundle")]);
+    let o = output(sbox(
+        &p.dir,
+        &["export", "--oci", "bundle/keep", "--", "true"],
+    ));
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    // An empty directory is fine: the bundle replaces it.
+    std::fs::create_dir(p.dir.join("empty")).expect("mkdir");
+    chown(&p.dir.join("empty"));
+    ok(output(sbox(
+        &p.dir,
+        &["export", "--oci", "empty/", "--", "true"],
+    )));
+    assert!(p.dir.join("empty/config.json").is_file());
     // --oci needs a command.
     let o = output(sbox(&p.dir, &["export", "--oci", "other"]));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
