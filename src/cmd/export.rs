@@ -16,13 +16,11 @@ pub fn run(a: ExportArgs) -> Result<u8> {
     if let Some(file) = &a.seccomp {
         let policy = policy_of(&a.profile, vec!["true".into()])?;
         let (profile, notes) = seccomp_profile(&policy)?;
-        for n in notes {
-            eprintln!("sbox: note: {n}");
-        }
         let mut text = serde_json::to_string_pretty(&profile)
             .map_err(|e| Error::Host(format!("cannot print the seccomp profile: {e}")))?;
         text.push('\n');
         write_output(file, text.as_bytes())?;
+        print_notes(&notes);
         return Ok(0);
     }
     if let Some(dir) = &a.oci {
@@ -37,15 +35,20 @@ pub fn run(a: ExportArgs) -> Result<u8> {
         let top = host_top_level(Path::new("/"))?;
         let (config, oci_notes) = oci_config(&policy, &ids, &top, seccomp);
         notes.extend(oci_notes);
-        for n in notes {
-            eprintln!("sbox: note: {n}");
-        }
         write_bundle(dir, &config, &top)?;
+        print_notes(&notes);
         return Ok(0);
     }
     Err(Error::Usage(
         "say what to export: --seccomp FILE or --oci DIR".into(),
     ))
+}
+
+/// What the export says differently from sbox, once it is written.
+fn print_notes(notes: &[String]) {
+    for n in notes {
+        eprintln!("sbox: note: {n}");
+    }
 }
 
 /// An entry of the host's `/` as the bundle's root shows it.
