@@ -63,6 +63,27 @@ pub enum Command {
         after_help = "Installed by install.sh. By hand, e.g.:\n  sbox completions bash > ~/.local/share/bash-completion/completions/sbox"
     )]
     Completions(CompletionsArgs),
+    /// Write a profile's policy for other tools: the seccomp filter as JSON (docker, podman, Kubernetes), or an OCI bundle (runc, crun)
+    #[command(
+        after_help = "Examples:\n  sbox export --seccomp sbox-seccomp.json\n  sbox export --oci bundle --profile dev -- make test"
+    )]
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write the seccomp filter as a JSON seccomp profile to FILE (`-`: stdout)
+    #[arg(long, value_name = "FILE", required_unless_present = "oci", conflicts_with_all = ["oci", "command"])]
+    pub seccomp: Option<String>,
+    /// Write an OCI runtime bundle (config.json, rootfs/) into DIR, which must be new or empty
+    #[arg(long, value_name = "DIR", requires = "command")]
+    pub oci: Option<std::path::PathBuf>,
+    /// Profile to use: a name or a path to a .toml file (default: as for `sbox run`)
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// The command of the bundle (with --oci)
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -354,6 +375,7 @@ pub fn run() -> ExitCode {
         Command::Reset(a) => crate::cmd::changes::reset(a.name, a.force),
         Command::Commit(a) => crate::cmd::changes::commit(a.name, a.paths, a.dry_run),
         Command::Completions(a) => crate::cmd::completions::run(a.shell),
+        Command::Export(a) => crate::cmd::export::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -47,6 +47,7 @@ impl Names {
 const DYNAMIC: &[(&str, &str, Names)] = &[
     ("run", "profile", Names::Profiles),
     ("shell", "profile", Names::Profiles),
+    ("export", "profile", Names::Profiles),
     ("profile show", "name", Names::Profiles),
     ("exec", "name", Names::Running),
     ("stop", "name", Names::Running),

@@ -4,6 +4,7 @@ pub mod changes;
 pub mod completions;
 pub mod doctor;
 pub mod exec;
+pub mod export;
 pub mod lifecycle;
 pub mod profile;
 pub mod run;

@@ -28,6 +28,8 @@ use seccompiler::{
 use super::syscall_table;
 use super::ConfineError;
 
+pub mod json;
+
 /// What happens when a denied call is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -694,7 +696,7 @@ mod tests {
 
     /// A tiny classic-BPF interpreter, enough to run our programs on a
     /// `seccomp_data` in unit tests.
-    fn run(prog: &BpfProgram, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+    pub(super) fn run(prog: &BpfProgram, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
         let word = |off: u32| -> u32 {
             match off {
                 0 => nr,
