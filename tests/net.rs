@@ -769,3 +769,47 @@ fn forwarded_connections_end_with_the_sandbox() {
     );
     assert!(stale_state().is_empty());
 }
+
+/// A real client and a real registry that CI reaches (the Python package
+/// index): `pip download` through `--allow-net` with no proxy settings;
+/// with the index's host alone it fails on the file download, and the
+/// report names the file host with the fix.
+#[test]
+fn pip_downloads_from_the_package_index_by_name() {
+    let p = Project::new("egress-pip");
+    let pip = |allow: &str| {
+        output(sbox(
+            &p.dir,
+            &[
+                "run",
+                "--allow-net",
+                allow,
+                "--log-denials",
+                "--",
+                "sh",
+                "-c",
+                "unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy PIP_INDEX_URL; \
+                 python3 -m pip download --no-deps --no-cache-dir --retries 0 --timeout 20 \
+                 --disable-pip-version-check -q -d /tmp/dl six && ls /tmp/dl",
+            ],
+        ))
+    };
+    let o = pip("pypi.org,files.pythonhosted.org");
+    let out = ok(o);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("six-") && l.ends_with(".whl")),
+        "{out}"
+    );
+    let o = pip("pypi.org");
+    let err = stderr(&o);
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "downloaded without the file host: {err}"
+    );
+    assert!(
+        err.contains("add \"--allow-net files.pythonhosted.org\""),
+        "{err}"
+    );
+}
