@@ -58,12 +58,9 @@ type Result<T> = std::result::Result<T, KeeperError>;
 
 /// The record of the keeper of `ids` in the runtime directory `base`.
 pub fn record_path(base: &Path, ids: &IdPlan) -> PathBuf {
-    // FNV-1a of the maps: one keeper per id plan (--map-user has its own).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!("{:?}{:?}", ids.uid, ids.gid).bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    base.join(format!("keeper-{h:016x}"))
+    // One keeper per id plan (--map-user has its own).
+    let key = crate::digest::digest(format!("{:?}{:?}", ids.uid, ids.gid).as_bytes());
+    base.join(format!("keeper-{}", &key[..16]))
 }
 
 /// The keeper's user namespace for `ids`: the running keeper's, or a new

@@ -56,6 +56,18 @@ impl Caller {
     }
 }
 
+impl Policy {
+    /// The caller's ids inside the sandbox: root, or its own with
+    /// --map-user.
+    pub fn caller_inside(&self) -> (u32, u32) {
+        if self.map_user {
+            (self.caller.uid, self.caller.gid)
+        } else {
+            (0, 0)
+        }
+    }
+}
+
 /// What the command line adds to or overrides in the profile.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {

@@ -177,11 +177,7 @@ fn oci_config(
 ) -> (Value, Vec<String>) {
     use crate::policy::NetMode;
     let mut notes = Vec::new();
-    let (uid, gid) = if policy.map_user {
-        (policy.caller.uid, policy.caller.gid)
-    } else {
-        (0, 0)
-    };
+    let (uid, gid) = policy.caller_inside();
     let caps: Vec<&str> = crate::sandbox::payload::KEPT_CAPS
         .iter()
         .filter_map(|c| CAP_NAMES.get(*c as usize).copied())

@@ -6,111 +6,51 @@ use crate::cli::SandboxOpts;
 use crate::names::{StoredConfig, StoredOpts};
 use std::path::Path;
 
-impl From<&SandboxOpts> for StoredOpts {
-    fn from(o: &SandboxOpts) -> Self {
-        let SandboxOpts {
-            profile,
-            bind,
-            ro_bind,
-            tmpfs,
-            chdir,
-            env,
-            keep_env,
-            hostname,
-            net,
-            publish,
-            allow_host_loopback,
-            allow_net,
-            add_host,
-            memory,
-            pids,
-            cpus,
-            nofile,
-            timeout,
-            overlay,
-            map_user,
-            verbose,
-            log_denials,
-        } = o.clone();
-        StoredOpts {
-            profile,
-            bind,
-            ro_bind,
-            tmpfs,
-            chdir,
-            env,
-            keep_env,
-            hostname,
-            net,
-            publish,
-            allow_host_loopback,
-            allow_net,
-            add_host,
-            memory,
-            pids,
-            cpus,
-            nofile,
-            timeout,
-            overlay,
-            map_user,
-            verbose,
-            log_denials,
+/// Both conversions from the one list of options a record keeps: each
+/// destructures every field of its source, so an option added to
+/// `SandboxOpts` or `StoredOpts` does not compile until it is listed here.
+macro_rules! stored_options {
+    ($($field:ident),* $(,)?) => {
+        impl From<&SandboxOpts> for StoredOpts {
+            fn from(o: &SandboxOpts) -> Self {
+                let SandboxOpts { $($field),* } = o.clone();
+                StoredOpts { $($field),* }
+            }
         }
-    }
+
+        impl From<StoredOpts> for SandboxOpts {
+            fn from(o: StoredOpts) -> Self {
+                let StoredOpts { $($field),* } = o;
+                SandboxOpts { $($field),* }
+            }
+        }
+    };
 }
 
-impl From<StoredOpts> for SandboxOpts {
-    fn from(o: StoredOpts) -> Self {
-        let StoredOpts {
-            profile,
-            bind,
-            ro_bind,
-            tmpfs,
-            chdir,
-            env,
-            keep_env,
-            hostname,
-            net,
-            publish,
-            allow_host_loopback,
-            allow_net,
-            add_host,
-            memory,
-            pids,
-            cpus,
-            nofile,
-            timeout,
-            overlay,
-            map_user,
-            verbose,
-            log_denials,
-        } = o;
-        SandboxOpts {
-            profile,
-            bind,
-            ro_bind,
-            tmpfs,
-            chdir,
-            env,
-            keep_env,
-            hostname,
-            net,
-            publish,
-            allow_host_loopback,
-            allow_net,
-            add_host,
-            memory,
-            pids,
-            cpus,
-            nofile,
-            timeout,
-            overlay,
-            map_user,
-            verbose,
-            log_denials,
-        }
-    }
-}
+stored_options!(
+    profile,
+    bind,
+    ro_bind,
+    tmpfs,
+    chdir,
+    env,
+    keep_env,
+    hostname,
+    net,
+    publish,
+    allow_host_loopback,
+    allow_net,
+    add_host,
+    memory,
+    pids,
+    cpus,
+    nofile,
+    timeout,
+    overlay,
+    map_user,
+    verbose,
+    log_denials,
+);
 
 /// The options to start a stored sandbox again with. A profile given as a
 /// relative path was relative to the project, where it was started.

@@ -602,13 +602,11 @@ fn hide_layer(
         make_hide_layer(layer, lower, dirs, whiteouts)?;
         return Ok(layer.to_path_buf());
     };
-    // FNV-1a over what the layer is made of.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    // What the layer is made of, each part closed by a 0xff (not in paths).
+    let mut made_of = Vec::new();
     let mut eat = |b: &[u8]| {
-        for x in b {
-            h = (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3);
-        }
-        h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+        made_of.extend_from_slice(b);
+        made_of.push(0xff);
     };
     use std::os::unix::ffi::OsStrExt;
     eat(lower.as_os_str().as_bytes());
@@ -625,7 +623,8 @@ fn hide_layer(
     for rel in whiteouts {
         eat(rel.as_os_str().as_bytes());
     }
-    let keep = base.join(format!("hide-{h:016x}"));
+    let key = crate::digest::digest(&made_of);
+    let keep = base.join(format!("hide-{}", &key[..16]));
     if let Some(cached) = lock_kept_layer(&keep) {
         return Ok(cached);
     }

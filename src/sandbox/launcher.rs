@@ -273,11 +273,7 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             ),
             caller_uid: policy.caller.uid,
             caller_gid: policy.caller.gid,
-            caller_inside: if policy.map_user {
-                (policy.caller.uid, policy.caller.gid)
-            } else {
-                (0, 0)
-            },
+            caller_inside: policy.caller_inside(),
             id_maps: Some(crate::rootfs::upper::IdMap::from_plan(&ids)),
             threads: fuse_threads(),
             attr_timeout: policy.host_cache,
@@ -781,11 +777,7 @@ fn serve_bind(
         empty,
         caller_uid: policy.caller.uid,
         caller_gid: policy.caller.gid,
-        caller_inside: if policy.map_user {
-            (policy.caller.uid, policy.caller.gid)
-        } else {
-            (0, 0)
-        },
+        caller_inside: policy.caller_inside(),
         ids: crate::rootfs::upper::IdMap::from_plan(ids),
         threads: 2,
         // A bind is nearly live: host changes show after at most a second
