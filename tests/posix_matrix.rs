@@ -10,7 +10,7 @@
 //! counts and ctime after link, unlink and rename, the errno of each
 //! operation on each kind of target, and a tree deeper than PATH_MAX
 //! (NAME_MAX components) worked on with *at calls. The two outputs must be identical, but for the
-//! differences README's "Known limits" lists (`KNOWN` below).
+//! differences README's "Known limits" lists (`KNOWN` below: none today).
 
 mod common;
 use common::*;
@@ -19,13 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 /// Lines that may differ, with why (README, Known limits): a line of the
 /// FUSE run that holds every string of an entry may differ from the tmpfs
 /// line.
-const KNOWN: &[(&[&str], &str)] = &[
-    // A write by a user outside the file's group keeps a setgid bit without
-    // group execute: the kernel's FUSE client clears set-id bits by the
-    // older rule (setgid only with group execute) when it asks the server.
-    (&["write by other to 2767:"], "setgid kept on write"),
-    (&["ftruncate by other of 2767:"], "setgid kept on write"),
-];
+const KNOWN: &[(&[&str], &str)] = &[];
 
 fn known(line: &str) -> bool {
     KNOWN

@@ -181,6 +181,7 @@ impl OverlayFs {
     /// the host file's own.
     pub(crate) fn pt_set_owner_mode(
         &self,
+        who: (u32, u32),
         inode: u64,
         path: &[u8],
         attr: &libc::stat64,
@@ -198,6 +199,7 @@ impl OverlayFs {
         };
         let (mut uid, mut gid) = cur.map_or(natural, |o| (o.uid, o.gid));
         let mut mode = st.st_mode & 0o7777;
+        let file_gid = gid;
         if valid.contains(SetattrValid::UID) {
             uid = attr.st_uid;
         }
@@ -206,11 +208,8 @@ impl OverlayFs {
         }
         if valid.contains(SetattrValid::MODE) {
             mode = attr.st_mode & 0o7777;
-        } else if valid.contains(SetattrValid::KILL_SUIDGID) {
-            mode &= !libc::S_ISUID;
-            if mode & libc::S_IXGRP != 0 {
-                mode &= !libc::S_ISGID;
-            }
+        } else if super::fs::kills_setid(kind, valid) {
+            mode = super::fs::setid_after(mode, file_gid, who);
         }
         if kind != libc::S_IFLNK && mode != st.st_mode & 0o7777 {
             chmod_fd(fd.as_fd(), mode)?;

@@ -15,6 +15,39 @@ use crate::rootfs::overlay::layer::Layer;
 use crate::rootfs::overlay::sys::{self, err};
 use crate::rootfs::upper::{self, Override};
 
+/// The mode bits a file keeps when a process with fs ids `who` (inside the
+/// sandbox) changes its data or its owner, as the VFS rules for a local
+/// filesystem mounted in a user namespace say: setuid always goes (the
+/// exemption for CAP_FSETID counts only in the host's namespace); setgid
+/// goes when the file is group executable, or the process is neither root
+/// inside nor in the file's group. The kernel leaves this to the server
+/// (HANDLE_KILLPRIV_V2) because its own FUSE fallback follows the older
+/// rule (setgid only with group execute). Supplementary groups are not in
+/// a FUSE request: membership is by the fs gid, so a member by a
+/// supplementary group only loses a setgid bit without group execute (the
+/// safe side).
+pub(crate) fn setid_after(mode: u32, file_gid: u32, who: (u32, u32)) -> u32 {
+    let mut m = mode & !libc::S_ISUID;
+    let in_group = who.0 == 0 || who.1 == file_gid;
+    if m & libc::S_IXGRP != 0 || !in_group {
+        m &= !libc::S_ISGID;
+    }
+    m
+}
+
+/// Whether a SETATTR drops set-id bits (by [`setid_after`]): one that
+/// truncates (the kernel's flag), or changes the owner of anything but a
+/// directory, or a bare ctime update (`chown(f, -1, -1)`), unless it sets
+/// the mode itself.
+pub(crate) fn kills_setid(kind: u32, valid: SetattrValid) -> bool {
+    if valid.contains(SetattrValid::MODE) || kind == libc::S_IFDIR {
+        return false;
+    }
+    let chown = valid.intersects(SetattrValid::UID | SetattrValid::GID)
+        || (valid - SetattrValid::CTIME).is_empty();
+    chown || (kind == libc::S_IFREG && valid.contains(SetattrValid::KILL_SUIDGID))
+}
+
 pub(super) fn ts(sec: i64, nsec: i64) -> libc::timespec {
     libc::timespec {
         tv_sec: sec,
@@ -176,8 +209,48 @@ impl OverlayFs {
         Ok((self.present(inode, &info.state, st), self.attr_timeout))
     }
 
+    /// Drops the set-id bits that a change of a regular file's data by
+    /// `who` drops on a local filesystem ([`setid_after`]); nothing to do
+    /// for root inside, or for a file already gone from its directory.
+    pub(super) fn data_changed_by(&self, who: (u32, u32), inode: u64) -> io::Result<()> {
+        let setid = libc::S_ISUID | libc::S_ISGID;
+        let (kind, ovr) = match self.table().state(inode) {
+            Some(s) => (s.kind, s.ovr),
+            None => return Ok(()),
+        };
+        if kind != libc::S_IFREG {
+            return Ok(());
+        }
+        // Every write asks (the kernel sets the flag for any writer in a
+        // user namespace): answer from the cache when it can.
+        match ovr {
+            Some(o) if o.mode & setid == 0 => return Ok(()),
+            Some(_) => {}
+            None => {
+                let f = self.io_file(inode, Need::Write)?;
+                if sys::fstat(f.as_fd())?.st_mode & setid == 0 {
+                    return Ok(());
+                }
+            }
+        }
+        let Ok(info) = self.info(inode) else {
+            return Ok(());
+        };
+        let st = self.stat_of(&info)?;
+        let mode = st.st_mode & 0o7777;
+        let new = setid_after(mode, st.st_gid, who);
+        if new == mode {
+            return Ok(());
+        }
+        let mut attr = sys::zeroed_stat();
+        attr.st_mode = libc::S_IFREG | new;
+        self.op_setattr((0, 0), inode, attr, None, SetattrValid::MODE)
+            .map(|_| ())
+    }
+
     pub(super) fn op_setattr(
         &self,
+        who: (u32, u32),
         inode: u64,
         attr: libc::stat64,
         handle: Option<u64>,
@@ -213,11 +286,12 @@ impl OverlayFs {
         }
 
         let owner_bits = SetattrValid::MODE | SetattrValid::UID | SetattrValid::GID;
-        if self.passthrough && valid.intersects(owner_bits | SetattrValid::KILL_SUIDGID) {
-            self.pt_set_owner_mode(inode, &info.path, &attr, valid)?;
-        } else if valid.intersects(owner_bits) || valid.contains(SetattrValid::KILL_SUIDGID) {
+        if self.passthrough && (valid.intersects(owner_bits) || kills_setid(kind, valid)) {
+            self.pt_set_owner_mode(who, inode, &info.path, &attr, valid)?;
+        } else if valid.intersects(owner_bits) || kills_setid(kind, valid) {
             let cur_st = self.real_stat(&info)?;
             let mut new = upper::presented_override(&cur_st, info.state.ovr.as_ref(), &self.ids);
+            let file_gid = new.gid;
             if valid.contains(SetattrValid::UID) {
                 new.uid = attr.st_uid;
             }
@@ -226,11 +300,8 @@ impl OverlayFs {
             }
             if valid.contains(SetattrValid::MODE) {
                 new.mode = attr.st_mode & 0o7777;
-            } else if valid.contains(SetattrValid::KILL_SUIDGID) {
-                new.mode &= !libc::S_ISUID;
-                if new.mode & libc::S_IXGRP != 0 {
-                    new.mode &= !libc::S_ISGID;
-                }
+            } else if kills_setid(kind, valid) {
+                new.mode = setid_after(new.mode, file_gid, who);
             }
             if upper::can_have_xattrs(kind) {
                 let fd = self.layers.open(Layer::Upper, &info.path, libc::O_PATH)?;
@@ -386,5 +457,38 @@ impl OverlayFs {
             return Err(err(libc::EACCES));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod setid_tests {
+    use super::*;
+
+    #[test]
+    fn setid_rules_of_a_local_filesystem_in_a_user_namespace() {
+        // Root inside loses setuid too (CAP_FSETID counts only on the host).
+        assert_eq!(setid_after(0o6777, 1000, (0, 0)), 0o0777);
+        // Setgid without group execute stays for root and group members...
+        assert_eq!(setid_after(0o2767, 1000, (0, 0)), 0o2767);
+        assert_eq!(setid_after(0o2767, 1000, (1000, 1000)), 0o2767);
+        // ...and goes for anyone else.
+        assert_eq!(setid_after(0o2767, 1000, (2000, 2000)), 0o0767);
+        assert_eq!(setid_after(0o6757, 1000, (1000, 1000)), 0o0757);
+    }
+
+    #[test]
+    fn which_setattrs_drop_setid_bits() {
+        let reg = libc::S_IFREG;
+        assert!(kills_setid(
+            reg,
+            SetattrValid::SIZE | SetattrValid::KILL_SUIDGID
+        ));
+        assert!(!kills_setid(reg, SetattrValid::SIZE));
+        assert!(kills_setid(reg, SetattrValid::UID));
+        assert!(kills_setid(libc::S_IFIFO, SetattrValid::GID));
+        assert!(!kills_setid(libc::S_IFDIR, SetattrValid::UID));
+        assert!(kills_setid(reg, SetattrValid::empty()));
+        assert!(!kills_setid(reg, SetattrValid::MODE | SetattrValid::UID));
+        assert!(!kills_setid(reg, SetattrValid::ATIME | SetattrValid::MTIME));
     }
 }

@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use fuse_backend_rs::abi::fuse_abi::CreateIn;
+use fuse_backend_rs::abi::fuse_abi::{CreateIn, WRITE_KILL_PRIV};
 use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, OpenOptions,
     SetattrValid, ZeroCopyReader, ZeroCopyWriter,
@@ -34,7 +34,11 @@ impl FileSystem for OverlayFs {
             // Lower files are opened with KEEP_CACHE: drop their cached
             // pages when the host changes them (mtime or size differ once
             // the attributes are fetched again).
-            | FsOptions::AUTO_INVAL_DATA;
+            | FsOptions::AUTO_INVAL_DATA
+            // Set-id bits are cleared here on write, truncate and chown, by
+            // the current rule (`setid_after`); the kernel's own fallback
+            // keeps a setgid bit without group execute.
+            | FsOptions::HANDLE_KILLPRIV_V2;
         Ok(capable & want)
     }
 
@@ -61,13 +65,13 @@ impl FileSystem for OverlayFs {
 
     fn setattr(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
         attr: libc::stat64,
         handle: Option<u64>,
         valid: SetattrValid,
     ) -> io::Result<(libc::stat64, Duration)> {
-        self.op_setattr(inode, attr, handle, valid)
+        self.op_setattr((ctx.uid, ctx.gid), inode, attr, handle, valid)
     }
 
     fn readlink(&self, _ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
@@ -182,7 +186,7 @@ impl FileSystem for OverlayFs {
 
     fn write(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
         handle: u64,
         r: &mut dyn ZeroCopyReader,
@@ -191,8 +195,11 @@ impl FileSystem for OverlayFs {
         _lock_owner: Option<u64>,
         _delayed_write: bool,
         _flags: u32,
-        _fuse_flags: u32,
+        fuse_flags: u32,
     ) -> io::Result<usize> {
+        if fuse_flags & WRITE_KILL_PRIV != 0 {
+            self.data_changed_by((ctx.uid, ctx.gid), inode)?;
+        }
         self.op_write(inode, handle, r, size, offset)
     }
 
@@ -208,13 +215,16 @@ impl FileSystem for OverlayFs {
 
     fn fallocate(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
         handle: u64,
         mode: u32,
         offset: u64,
         length: u64,
     ) -> io::Result<()> {
+        // No kill flag comes with FALLOCATE: the rule of a write applies
+        // (as on ext4).
+        self.data_changed_by((ctx.uid, ctx.gid), inode)?;
         self.op_fallocate(inode, handle, mode, offset, length)
     }
 

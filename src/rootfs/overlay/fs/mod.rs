@@ -12,6 +12,8 @@ mod listing;
 mod lookup;
 mod rename;
 
+pub(crate) use attrs::{kills_setid, setid_after};
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
