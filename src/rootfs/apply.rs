@@ -235,7 +235,7 @@ fn apply_step(
             Some("mode=0755"),
         )
         .ctx(|| format!("mounting the root tmpfs on {}", root.display())),
-        Step::Mkdir { dest, mode } => mkdir_p(&under(root, dest), *mode),
+        Step::Mkdir { dest, mode } => mount_point(&under(root, dest), *mode),
         Step::Symlink { target, dest } => {
             let at = under(root, dest);
             match std::os::unix::fs::symlink(target, &at) {
@@ -553,6 +553,16 @@ fn with_dest(e: Error, dest: &Path, what: &str) -> Error {
             format!("{what}: {}", crate::error::io_reason(&source)),
         ),
         other => other,
+    }
+}
+
+/// A directory to mount on: one that exists is left as it is (a mount
+/// hides its mode, and on the FUSE root each chmod is a round trip to the
+/// server), one that does not is made as by [`mkdir_p`].
+fn mount_point(p: &Path, mode: u32) -> Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(md) if md.is_dir() => Ok(()),
+        _ => mkdir_p(p, mode),
     }
 }
 

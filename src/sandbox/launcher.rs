@@ -244,23 +244,11 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
         ..
     } = extras;
     // The FUSE root, when init mounts one, is served from here: outside the
-    // sandbox's pid namespace, with the host's view of the layers.
-    let mut fuse_server = None;
-    let mut msg = ours.recv()?;
-    // First the sockets of --allow-net, served from the host's namespace.
-    let mut sockets = crate::egress::Sockets::default();
-    while let Some((FromInit::EgressSocket { dns }, Some(fd))) = msg {
-        match dns {
-            true => sockets.dns = Some(fd),
-            false => sockets.listeners.push(fd),
-        }
-        msg = ours.recv()?;
-    }
-    let egress = match &policy.egress {
-        Some(e) => Some(crate::egress::serve(e, sockets, policy.verbose)?),
-        None => None,
-    };
-    if let Some((FromInit::FuseFd, Some(fd))) = msg {
+    // sandbox's pid namespace, with the host's view of the layers. Made
+    // ready while init assembles its mounts: init's first look at the new
+    // mount waits for the server's answer.
+    let mut prepared = None;
+    if steps.contains(&Step::FuseRoot) {
         let cfg = crate::rootfs::overlay::OverlayConfig {
             lower: "/".into(),
             upper: state_dir.paths.upper.clone(),
@@ -279,7 +267,34 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             attr_timeout: policy.host_cache,
             entry_timeout: policy.host_cache,
         };
-        let server = crate::rootfs::overlay::serve(fd, cfg)
+        prepared = Some(
+            crate::rootfs::overlay::prepare(cfg)
+                .map_err(|e| Error::Host(format!("FUSE server: {e}")))?,
+        );
+    }
+    let mut fuse_server = None;
+    let mut msg = ours.recv()?;
+    // First the sockets of --allow-net, served from the host's namespace.
+    let mut sockets = crate::egress::Sockets::default();
+    while let Some((FromInit::EgressSocket { dns }, Some(fd))) = msg {
+        match dns {
+            true => sockets.dns = Some(fd),
+            false => sockets.listeners.push(fd),
+        }
+        msg = ours.recv()?;
+    }
+    let egress = match &policy.egress {
+        Some(e) => Some(crate::egress::serve(e, sockets, policy.verbose)?),
+        None => None,
+    };
+    if let Some((FromInit::FuseFd, Some(fd))) = msg {
+        let Some(prepared) = prepared.take() else {
+            return Err(Error::Host(
+                "init sent a FUSE root the plan does not have".into(),
+            ));
+        };
+        let server = prepared
+            .start(fd)
             .map_err(|e| Error::Host(format!("FUSE server: {e}")))?;
         fuse_server = Some(server);
         log(policy, || "serving the FUSE root".into());

@@ -62,7 +62,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::rootfs::upper::IdMap;
-pub use server::{mount_options, serve, serve_passthrough, OverlayServer, OverlayStats};
+pub use server::{
+    mount_options, prepare, serve, serve_passthrough, OverlayServer, OverlayStats, Prepared,
+};
 
 /// What the overlay serves.
 #[derive(Clone, Debug)]

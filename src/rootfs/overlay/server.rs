@@ -147,10 +147,24 @@ fn raise_nofile() {
 /// and returns at once. Makes the process non-dumpable and raises its soft
 /// RLIMIT_NOFILE to the hard limit (open files inside hold one fd each here).
 pub fn serve(fuse_fd: OwnedFd, cfg: OverlayConfig) -> Result<OverlayServer, OverlayError> {
-    crate::sys::set_not_dumpable().map_err(|e| OverlayError::Dumpable(e.into()))?;
-    raise_nofile();
-    let fs = Arc::new(OverlayFs::new(&cfg)?);
-    start(fuse_fd, fs, cfg.threads)
+    prepare(cfg)?.start(fuse_fd)
+}
+
+/// An overlay server made ready (layers opened, masks built, its first
+/// thread started) before the mount exists, so that the kernel's first
+/// request is answered as soon as the fd arrives: the mount's first users
+/// wait for that answer.
+pub struct Prepared {
+    fs: Arc<OverlayFs>,
+    first: JoinHandle<Result<(), OverlayError>>,
+    fd_tx: std::sync::mpsc::SyncSender<OwnedFd>,
+    later: Handles,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").finish_non_exhaustive()
+    }
 }
 
 /// Starts serving `fuse_fd` as a passthrough mount of one host directory
@@ -165,33 +179,69 @@ pub fn serve_passthrough(
     start(fuse_fd, fs, cfg.threads)
 }
 
+/// The part of [`serve`] that needs no fd.
+pub fn prepare(cfg: OverlayConfig) -> Result<Prepared, OverlayError> {
+    crate::sys::set_not_dumpable().map_err(|e| OverlayError::Dumpable(e.into()))?;
+    raise_nofile();
+    prepared(Arc::new(OverlayFs::new(&cfg)?), cfg.threads)
+}
+
+impl Prepared {
+    /// Starts serving the mounted `fuse_fd`.
+    pub fn start(self, fuse_fd: OwnedFd) -> Result<OverlayServer, OverlayError> {
+        if self.fd_tx.send(fuse_fd).is_err() {
+            // The thread ended without its fd: its error says why.
+            return Err(match self.first.join() {
+                Ok(Err(e)) => e,
+                _ => OverlayError::Panicked,
+            });
+        }
+        Ok(OverlayServer {
+            threads: vec![self.first],
+            later: self.later,
+            fs: self.fs,
+        })
+    }
+}
+
 fn start(
     fuse_fd: OwnedFd,
     fs: Arc<OverlayFs>,
     threads: usize,
 ) -> Result<OverlayServer, OverlayError> {
-    set_blocking(&fuse_fd).map_err(OverlayError::Channel)?;
+    prepared(fs, threads)?.start(fuse_fd)
+}
+
+/// Starts the first serving thread, waiting for its fd.
+fn prepared(fs: Arc<OverlayFs>, threads: usize) -> Result<Prepared, OverlayError> {
     let server = Arc::new(Server::new(fs.clone()));
     let later: Handles = Arc::default();
-    let more = match threads.max(1) - 1 {
-        0 => None,
-        n => Some(More {
-            n,
-            fd: fuse_fd.try_clone().map_err(OverlayError::Channel)?,
-            handles: later.clone(),
-        }),
-    };
-    let first = {
-        let server = server.clone();
-        std::thread::Builder::new()
-            .name("sbox-fuse-0".into())
-            .spawn(move || serve_channel(&server, fuse_fd, more))
-            .map_err(OverlayError::Spawn)?
-    };
-    Ok(OverlayServer {
-        threads: vec![first],
-        later,
+    let handles = later.clone();
+    let (fd_tx, fd_rx) = std::sync::mpsc::sync_channel::<OwnedFd>(1);
+    let first = std::thread::Builder::new()
+        .name("sbox-fuse-0".into())
+        .spawn(move || {
+            // Dropped unstarted: nothing to serve.
+            let Ok(fuse_fd) = fd_rx.recv() else {
+                return Ok(());
+            };
+            set_blocking(&fuse_fd).map_err(OverlayError::Channel)?;
+            let more = match threads.max(1) - 1 {
+                0 => None,
+                n => Some(More {
+                    n,
+                    fd: fuse_fd.try_clone().map_err(OverlayError::Channel)?,
+                    handles,
+                }),
+            };
+            serve_channel(&server, fuse_fd, more)
+        })
+        .map_err(OverlayError::Spawn)?;
+    Ok(Prepared {
         fs,
+        first,
+        fd_tx,
+        later,
     })
 }
 
