@@ -418,3 +418,122 @@ fn oci_bundle_has_its_own_network_when_the_profile_has() {
     assert!(ns_of("build", "b1").contains(&"network".to_string()));
     assert!(!ns_of("dev", "b2").contains(&"network".to_string()));
 }
+
+/// A static program for a rootfs of its own: what keyctl(2), bpf(2) and
+/// getpid(2) answer.
+const SYSCALL_PROBE: &str = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void try(const char *name, long r) { printf("%s %s\n", name, r >= 0 ? "ok" : strerror(errno)); }
+int main(void) {
+    try("keyctl", syscall(SYS_keyctl, 0, -3, 0, 0, 0));
+    try("bpf", syscall(SYS_bpf, 0, 0, 0));
+    try("getpid", syscall(SYS_getpid));
+    return 0;
+}
+"#;
+
+/// `podman run --rootfs ROOTFS /probe` as the test user, rootless, with
+/// `--security-opt seccomp=SECCOMP`.
+fn podman_run(rootfs: &Path, seccomp: &str) -> std::process::Output {
+    let u = user();
+    let graph = u.home.join("podman-storage");
+    let run_root = u.runtime.join("podman");
+    let opt = format!("seccomp={seccomp}");
+    output(as_user(
+        Path::new("timeout"),
+        &[
+            "120",
+            "podman",
+            "--root",
+            graph.to_str().expect("utf-8"),
+            "--runroot",
+            run_root.to_str().expect("utf-8"),
+            "--storage-driver",
+            "vfs",
+            // crun 1.8 refuses this host class's hybrid cgroups.
+            "--runtime",
+            "runc",
+            "--cgroup-manager",
+            "cgroupfs",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--security-opt",
+            &opt,
+            "--rootfs",
+            rootfs.to_str().expect("utf-8"),
+            "/probe",
+        ],
+    ))
+}
+
+#[test]
+fn exported_seccomp_profile_loads_in_podman() {
+    let p = Project::new("export-podman");
+    // A rootfs holding one static program (podman --rootfs needs no image).
+    let rootfs = p.dir.join("rootfs");
+    std::fs::create_dir(&rootfs).expect("mkdir rootfs");
+    let src = p.dir.join("probe.c");
+    std::fs::write(&src, SYSCALL_PROBE).expect("write probe.c");
+    let bin = rootfs.join("probe");
+    let cc = std::process::Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("run gcc (CI installs gcc and libc6-dev)");
+    assert!(
+        cc.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    for path in [&rootfs, &bin] {
+        chown(path);
+    }
+    ok(output(sbox(
+        &p.dir,
+        &["export", "--seccomp", "seccomp.json"],
+    )));
+
+    let podman = |seccomp: &Path| {
+        let o = podman_run(&rootfs, seccomp.to_str().expect("utf-8"));
+        assert!(
+            o.status.success(),
+            "podman run with seccomp={seccomp:?} failed ({:?}; is podman installed?)\nstdout: {}\nstderr: {}",
+            o.status,
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    };
+    let confined = podman(&p.dir.join("seccomp.json"));
+    assert_eq!(
+        confined.lines().collect::<Vec<_>>(),
+        [
+            "keyctl Operation not permitted",
+            "bpf Operation not permitted",
+            "getpid ok"
+        ],
+        "under sbox's exported profile"
+    );
+    // Without it keyctl works: the profile is what refused it.
+    let open = podman(Path::new("unconfined"));
+    assert!(open.lines().any(|l| l == "keyctl ok"), "unconfined: {open}");
+
+    // A profile the runtime cannot read is refused, so the check above is
+    // real.
+    let bad = p.dir.join("bad.json");
+    std::fs::write(&bad, "{\"defaultAction\": \"SCMP_ACT_NOPE\"}").expect("write bad.json");
+    chown(&bad);
+    let o = podman_run(&rootfs, bad.to_str().expect("utf-8"));
+    assert!(
+        !o.status.success(),
+        "podman ran with a bad profile: {}",
+        stdout(&o)
+    );
+}
