@@ -472,8 +472,28 @@ fn podman_run(rootfs: &Path, seccomp: &str) -> std::process::Output {
     ))
 }
 
+/// Rootless podman leaves a "pause" process holding its namespaces: ended
+/// with the test.
+struct PodmanPause;
+
+impl Drop for PodmanPause {
+    fn drop(&mut self) {
+        let file = user().runtime.join("libpod/tmp/pause.pid");
+        if let Some(pid) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 #[test]
 fn exported_seccomp_profile_loads_in_podman() {
+    let _pause = PodmanPause;
     let p = Project::new("export-podman");
     // A rootfs holding one static program (podman --rootfs needs no image).
     let rootfs = p.dir.join("rootfs");

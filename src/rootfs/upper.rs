@@ -179,6 +179,13 @@ impl Ids {
             NOBODY
         }
     }
+    /// The gid inside of a sandbox process whose gid on the host is
+    /// `host` (through the sandbox's maps; None without them).
+    pub(crate) fn process_gid(&self, host: u32) -> Option<u32> {
+        let m = self.map.as_ref().or(self.shown.as_ref())?;
+        Some(map_id(&m.gid, host))
+    }
+
     pub(crate) fn gid(&self, host: u32) -> u32 {
         if let Some(m) = &self.map {
             return map_id(&m.gid, host);

@@ -113,6 +113,7 @@ fn run(args: &InitArgs) -> Result<u8> {
     )?;
     crate::rootfs::apply::pivot(&args.state.root)?;
     log(policy, || "root assembled; pivoted".into());
+    send_procfs(args.steps, channel)?;
 
     let pty = if policy.tty { Some(open_pty()?) } else { None };
     let slave = pty.as_ref().map(|(_, path)| path.clone());
@@ -239,6 +240,30 @@ fn fork_error(policy: &Policy, nest: Nest, e: nix::errno::Errno) -> Error {
 }
 
 /// Fork a payload for `policy` (the sandbox's command, or an exec'd one).
+/// Sends the sandbox's new /proc to the launcher when it serves FUSE
+/// mounts (see `FromInit::ProcFs`).
+fn send_procfs(steps: &[Step], channel: &Channel) -> Result<()> {
+    let fuse = steps
+        .iter()
+        .any(|s| matches!(s, Step::FuseRoot | Step::FuseBind { .. }));
+    let proc_mounted = steps
+        .iter()
+        .any(|s| matches!(s, Step::Proc { dest } if dest == std::path::Path::new("/proc")));
+    if !(fuse && proc_mounted) {
+        return Ok(());
+    }
+    let fd = crate::sys::open(
+        "/proc",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ctx(|| "opening the new /proc".into())?;
+    channel.send(
+        &FromInit::ProcFs,
+        Some(std::os::fd::AsRawFd::as_raw_fd(&fd)),
+    )
+}
+
 fn spawn_payload(
     policy: &Policy,
     mask: SigSet,

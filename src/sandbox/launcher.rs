@@ -306,6 +306,13 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
         bind_servers.push(serve_bind(policy, &steps, step, fd, &ids, &base)?);
         msg = ours.recv()?;
     }
+    if let Some((FromInit::ProcFs, Some(fd))) = msg {
+        let servers = fuse_server
+            .iter()
+            .chain(bind_servers.iter().map(|(_, s)| s));
+        give_procfs(fd, servers);
+        msg = ours.recv()?;
+    }
     let (status, timed_out) = match msg {
         Some((FromInit::Ready { .. }, master)) => {
             if let Some(r) = ready {
@@ -744,6 +751,26 @@ fn append_log(path: &std::path::Path, data: &[u8]) {
         .open(path)
     {
         let _ = f.write_all(data);
+    }
+}
+
+/// Gives the FUSE servers the sandbox's /proc (init's, opened once the
+/// root is assembled), for the groups of the processes that change set-id
+/// files. Without it the servers judge group membership by a process's own
+/// gid.
+fn give_procfs<'a>(
+    fd: OwnedFd,
+    servers: impl Iterator<Item = &'a crate::rootfs::overlay::OverlayServer>,
+) {
+    let is_proc = nix::sys::statfs::fstatfs(&fd)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+    if !is_proc {
+        return;
+    }
+    for server in servers {
+        if let Ok(dup) = fd.try_clone() {
+            server.set_procfs(dup);
+        }
     }
 }
 

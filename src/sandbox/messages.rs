@@ -24,6 +24,9 @@ conversation! {
         /// The /dev/fuse descriptor of the passthrough mount of plan step
         /// `step` (a `Step::FuseBind`) is attached; serve it.
         FuseBindFd { step: usize },
+        /// The sandbox's /proc (an `O_PATH` directory) is attached, for the
+        /// FUSE servers (the groups of a process changing a set-id file).
+        ProcFs,
         /// A socket of the sandbox's network namespace for sbox's DNS
         /// (`dns`) or forwarder is attached; serve it.
         EgressSocket { dns: bool },
@@ -182,7 +185,14 @@ mod tests {
     fn every_kind_is_listed_and_named() {
         assert_eq!(
             FromInit::KINDS,
-            ["FuseFd", "FuseBindFd", "EgressSocket", "Ready", "Refused"]
+            [
+                "FuseFd",
+                "FuseBindFd",
+                "ProcFs",
+                "EgressSocket",
+                "Ready",
+                "Refused"
+            ]
         );
         assert_eq!(FromInit::FuseBindFd { step: 1 }.kind(), "FuseBindFd");
         assert_eq!(ExecEvent::Ending.kind(), "Ending");

@@ -324,9 +324,12 @@ static void chown_chmod(void)
         close(dir);
     }
     /* writes clear set-id bits of regular files */
-    struct { const char *who; uid_t u; mode_t mode; } wr[] = {
-        {"owner", 1000, 06777}, {"other", 2000, 06777}, {"owner", 1000, 06757},
-        {"other", 2000, 02767}, {"root", 0, 06777},
+    /* "member": in the file's group by a supplementary group only */
+    static const gid_t member_groups[] = {1000};
+    struct { const char *who; uid_t u; mode_t mode; int ngroups; } wr[] = {
+        {"owner", 1000, 06777, 0}, {"other", 2000, 06777, 0}, {"owner", 1000, 06757, 0},
+        {"other", 2000, 02767, 0}, {"root", 0, 06777, 0}, {"member", 2000, 02767, 1},
+        {"member", 2000, 06777, 1},
     };
     for (size_t i = 0; i < sizeof wr / sizeof *wr; i++) {
         int dir = fresh(0755, 0, 0);
@@ -335,7 +338,7 @@ static void chown_chmod(void)
         fchmodat(dir, "x", wr[i].mode, 0);
         struct timespec before = st(dir, "x").st_ctim;
         pause_a_bit();
-        if (wr[i].u) as1(wr[i].u);
+        if (wr[i].u) as(wr[i].u, wr[i].u, wr[i].ngroups, member_groups);
         int fd = openat(dir, "x", O_WRONLY);
         int r = fd < 0 ? errno : res(write(fd, "abc", 3));
         if (fd >= 0) close(fd);
@@ -347,7 +350,7 @@ static void chown_chmod(void)
         fchmodat(dir, "x", wr[i].mode, 0);
         before = st(dir, "x").st_ctim;
         pause_a_bit();
-        if (wr[i].u) as1(wr[i].u);
+        if (wr[i].u) as(wr[i].u, wr[i].u, wr[i].ngroups, member_groups);
         fd = openat(dir, "x", O_WRONLY);
         r = fd < 0 ? errno : res(ftruncate(fd, 1));
         if (fd >= 0) close(fd);

@@ -181,7 +181,7 @@ impl OverlayFs {
     /// the host file's own.
     pub(crate) fn pt_set_owner_mode(
         &self,
-        who: (u32, u32),
+        who: super::fs::Actor,
         inode: u64,
         path: &[u8],
         attr: &libc::stat64,
@@ -209,7 +209,7 @@ impl OverlayFs {
         if valid.contains(SetattrValid::MODE) {
             mode = attr.st_mode & 0o7777;
         } else if super::fs::kills_setid(kind, valid) {
-            mode = super::fs::setid_after(mode, file_gid, who);
+            mode = super::fs::setid_after(mode, who.uid == 0, || self.in_group(who, file_gid));
         }
         if kind != libc::S_IFLNK && mode != st.st_mode & 0o7777 {
             chmod_fd(fd.as_fd(), mode)?;

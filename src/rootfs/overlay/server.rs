@@ -97,6 +97,12 @@ impl OverlayServer {
     }
 
     /// Current counters (for diagnostics and tests).
+    /// Gives the server the sandbox's /proc (an `O_PATH` directory fd
+    /// opened once the command runs): see `OverlayFs::in_group`.
+    pub fn set_procfs(&self, proc: OwnedFd) {
+        let _ = self.fs.procfs.set(proc);
+    }
+
     pub fn stats(&self) -> OverlayStats {
         OverlayStats {
             inodes: self.fs.inode_count(),

@@ -15,24 +15,59 @@ use crate::rootfs::overlay::layer::Layer;
 use crate::rootfs::overlay::sys::{self, err};
 use crate::rootfs::upper::{self, Override};
 
-/// The mode bits a file keeps when a process with fs ids `who` (inside the
-/// sandbox) changes its data or its owner, as the VFS rules for a local
-/// filesystem mounted in a user namespace say: setuid always goes (the
-/// exemption for CAP_FSETID counts only in the host's namespace); setgid
-/// goes when the file is group executable, or the process is neither root
-/// inside nor in the file's group. The kernel leaves this to the server
-/// (HANDLE_KILLPRIV_V2) because its own FUSE fallback follows the older
-/// rule (setgid only with group execute). Supplementary groups are not in
-/// a FUSE request: membership is by the fs gid, so a member by a
-/// supplementary group only loses a setgid bit without group execute (the
-/// safe side).
-pub(crate) fn setid_after(mode: u32, file_gid: u32, who: (u32, u32)) -> u32 {
+/// A process changing a file, as a FUSE request names it: fs ids inside
+/// the sandbox, and its pid in the sandbox's pid namespace.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Actor {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+impl Actor {
+    pub(crate) fn of(ctx: &Context) -> Actor {
+        Actor {
+            uid: ctx.uid,
+            gid: ctx.gid,
+            pid: ctx.pid as u32,
+        }
+    }
+
+    /// sbox's own changes (root inside).
+    pub(crate) const SERVER: Actor = Actor {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+}
+
+/// The mode bits a file keeps when a process changes its data or its
+/// owner, as the VFS rules for a local filesystem mounted in a user
+/// namespace say: setuid always goes (the exemption for CAP_FSETID counts
+/// only in the host's namespace); setgid goes when the file is group
+/// executable, or the process is neither root inside (`root`) nor in the
+/// file's group (`in_group`, asked only then). The kernel leaves this to
+/// the server (HANDLE_KILLPRIV_V2) because its own FUSE fallback follows
+/// the older rule (setgid only with group execute).
+pub(crate) fn setid_after(mode: u32, root: bool, in_group: impl FnOnce() -> bool) -> u32 {
     let mut m = mode & !libc::S_ISUID;
-    let in_group = who.0 == 0 || who.1 == file_gid;
-    if m & libc::S_IXGRP != 0 || !in_group {
+    if m & libc::S_ISGID != 0 && (m & libc::S_IXGRP != 0 || !(root || in_group())) {
         m &= !libc::S_ISGID;
     }
     m
+}
+
+/// The gids on a `Groups:` line of /proc/PID/status.
+fn status_groups(status: &[u8]) -> Vec<u32> {
+    String::from_utf8_lossy(status)
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Whether a SETATTR drops set-id bits (by [`setid_after`]): one that
@@ -212,7 +247,7 @@ impl OverlayFs {
     /// Drops the set-id bits that a change of a regular file's data by
     /// `who` drops on a local filesystem ([`setid_after`]); nothing to do
     /// for root inside, or for a file already gone from its directory.
-    pub(super) fn data_changed_by(&self, who: (u32, u32), inode: u64) -> io::Result<()> {
+    pub(super) fn data_changed_by(&self, who: Actor, inode: u64) -> io::Result<()> {
         let setid = libc::S_ISUID | libc::S_ISGID;
         let (kind, ovr) = match self.table().state(inode) {
             Some(s) => (s.kind, s.ovr),
@@ -238,19 +273,42 @@ impl OverlayFs {
         };
         let st = self.stat_of(&info)?;
         let mode = st.st_mode & 0o7777;
-        let new = setid_after(mode, st.st_gid, who);
+        let new = setid_after(mode, who.uid == 0, || self.in_group(who, st.st_gid));
         if new == mode {
             return Ok(());
         }
         let mut attr = sys::zeroed_stat();
         attr.st_mode = libc::S_IFREG | new;
-        self.op_setattr((0, 0), inode, attr, None, SetattrValid::MODE)
+        self.op_setattr(Actor::SERVER, inode, attr, None, SetattrValid::MODE)
             .map(|_| ())
+    }
+
+    /// Whether `who` is in the group `gid` (inside ids): its own gid, or
+    /// one of its supplementary groups as the sandbox's /proc lists them
+    /// (read through the maps; not known before the command runs).
+    pub(crate) fn in_group(&self, who: Actor, gid: u32) -> bool {
+        if who.gid == gid {
+            return true;
+        }
+        let Some(proc) = self.procfs.get() else {
+            return false;
+        };
+        let path = format!("{}/status", who.pid);
+        let Ok(fd) = sys::open_beneath(proc.as_fd(), path.as_bytes(), libc::O_RDONLY, 0) else {
+            return false;
+        };
+        let mut buf = vec![0u8; 8192];
+        let Ok(n) = sys::pread(fd.as_fd(), &mut buf, 0) else {
+            return false;
+        };
+        status_groups(&buf[..n])
+            .into_iter()
+            .any(|host| self.ids.process_gid(host) == Some(gid))
     }
 
     pub(super) fn op_setattr(
         &self,
-        who: (u32, u32),
+        who: Actor,
         inode: u64,
         attr: libc::stat64,
         handle: Option<u64>,
@@ -301,7 +359,7 @@ impl OverlayFs {
             if valid.contains(SetattrValid::MODE) {
                 new.mode = attr.st_mode & 0o7777;
             } else if kills_setid(kind, valid) {
-                new.mode = setid_after(new.mode, file_gid, who);
+                new.mode = setid_after(new.mode, who.uid == 0, || self.in_group(who, file_gid));
             }
             if upper::can_have_xattrs(kind) {
                 let fd = self.layers.open(Layer::Upper, &info.path, libc::O_PATH)?;
@@ -467,13 +525,20 @@ mod setid_tests {
     #[test]
     fn setid_rules_of_a_local_filesystem_in_a_user_namespace() {
         // Root inside loses setuid too (CAP_FSETID counts only on the host).
-        assert_eq!(setid_after(0o6777, 1000, (0, 0)), 0o0777);
+        assert_eq!(setid_after(0o6777, true, || true), 0o0777);
         // Setgid without group execute stays for root and group members...
-        assert_eq!(setid_after(0o2767, 1000, (0, 0)), 0o2767);
-        assert_eq!(setid_after(0o2767, 1000, (1000, 1000)), 0o2767);
+        assert_eq!(setid_after(0o2767, true, || false), 0o2767);
+        assert_eq!(setid_after(0o2767, false, || true), 0o2767);
         // ...and goes for anyone else.
-        assert_eq!(setid_after(0o2767, 1000, (2000, 2000)), 0o0767);
-        assert_eq!(setid_after(0o6757, 1000, (1000, 1000)), 0o0757);
+        assert_eq!(setid_after(0o2767, false, || false), 0o0767);
+        assert_eq!(setid_after(0o6757, false, || true), 0o0757);
+    }
+
+    #[test]
+    fn groups_of_a_status_file() {
+        let status = b"Name:\tsh\nGid:\t5\t5\t5\t5\nGroups:\t1000 100999 \nNSpid:\t7\n";
+        assert_eq!(status_groups(status), vec![1000, 100999]);
+        assert!(status_groups(b"Name:\tsh\nGroups:\t\n").is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use fuse_backend_rs::api::filesystem::{
     SetattrValid, ZeroCopyReader, ZeroCopyWriter,
 };
 
-use super::OverlayFs;
+use super::{Actor, OverlayFs};
 use crate::rootfs::overlay::sys::{self, err};
 
 impl FileSystem for OverlayFs {
@@ -71,7 +71,7 @@ impl FileSystem for OverlayFs {
         handle: Option<u64>,
         valid: SetattrValid,
     ) -> io::Result<(libc::stat64, Duration)> {
-        self.op_setattr((ctx.uid, ctx.gid), inode, attr, handle, valid)
+        self.op_setattr(Actor::of(ctx), inode, attr, handle, valid)
     }
 
     fn readlink(&self, _ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
@@ -198,7 +198,7 @@ impl FileSystem for OverlayFs {
         fuse_flags: u32,
     ) -> io::Result<usize> {
         if fuse_flags & WRITE_KILL_PRIV != 0 {
-            self.data_changed_by((ctx.uid, ctx.gid), inode)?;
+            self.data_changed_by(Actor::of(ctx), inode)?;
         }
         self.op_write(inode, handle, r, size, offset)
     }
@@ -224,7 +224,7 @@ impl FileSystem for OverlayFs {
     ) -> io::Result<()> {
         // No kill flag comes with FALLOCATE: the rule of a write applies
         // (as on ext4).
-        self.data_changed_by((ctx.uid, ctx.gid), inode)?;
+        self.data_changed_by(Actor::of(ctx), inode)?;
         self.op_fallocate(inode, handle, mode, offset, length)
     }
 

@@ -12,7 +12,7 @@ mod listing;
 mod lookup;
 mod rename;
 
-pub(crate) use attrs::{kills_setid, setid_after};
+pub(crate) use attrs::{kills_setid, setid_after, Actor};
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -58,6 +58,9 @@ pub(crate) struct OverlayFs {
     pub(crate) passthrough: bool,
     /// Read-only passthrough: every change is refused (EROFS).
     pub(crate) readonly: bool,
+    /// The sandbox's /proc (set once the command runs): the supplementary
+    /// groups of a process that changes a set-id file.
+    pub(crate) procfs: std::sync::OnceLock<OwnedFd>,
 }
 
 /// What an empty directory shown in place of sbox's state looks like:
@@ -224,6 +227,7 @@ impl OverlayFs {
             empty_stat,
             passthrough,
             readonly,
+            procfs: std::sync::OnceLock::new(),
         }
     }
 
