@@ -234,6 +234,8 @@ fn step_dir(dir: BorrowedFd<'_>, name: &Path, resolve: u64, mode: u32) -> Result
 #[derive(Debug, Default)]
 pub struct CanonCache {
     dirs: std::collections::HashMap<PathBuf, Option<PathBuf>>,
+    /// Paths found missing: nothing below them is looked up.
+    missing: std::collections::HashSet<PathBuf>,
 }
 
 impl CanonCache {
@@ -245,11 +247,22 @@ impl CanonCache {
         let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
             return Some(PathBuf::from("/"));
         };
+        let under = self.dir(parent);
+        if self.missing.contains(parent) {
+            self.missing.insert(p.to_path_buf());
+            return under.map(|c| c.join(name));
+        }
         match std::fs::symlink_metadata(p) {
             Ok(md) if md.file_type().is_symlink() => std::fs::canonicalize(p)
                 .ok()
-                .or_else(|| self.dir(parent).map(|c| c.join(name))),
-            _ => self.dir(parent).map(|c| c.join(name)),
+                .or_else(|| under.map(|c| c.join(name))),
+            Ok(_) => under.map(|c| c.join(name)),
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    self.missing.insert(p.to_path_buf());
+                }
+                under.map(|c| c.join(name))
+            }
         }
     }
 

@@ -48,12 +48,25 @@ pub fn probe_host(policy: &Policy) -> HostView {
             }
         }
     }
+    // Parents first: below a missing directory nothing is looked up.
+    probe.sort_by_key(|p| p.components().count());
+    let mut missing = std::collections::HashSet::new();
     for p in probe {
-        if view.existing.contains_key(&p) {
+        if view.existing.contains_key(&p) || missing.contains(&p) {
             continue;
         }
-        if let Ok(md) = std::fs::symlink_metadata(&p) {
-            view.existing.insert(p, kind_of(md.file_type()));
+        if p.parent().is_some_and(|d| missing.contains(d)) {
+            missing.insert(p);
+            continue;
+        }
+        match std::fs::symlink_metadata(&p) {
+            Ok(md) => {
+                view.existing.insert(p, kind_of(md.file_type()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                missing.insert(p);
+            }
+            Err(_) => {}
         }
     }
     if let Ok(t) = std::fs::canonicalize("/etc/resolv.conf") {
