@@ -25,8 +25,9 @@ conversation! {
         /// `step` (a `Step::FuseBind`) is attached; serve it.
         FuseBindFd { step: usize },
         /// A socket of the sandbox's network namespace for sbox's DNS
-        /// (`dns`) or forwarder is attached; serve it.
-        EgressSocket { dns: bool },
+        /// (`dns`), its watch on connection requests (`watch`) or its
+        /// forwarder is attached; serve it.
+        EgressSocket { dns: bool, watch: bool },
         /// The root is assembled and the command started; a pty master is
         /// attached when the sandbox has a terminal.
         Ready { pty: bool },
