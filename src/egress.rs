@@ -13,10 +13,14 @@
 //!   that name, resolves the name on the host as it connects, refuses
 //!   loopback, link-local and private destinations unless the entry says
 //!   `private` (or the address was given with `--add-host`), and copies
-//!   both ways.
+//!   both ways;
+//! * a packet socket sees the connection requests made inside (every
+//!   address is the loopback's there): those that no listener takes are
+//!   counted as refused, whether or not `--log-denials` is given.
 //!
-//! Nothing else routes: a connection to an address no listed name resolved
-//! to is refused, UDP other than to the DNS has no route.
+//! Nothing leaves the namespace otherwise: a connection to an address no
+//! listed name resolved to is refused, UDP other than to the DNS goes
+//! nowhere.
 
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
