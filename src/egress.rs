@@ -13,10 +13,14 @@
 //!   that name, resolves the name on the host as it connects, refuses
 //!   loopback, link-local and private destinations unless the entry says
 //!   `private` (or the address was given with `--add-host`), and copies
-//!   both ways.
+//!   both ways;
+//! * a packet socket sees the connection requests made inside (every
+//!   address is the loopback's there): those that no listener takes are
+//!   counted as refused, whether or not `--log-denials` is given.
 //!
-//! Nothing else routes: a connection to an address no listed name resolved
-//! to is refused, UDP other than to the DNS has no route.
+//! Nothing leaves the namespace otherwise: a connection to an address no
+//! listed name resolved to is refused, UDP other than to the DNS goes
+//! nowhere.
 
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
@@ -517,6 +521,65 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// A connection request seen inside, to `to`: counted unless a listener
+    /// of the forwarder takes it (and counts it if it refuses it) or it
+    /// stays on the sandbox's own loopback.
+    fn request(&self, to: SocketAddr, listened: &[u16]) {
+        let port = to.port();
+        let v4 = match to.ip() {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(a) => a.to_ipv4_mapped(),
+        };
+        if let Some(a) = v4 {
+            if listened.contains(&port) {
+                return;
+            }
+            if is_name_address(a) {
+                if let Some(name) = self.name_of(a) {
+                    return self.deny(
+                        format!("connection to {name}:{port} (port not listed)"),
+                        format!("add \"--allow-net {name}:{port}\" (network.allow in a profile)"),
+                    );
+                }
+            } else if a.is_loopback() {
+                return;
+            }
+        } else if to.ip().is_loopback() {
+            return;
+        }
+        self.deny(
+            format!("connection to {to}, an address no listed name resolved to"),
+            "connect by a name listed with --allow-net (network.allow)".into(),
+        );
+    }
+}
+
+/// Where a connection request goes, from its IP header on (as the watch
+/// socket passes them: TCP, SYN without ACK).
+fn syn_destination(p: &[u8]) -> Option<SocketAddr> {
+    match p.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            let ip: [u8; 4] = p.get(16..20)?.try_into().ok()?;
+            let port = p.get(ihl + 2..ihl + 4)?;
+            Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(ip)),
+                u16::from_be_bytes([port[0], port[1]]),
+            ))
+        }
+        6 => {
+            let ip: [u8; 16] = p.get(24..40)?.try_into().ok()?;
+            let port = p.get(42..44)?;
+            Some(SocketAddr::new(
+                IpAddr::V6(std::net::Ipv6Addr::from(ip)),
+                u16::from_be_bytes([port[0], port[1]]),
+            ))
+        }
+        _ => None,
+    }
+}
+
 // ---------------------------------------------------------------- server
 
 /// The sockets init opened in the sandbox's namespace.
@@ -524,11 +587,20 @@ impl Shared {
 pub struct Sockets {
     pub dns: Option<OwnedFd>,
     pub listeners: Vec<OwnedFd>,
+    /// Sees the connection requests made inside (see `sys::netwatch`).
+    pub watch: Option<OwnedFd>,
 }
 
 /// Open the sockets in the current (the sandbox's) network namespace: a
-/// TCP listener on 0.0.0.0 for each port, the DNS's UDP socket.
+/// TCP listener on 0.0.0.0 for each port, the DNS's UDP socket, and the
+/// watch on connection requests (with every address made local, so that a
+/// connection to one no listed name leads to is refused by the kernel and
+/// seen, not unroutable and unseen). Without the watch (no packet sockets
+/// in this kernel) only the refusals of the DNS and the forwarder count.
 pub fn open_sockets(egress: &Egress) -> Result<Sockets> {
+    let watch = crate::sys::netwatch::route_everything_local()
+        .and_then(|_| crate::sys::netwatch::syn_watch_socket())
+        .ok();
     // A listening socket keeps its address from any other bind, with or
     // without SO_REUSEADDR (std sets it; both are close-on-exec).
     let udp = UdpSocket::bind((DNS_ADDR, 53))
@@ -542,6 +614,7 @@ pub fn open_sockets(egress: &Egress) -> Result<Sockets> {
     Ok(Sockets {
         dns: Some(OwnedFd::from(udp)),
         listeners,
+        watch,
     })
 }
 
@@ -587,7 +660,7 @@ pub fn serve(egress: &Egress, sockets: Sockets, verbose: bool) -> Result<Server>
     let s = shared.clone();
     let thread = std::thread::Builder::new()
         .name("sbox-egress".into())
-        .spawn(move || event_loop(&s, r, dns, listeners))
+        .spawn(move || event_loop(&s, r, dns, listeners, sockets.watch))
         .map_err(|e| Error::io("starting the forwarder", e))?;
     Ok(Server {
         shared,
@@ -643,14 +716,19 @@ fn event_loop(
     stop: OwnedFd,
     dns: UdpSocket,
     listeners: Vec<std::net::TcpListener>,
+    watch: Option<OwnedFd>,
 ) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut buf = [0u8; 1500];
+    let listened = shared.egress.ports();
     loop {
         let mut fds = vec![
             PollFd::new(stop.as_fd(), PollFlags::POLLIN),
             PollFd::new(dns.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(w) = &watch {
+            fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
+        }
         for l in &listeners {
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
         }
@@ -663,7 +741,21 @@ fn event_loop(
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
         drop(fds);
+        // The requests the command made before it ended are all queued
+        // (the packet socket gets them as they are sent): count them all.
+        let drain = |w: &OwnedFd, buf: &mut [u8]| {
+            while let Ok(n) =
+                nix::sys::socket::recv(w.as_raw_fd(), buf, nix::sys::socket::MsgFlags::MSG_DONTWAIT)
+            {
+                if let Some(to) = syn_destination(&buf[..n.min(buf.len())]) {
+                    shared.request(to, &listened);
+                }
+            }
+        };
         if ready[0] {
+            if let Some(w) = &watch {
+                drain(w, &mut buf);
+            }
             return;
         }
         if ready[1] {
@@ -673,8 +765,15 @@ fn event_loop(
                 }
             }
         }
+        let mut first = 2;
+        if let Some(w) = &watch {
+            if ready[2] {
+                drain(w, &mut buf);
+            }
+            first = 3;
+        }
         for (i, l) in listeners.iter().enumerate() {
-            if !ready[i + 2] {
+            if !ready[i + first] {
                 continue;
             }
             while let Ok((c, _)) = l.accept() {
@@ -864,194 +963,113 @@ fn forward(shared: &Shared, c: TcpStream, name: &str, port: u16, private: bool) 
     }
     let _ = c.set_nodelay(true);
     let _ = out.set_nodelay(true);
-    relay(c, out);
+    relay(c, out, |job| shared.workers.run(job));
 }
 
-/// One direction of a relayed connection: the bytes go from one socket to
-/// the other through a pipe with splice(2), never through user space (a
-/// buffer when no pipe can be had).
-struct Half {
-    /// The pipe (read end, write end), when there is one.
-    pipe: Option<(OwnedFd, OwnedFd)>,
-    /// Bytes in the pipe not yet written on.
-    pending: usize,
-    buf: Vec<u8>,
-    /// Bytes `lo..hi` of `buf` are read and not yet written.
-    lo: usize,
-    hi: usize,
-    /// The source has ended (its end was passed on).
-    done: bool,
+/// Copy both ways between `c` and `out` until both have ended: the bytes
+/// from the host on this thread, the sandbox's on the thread `spawn` runs
+/// its job on (false: none could be had, and the connection is closed).
+///
+/// Each direction blocks in splice(2) through a pipe of its own: two system
+/// calls and one wake-up for each chunk the sender wrote, where a poll(2)
+/// loop over both sockets took five; the bytes never pass through user
+/// space.
+fn relay(c: TcpStream, out: TcpStream, spawn: impl FnOnce(Job) -> bool) {
+    let (Ok(c2), Ok(out2)) = (c.try_clone(), out.try_clone()) else {
+        return;
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let up = Box::new(move || {
+        pump(&c2, &out2);
+        let _ = tx.send(());
+    });
+    if !spawn(up) {
+        let _ = c.shutdown(std::net::Shutdown::Both);
+        let _ = out.shutdown(std::net::Shutdown::Both);
+        return;
+    }
+    pump(&out, &c);
+    // The sockets stay open (and counted) until both directions are done.
+    let _ = rx.recv();
 }
 
-impl Half {
-    fn new() -> Self {
-        let pipe =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK).ok();
-        if let Some((_, w)) = &pipe {
+/// One direction of a relayed connection, until `from` ends (its end is
+/// passed on) or either socket fails (both are shut down, which ends the
+/// other direction too).
+fn pump(from: &TcpStream, to: &TcpStream) {
+    let pipe = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok();
+    let ended = match &pipe {
+        Some((r, w)) => {
             // Larger than the default 64 KiB when the user's pipe budget
             // allows (the kernel refuses otherwise; the default works).
-            let _ = nix::fcntl::fcntl(w.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+            let size =
+                nix::fcntl::fcntl(w.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE))
+                    .ok()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .filter(|n| *n > 0)
+                    .unwrap_or(64 * 1024);
+            splice_loop(from, to, r.as_fd(), w.as_fd(), size)
         }
-        Half {
-            buf: if pipe.is_some() {
-                Vec::new()
-            } else {
-                vec![0u8; BUF_MIN]
-            },
-            pipe,
-            pending: 0,
-            lo: 0,
-            hi: 0,
-            done: false,
+        None => copy_loop(from, to),
+    };
+    match ended {
+        Ok(()) => {
+            let _ = to.shutdown(std::net::Shutdown::Write);
         }
-    }
-
-    /// Move what can be moved now from `from` to `to` without blocking.
-    /// Err: the connection is broken.
-    fn run(&mut self, from: &TcpStream, to: &TcpStream) -> std::io::Result<()> {
-        match &self.pipe {
-            Some((r, w)) => {
-                let (r, w) = (r.as_fd(), w.as_fd());
-                let (pending, done) = splice_half(from, to, r, w, self.pending, self.done)?;
-                (self.pending, self.done) = (pending, done);
-                Ok(())
-            }
-            None => self.copy(from, to),
+        Err(_) => {
+            let _ = from.shutdown(std::net::Shutdown::Both);
+            let _ = to.shutdown(std::net::Shutdown::Both);
         }
-    }
-
-    fn copy(&mut self, mut from: &TcpStream, mut to: &TcpStream) -> std::io::Result<()> {
-        use std::io::ErrorKind::{Interrupted, WouldBlock};
-        loop {
-            while self.lo < self.hi {
-                match to.write(&self.buf[self.lo..self.hi]) {
-                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                    Ok(n) => self.lo += n,
-                    Err(e) if e.kind() == WouldBlock => return Ok(()),
-                    Err(e) if e.kind() == Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if self.done {
-                return Ok(());
-            }
-            match from.read(&mut self.buf) {
-                Ok(0) => {
-                    self.done = true;
-                    let _ = to.shutdown(std::net::Shutdown::Write);
-                    return Ok(());
-                }
-                Ok(n) => {
-                    (self.lo, self.hi) = (0, n);
-                    // A bulk transfer takes few system calls with a large
-                    // buffer; an interactive connection keeps a small one.
-                    if n == self.buf.len() && n < BUF_MAX {
-                        self.buf.resize(n * 4, 0);
-                    }
-                }
-                Err(e) if e.kind() == WouldBlock => return Ok(()),
-                Err(e) if e.kind() == Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Bytes read and not yet written.
-    fn unsent(&self) -> bool {
-        self.pending > 0 || self.lo < self.hi
-    }
-
-    /// What to wait for: readable source, or writable destination.
-    fn wants(&self) -> (bool, bool) {
-        let pending = self.unsent();
-        (!pending && !self.done, pending)
     }
 }
 
-/// One step of a spliced direction: write out what the pipe holds, then
-/// fill it from `from`, until either would block. Returns the bytes left
-/// in the pipe and whether `from` has ended.
-fn splice_half(
+/// Move everything `from` sends to `to` through the pipe `r`/`w` (of
+/// `size` bytes) until `from` ends. Err: the connection is broken.
+fn splice_loop(
     from: &TcpStream,
     to: &TcpStream,
     r: BorrowedFd<'_>,
     w: BorrowedFd<'_>,
-    mut pending: usize,
-    done: bool,
-) -> std::io::Result<(usize, bool)> {
+    size: usize,
+) -> std::io::Result<()> {
     use nix::errno::Errno;
     use nix::fcntl::{splice, SpliceFFlags};
-    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    let flags = SpliceFFlags::SPLICE_F_MOVE;
     loop {
+        // Whatever the socket holds, up to the pipe's size.
+        let mut pending = match splice(from.as_fd(), None, w, None, size, flags) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
         while pending > 0 {
             match splice(r, None, to.as_fd(), None, pending, flags) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => pending -= n,
-                Err(Errno::EAGAIN) => return Ok((pending, done)),
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        if done {
-            return Ok((0, true));
-        }
-        match splice(from.as_fd(), None, w, None, PIPE_SIZE as usize, flags) {
-            Ok(0) => {
-                let _ = to.shutdown(std::net::Shutdown::Write);
-                return Ok((0, true));
-            }
-            Ok(n) => pending = n,
-            Err(Errno::EAGAIN) => return Ok((0, false)),
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
     }
 }
 
-/// Copy both ways between `c` and `out` until both have ended, in one
-/// thread (poll(2) on the two sockets).
-fn relay(c: TcpStream, out: TcpStream) {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    if c.set_nonblocking(true).is_err() || out.set_nonblocking(true).is_err() {
-        return;
-    }
-    let (mut up, mut down) = (Half::new(), Half::new());
+/// `splice_loop` through a buffer, when no pipe can be had.
+fn copy_loop(mut from: &TcpStream, mut to: &TcpStream) -> std::io::Result<()> {
+    let mut buf = vec![0u8; BUF_SIZE];
     loop {
-        if up.run(&c, &out).is_err() || down.run(&out, &c).is_err() {
-            break;
-        }
-        if up.done && down.done && !up.unsent() && !down.unsent() {
-            break;
-        }
-        let (up_read, up_write) = up.wants();
-        let (down_read, down_write) = down.wants();
-        let flags = |read: bool, write: bool| {
-            let mut f = PollFlags::empty();
-            if read {
-                f |= PollFlags::POLLIN;
-            }
-            if write {
-                f |= PollFlags::POLLOUT;
-            }
-            f
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         };
-        let mut fds = [
-            PollFd::new(c.as_fd(), flags(up_read, down_write)),
-            PollFd::new(out.as_fd(), flags(down_read, up_write)),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => break,
-        }
+        to.write_all(&buf[..n])?;
     }
-    let _ = c.shutdown(std::net::Shutdown::Both);
-    let _ = out.shutdown(std::net::Shutdown::Both);
 }
 
-/// The copy buffer of one direction of a connection: its first size, and
-/// the most it grows to.
-const BUF_MIN: usize = 64 * 1024;
-const BUF_MAX: usize = 1024 * 1024;
+/// The copy buffer of a direction without a pipe.
+const BUF_SIZE: usize = 256 * 1024;
 /// The pipe of one spliced direction (asked for; the kernel may give less).
 const PIPE_SIZE: i32 = 1024 * 1024;
 
@@ -1138,7 +1156,12 @@ mod tests {
         let (c, _) = l1.accept().expect("accept");
         let out = TcpStream::connect(l2.local_addr().expect("a")).expect("o");
         let (mut server, _) = l2.accept().expect("accept");
-        let relay = std::thread::spawn(move || relay(c, out));
+        let relay = std::thread::spawn(move || {
+            relay(c, out, |job| {
+                std::thread::spawn(job);
+                true
+            })
+        });
         // The server echoes until the client's end, then ends too.
         let echo = std::thread::spawn(move || {
             let mut buf = vec![0u8; 100_000];

@@ -472,9 +472,9 @@ fn allow_net_reaches_the_listed_names_and_ports_only() {
         py_resolve("wild.test"),
         // The forwarder's address without a name behind it.
         py_connect("127.0.0.1", pa),
-        // Addresses outside have no route.
+        // Addresses outside lead nowhere, over TCP or UDP.
         py_connect("198.18.0.1", pa),
-        "import socket\nu=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ntry:\n    u.sendto(b'x', ('198.18.0.1', 9999))\n    print('udp sent')\nexcept OSError as e:\n    print('udp failed', e)\n".to_string(),
+        "import socket\nu=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nu.settimeout(3)\ntry:\n    u.connect(('198.18.0.1', 9999))\n    u.send(b'x')\n    u.recv(1)\n    print('udp answered')\nexcept OSError as e:\n    print('udp failed', e)\n".to_string(),
     ]
     .join("");
     let allow_a = format!("host.sbox.internal:{pa},{ph}");
@@ -718,6 +718,49 @@ fn allow_net_reaches_a_peer_by_name_and_not_by_address() {
     let mut l = o.lines();
     assert_eq!(l.next(), Some("status 200"), "{o}");
     assert!(l.next().is_some_and(|x| x.starts_with("failed")), "{o}");
+}
+
+/// Without --log-denials too: a connection to a port of a listed name that
+/// no entry lists, to the peer's address at the listed port and at another
+/// one are each counted, and the line at exit says how many.
+#[test]
+fn refused_connections_are_counted_without_log_denials() {
+    let peer = Peer::new();
+    let (ip, port) = peer.addr.split_once(':').expect("addr");
+    let port: u16 = port.parse().expect("port");
+    let other = if port == 9 { 10 } else { 9 };
+    let p = Project::new("egress-count");
+    let script = [
+        py_connect("peer.test", other),
+        py_connect(ip, port),
+        py_connect(ip, other),
+    ]
+    .join("");
+    let o = output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--allow-net",
+            &format!("peer.test:{port}"),
+            "--add-host",
+            &format!("peer.test:{ip}"),
+            "--",
+            "python3",
+            "-c",
+            &script,
+        ],
+    ));
+    let err = stderr(&o);
+    let out = ok(o);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("failed")).count(),
+        3,
+        "{out}"
+    );
+    assert!(
+        err.contains("sbox: 3 operations were refused; run with --log-denials to see them"),
+        "{err}"
+    );
 }
 
 #[test]

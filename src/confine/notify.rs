@@ -112,12 +112,6 @@ pub enum Refusal {
     NoNetwork(String),
     /// A TCP connect to a port outside `network.allowed_connect_ports`.
     Port(String),
-    /// With --allow-net: a connect to an address outside (not a listed
-    /// name's).
-    Unnamed(String),
-    /// With --allow-net: a TCP connect to a listed name's address at a port
-    /// no entry lists.
-    EgressPort(String),
     /// A TCP bind to a port outside `network.allowed_bind_ports`.
     BindPort(String),
 }
@@ -165,14 +159,6 @@ impl Tally {
                 ), n)),
                 Refusal::NoNetwork(addr) => lines.push((format!(
                     "denied: connect to {addr} ({}): the sandbox has no network; to allow: --net user or --net host (network.mode)",
-                    times(n)
-                ), n)),
-                Refusal::Unnamed(addr) => lines.push((format!(
-                    "denied: connect to {addr} ({}): only the names of --allow-net are reachable; to allow: connect by a name given to --allow-net (network.allow)",
-                    times(n)
-                ), n)),
-                Refusal::EgressPort(addr) => lines.push((format!(
-                    "denied: connect to {addr} ({}): no --allow-net entry lists that port; to allow: add it to the name's entry (--allow-net NAME:PORTS)",
                     times(n)
                 ), n)),
                 Refusal::BindPort(addr) => lines.push((format!(

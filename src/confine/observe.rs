@@ -24,9 +24,8 @@
 //! * with no network (`--net none`), a `connect` to an address that is not
 //!   the loopback's; name lookups that fail without a connect (no resolver
 //!   reachable) are not seen.
-//! * with `--allow-net`, a `connect` to an address that is not the
-//!   loopback's (no listed name leads there), and a TCP one to a listed
-//!   name's address at a port no entry lists;
+//!   (With `--allow-net`, sbox's forwarder counts what it refuses, in
+//!   every run: see `egress`.)
 //! * a TCP `connect` to a port outside `network.allowed_connect_ports`, a
 //!   TCP `bind` to one outside `network.allowed_bind_ports`.
 
@@ -45,9 +44,6 @@ pub struct Observer {
     pub no_network: bool,
     /// TCP connect is limited to these ports (Landlock).
     pub connect_ports: Option<Vec<u16>>,
-    /// With --allow-net: the ports sbox's forwarder listens on (addresses
-    /// outside are unreachable, and the listed names' at other ports).
-    pub egress_ports: Option<Vec<u16>>,
     /// TCP bind is limited to these ports (Landlock).
     pub bind_ports: Option<Vec<u16>>,
     /// The hidden paths: a call on one is the overlay's refusal, counted by
@@ -200,20 +196,7 @@ impl Observer {
                         .is_some_and(|v| v.is_loopback() || v.is_unspecified())
             }
         };
-        if let Some(ports) = &self.egress_ports {
-            if !local {
-                return Some(Refusal::Unnamed(addr.to_string()));
-            }
-            let named = match addr.ip() {
-                IpAddr::V4(ip) => crate::egress::is_name_address(ip),
-                IpAddr::V6(ip) => ip
-                    .to_ipv4_mapped()
-                    .is_some_and(crate::egress::is_name_address),
-            };
-            if named && !ports.contains(&addr.port()) && is_tcp(req.pid, req.args[0] as i32) {
-                return Some(Refusal::EgressPort(addr.to_string()));
-            }
-        } else if self.no_network && !local {
+        if self.no_network && !local {
             return Some(Refusal::NoNetwork(addr.to_string()));
         }
         let ports = self.connect_ports.as_ref()?;

@@ -78,17 +78,23 @@ fn run(args: &InitArgs) -> Result<u8> {
     if let Some(e) = &policy.egress {
         // Opened here, served by the launcher from the host's namespace.
         let socks = crate::egress::open_sockets(e)?;
-        for (dns, fd) in socks
+        for (dns, watch, fd) in socks
             .dns
             .iter()
-            .map(|f| (true, f))
-            .chain(socks.listeners.iter().map(|f| (false, f)))
+            .map(|f| (true, false, f))
+            .chain(socks.listeners.iter().map(|f| (false, false, f)))
+            .chain(socks.watch.iter().map(|f| (false, true, f)))
         {
-            args.channel
-                .send(&FromInit::EgressSocket { dns }, Some(fd.as_raw_fd()))?;
+            let m = FromInit::EgressSocket { dns, watch };
+            args.channel.send(&m, Some(fd.as_raw_fd()))?;
         }
+        let watched = if socks.watch.is_some() {
+            ""
+        } else {
+            " (no watch on connection requests)"
+        };
         log(policy, || {
-            "network: sbox's DNS and forwarder sockets handed over".into()
+            format!("network: sbox's DNS and forwarder sockets handed over{watched}")
         });
     }
     crate::rootfs::apply::make_private()?;
@@ -825,9 +831,8 @@ fn observer(policy: &Policy) -> Observer {
         write_roots: landlock
             .filter(|_| watch.is_some_and(|w| w.paths))
             .map(|l| Observer::resolve_roots(&l.spec.write)),
-        no_network: policy.net == NetMode::None,
+        no_network: policy.net == NetMode::None && policy.egress.is_none(),
         connect_ports: landlock.and_then(|l| l.plan.connect_tcp.clone()),
-        egress_ports: policy.egress.as_ref().map(|e| e.ports()),
         bind_ports: landlock.and_then(|l| l.plan.bind_tcp.clone()),
         hidden: policy.hidden.clone(),
     }

@@ -276,10 +276,11 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     let mut msg = ours.recv()?;
     // First the sockets of --allow-net, served from the host's namespace.
     let mut sockets = crate::egress::Sockets::default();
-    while let Some((FromInit::EgressSocket { dns }, Some(fd))) = msg {
-        match dns {
-            true => sockets.dns = Some(fd),
-            false => sockets.listeners.push(fd),
+    while let Some((FromInit::EgressSocket { dns, watch }, Some(fd))) = msg {
+        match (dns, watch) {
+            (true, _) => sockets.dns = Some(fd),
+            (_, true) => sockets.watch = Some(fd),
+            _ => sockets.listeners.push(fd),
         }
         msg = ours.recv()?;
     }

@@ -28,8 +28,9 @@ conversation! {
         /// FUSE servers (the groups of a process changing a set-id file).
         ProcFs,
         /// A socket of the sandbox's network namespace for sbox's DNS
-        /// (`dns`) or forwarder is attached; serve it.
-        EgressSocket { dns: bool },
+        /// (`dns`), its watch on connection requests (`watch`) or its
+        /// forwarder is attached; serve it.
+        EgressSocket { dns: bool, watch: bool },
         /// The root is assembled and the command started; a pty master is
         /// attached when the sandbox has a terminal.
         Ready { pty: bool },

@@ -5,6 +5,7 @@
 
 pub mod confine;
 mod fd;
+pub mod netwatch;
 
 use fd::owned;
 pub use fd::{accept, inherited_fd, open, pidfd_getfd, pidfd_open, recv_with_fds, socket_protocol};
