@@ -63,6 +63,9 @@ pub enum Command {
         after_help = "Installed by install.sh. By hand, e.g.:\n  sbox completions bash > ~/.local/share/bash-completion/completions/sbox"
     )]
     Completions(CompletionsArgs),
+    /// Manage the images sandboxes can run on (`sbox run --image`)
+    #[command(subcommand)]
+    Image(crate::cmd::image::ImageCommand),
     /// Write a profile's policy for other tools: the seccomp filter as JSON (docker, podman, Kubernetes), or an OCI bundle (runc, crun)
     #[command(
         after_help = "Examples:\n  sbox export --seccomp sbox-seccomp.json\n  sbox export --oci bundle --profile dev -- make test"
@@ -275,6 +278,9 @@ pub struct SandboxOpts {
     /// Print each step and which layers are in force
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// Run on an image's root instead of the host's (a name or id; see `sbox image`)
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
     /// Report what the confinement layers denied (on stderr, and a summary at exit)
     #[arg(long = "log-denials")]
     pub log_denials: bool,
@@ -376,6 +382,7 @@ pub fn run() -> ExitCode {
         Command::Commit(a) => crate::cmd::changes::commit(a.name, a.paths, a.dry_run),
         Command::Completions(a) => crate::cmd::completions::run(a.shell),
         Command::Export(a) => crate::cmd::export::run(a),
+        Command::Image(c) => crate::cmd::image::run(c),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -697,6 +697,10 @@ impl Store {
                 .mode(0o755)
                 .create(&dir)
                 .ctx(|| format!("making {}", dir.display()))?;
+            let fd = sys::open_dir_path(&dir).ctx(|| format!("opening {}", dir.display()))?;
+            let fd = sys::open_beneath(fd.as_fd(), b"", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .ctx(|| format!("opening {}", dir.display()))?;
+            tree::mark_image_tree(fd.as_fd()).ctx(|| format!("marking {}", dir.display()))?;
             built.push((EMPTY_TREE.to_string(), dir));
         }
 
@@ -813,6 +817,11 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Reads a small file (a JSON document) whole, refusing a large one.
+pub fn read_limited(p: &Path) -> Result<Vec<u8>, ImageError> {
+    read_small(p).map_err(|e| ImageError::layout(p, crate::error::io_reason(&e)))
 }
 
 /// Reads a small file (a JSON document) whole.
@@ -982,7 +991,10 @@ fn build_tree(
     let f = File::open(blob).ctx(|| format!("reading {}", blob.display()))?;
     let r = tree::decompressed(f)
         .map_err(|e| ImageError::layer(digest, format!("cannot decompress: {e}")))?;
-    tree::apply_layer(dfd.as_fd(), r).map_err(|e| ImageError::layer(digest, e.to_string()))
+    let applied =
+        tree::apply_layer(dfd.as_fd(), r).map_err(|e| ImageError::layer(digest, e.to_string()))?;
+    tree::mark_image_tree(dfd.as_fd()).ctx(|| format!("marking {}", dir.display()))?;
+    Ok(applied)
 }
 
 #[cfg(test)]
