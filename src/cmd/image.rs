@@ -17,7 +17,8 @@ pub enum ImageCommand {
         /// The archive (a tar, possibly compressed) or directory
         source: PathBuf,
         /// The name to give it (a short name goes under localhost/)
-        name: Option<String>,
+        #[arg(value_name = "NAME")]
+        tag: Option<String>,
     },
     /// List the images in the store
     #[command(alias = "list")]
@@ -52,7 +53,7 @@ pub fn run(c: ImageCommand) -> Result<u8> {
     let loc = Locations::from_host()?;
     let store = Store::open(&loc)?;
     match c {
-        ImageCommand::Import { source, name } => import(&store, &source, name.as_deref()),
+        ImageCommand::Import { source, tag } => import(&store, &source, tag.as_deref()),
         ImageCommand::Ls { json, quiet } => ls(&store, json, quiet),
         ImageCommand::Rm { force, images } => rm(&loc, &store, &images, force),
         ImageCommand::Inspect { images } => inspect(&store, &images),
