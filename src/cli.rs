@@ -128,10 +128,13 @@ pub struct CommitArgs {
     /// Only print what would be copied
     #[arg(long)]
     pub dry_run: bool,
+    /// Make the sandbox's changes a new image NAME on top of its image instead (sandboxes made with --image)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["dry_run", "paths"])]
+    pub image: Option<String>,
     /// The sandbox
     pub name: String,
     /// Paths (as inside the sandbox) whose changes to copy
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "image", value_name = "PATH")]
     pub paths: Vec<String>,
 }
 
@@ -379,7 +382,10 @@ pub fn run() -> ExitCode {
         Command::Logs(a) => crate::cmd::lifecycle::logs(&a.name),
         Command::Diff(a) => crate::cmd::changes::diff(a),
         Command::Reset(a) => crate::cmd::changes::reset(a.name, a.force),
-        Command::Commit(a) => crate::cmd::changes::commit(a.name, a.paths, a.dry_run),
+        Command::Commit(a) => match a.image {
+            Some(image) => crate::cmd::image::commit(&a.name, &image),
+            None => crate::cmd::changes::commit(a.name, a.paths, a.dry_run),
+        },
         Command::Completions(a) => crate::cmd::completions::run(a.shell),
         Command::Export(a) => crate::cmd::export::run(a),
         Command::Image(c) => crate::cmd::image::run(c),

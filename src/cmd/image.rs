@@ -262,6 +262,42 @@ fn rm(loc: &Locations, store: &Store, images: &[String], force: bool) -> Result<
     Ok(0)
 }
 
+/// `sbox commit --image NAME SANDBOX`
+pub fn commit(sandbox: &str, name: &str) -> Result<u8> {
+    let loc = Locations::from_host()?;
+    let paths = loc.sandbox(sandbox)?;
+    let Some(cfg) = crate::names::read_config(&paths)? else {
+        return Err(Error::Usage(format!("no stored sandbox named {sandbox:?}")));
+    };
+    let Some(base) = cfg.image.clone() else {
+        return Err(Error::Usage(format!(
+            "sandbox {sandbox} runs on the host's root: only a sandbox made with --image can become an image (`sbox commit {sandbox} PATH...` copies changes onto the host)"
+        )));
+    };
+    if crate::names::running(&paths).is_some() {
+        return Err(Error::Usage(format!(
+            "sandbox {sandbox} is running: stop it first (`sbox stop {sandbox}`)"
+        )));
+    }
+    let store = Store::open(&loc)?;
+    let base = crate::image::ImageId(base);
+    let reference = Reference::local(name)?;
+    let caller = crate::policy::Caller::from_host()?;
+    let ids =
+        crate::rootfs::upper::Ids::of_sandbox(caller.uid, caller.gid, sandbox, cfg.opts.map_user);
+    let id = crate::image::commit::commit(
+        &store,
+        &base,
+        &paths.upper(),
+        &ids,
+        &reference,
+        &format!("sbox commit --image {name} {sandbox}"),
+    )?;
+    eprintln!("sbox: committed {reference}");
+    println!("{}", id.hex());
+    Ok(0)
+}
+
 fn inspect(store: &Store, images: &[String]) -> Result<u8> {
     let mut out = Vec::new();
     for want in images {

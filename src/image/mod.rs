@@ -8,6 +8,7 @@
 //! the override xattr), `images/<config-hex>.json` (one record per image),
 //! `names.json` (name → image) and `staging/` (private, same filesystem).
 
+pub mod commit;
 pub mod error;
 pub mod import;
 pub mod reference;

@@ -51,6 +51,19 @@ pub fn find(loc: &Locations, want: &str) -> Result<(Store, ImageId)> {
     Ok((store, id))
 }
 
+/// The lower layer of the stored sandbox at `paths`: its image's tree, or
+/// the host's `/`.
+pub fn lower_of(paths: &crate::locations::Paths) -> Result<PathBuf> {
+    let image = crate::names::read_config(paths)?.and_then(|c| c.image);
+    match image {
+        None => Ok(PathBuf::from("/")),
+        Some(id) => {
+            let store = Store::open(&Locations::from_host()?)?;
+            Ok(store.rootfs(&ImageId(id))?)
+        }
+    }
+}
+
 /// Reads a file of the image's tree, symlinks resolved inside the tree.
 fn read_in_tree(root: &Path, path: &str) -> Option<String> {
     let fd = crate::sys::open_in_root(root, Path::new(path)).ok()?;
