@@ -21,8 +21,9 @@ pub fn sha256(b: &[u8]) -> String {
 pub fn busybox() -> Vec<u8> {
     for p in ["/bin/busybox", "/usr/bin/busybox"] {
         if let Ok(b) = std::fs::read(p) {
-            // A dynamic busybox names its loader; it cannot run in an image.
-            let dynamic = b.windows(7).any(|w| w == b"ld-linu");
+            // A dynamic busybox (an ELF program header PT_INTERP) cannot
+            // run in an image without a C library.
+            let dynamic = interp(&b);
             assert!(
                 !dynamic,
                 "{p} is not busybox-static (apt-get install busybox-static)"
@@ -31,6 +32,17 @@ pub fn busybox() -> Vec<u8> {
         }
     }
     panic!("busybox is missing: apt-get install busybox-static");
+}
+
+/// Whether a 64-bit ELF file asks for a program interpreter.
+fn interp(b: &[u8]) -> bool {
+    let u = |o: usize, n: usize| -> usize {
+        b.get(o..o + n)
+            .map(|s| s.iter().rev().fold(0usize, |a, &x| (a << 8) | x as usize))
+            .unwrap_or(0)
+    };
+    let (off, size, num) = (u(0x20, 8), u(0x36, 2), u(0x38, 2));
+    (0..num).any(|i| u(off + i * size, 4) == 3)
 }
 
 /// A tar of `entries` (names as given, `..` included: the builder would
