@@ -577,3 +577,55 @@ fn respin(layout: &Path, f: impl Fn((&Path, &mut Vec<u8>), &mut serde_json::Valu
     )
     .unwrap();
 }
+
+#[test]
+fn a_project_file_chooses_an_image_and_trust_lists_it() {
+    let tag = "profile";
+    let p = Project::new("img-profile");
+    let (dir, _) = layout(&p);
+    ok(output(sb(
+        tag,
+        &p.dir,
+        &["image", "import", dir.to_str().unwrap(), "projimg"],
+    )));
+    p.write(".sbox.toml", "[filesystem]\nimage = \"projimg\"\n");
+    let show = ok(output(sb(tag, &p.dir, &["trust", "--show"])));
+    assert!(show.contains("runs on the image projimg"), "{show}");
+    ok(output(sb(tag, &p.dir, &["trust", "-y"])));
+    let o = ok(output(sb(
+        tag,
+        &p.dir,
+        &["run", "--", "cat", "/etc/os-release"],
+    )));
+    assert_eq!(o, image::OS_RELEASE);
+    // The shell of an image is its /bin/sh, in the image's working directory.
+    let o = ok(output(sb(
+        tag,
+        &p.dir,
+        &["shell", "-c", "pwd; cat /etc/top"],
+    )));
+    assert_eq!(o, "/work\nfrom the top layer\n");
+    // --image on the command line wins over the profile's.
+    let rootfs = p.dir.join("rootfs.tar.gz");
+    image::write_rootfs_tarball(&rootfs);
+    give(&rootfs);
+    ok(output(sb(
+        tag,
+        &p.dir,
+        &["image", "import", rootfs.to_str().unwrap(), "other"],
+    )));
+    let o = ok(output(sb(
+        tag,
+        &p.dir,
+        &[
+            "run",
+            "--image",
+            "other",
+            "--",
+            "sh",
+            "-c",
+            "test -e /etc/top || echo other",
+        ],
+    )));
+    assert_eq!(o, "other\n");
+}
