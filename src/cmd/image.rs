@@ -283,8 +283,12 @@ pub fn commit(sandbox: &str, name: &str) -> Result<u8> {
     let base = crate::image::ImageId(base);
     let reference = Reference::local(name)?;
     let caller = crate::policy::Caller::from_host()?;
-    let ids =
-        crate::rootfs::upper::Ids::of_sandbox(caller.uid, caller.gid, sandbox, cfg.opts.map_user);
+    let ids = crate::rootfs::upper::Ids::of_sandbox(
+        caller.uid,
+        caller.gid,
+        &caller.name,
+        cfg.opts.map_user,
+    );
     let id = crate::image::commit::commit(
         &store,
         &base,
