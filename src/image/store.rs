@@ -469,6 +469,11 @@ impl Store {
                 }
             }
         }
+        if s.starts_with("sha256:") {
+            return Err(ImageError::Other(format!(
+                "no image with id {s} in the local store"
+            )));
+        }
         if !Reference::is_qualified(s) {
             // A short name: this store's own images first (imported or
             // committed ones under localhost/, then the search registries).
