@@ -128,7 +128,7 @@ fn ls(store: &Store, json: bool, quiet: bool) -> Result<u8> {
     if quiet {
         let mut seen = std::collections::BTreeSet::new();
         for r in &rows {
-            let id = r.1.trim_start_matches("sha256:")[..12].to_string();
+            let id = crate::image::ImageId(r.1.clone()).short().to_string();
             if seen.insert(id.clone()) {
                 println!("{id}");
             }
@@ -155,7 +155,7 @@ fn ls(store: &Store, json: bool, quiet: bool) -> Result<u8> {
         .map(|(n, id, c, s, _)| {
             [
                 n.clone(),
-                id.trim_start_matches("sha256:")[..12].to_string(),
+                crate::image::ImageId(id.clone()).short().to_string(),
                 ago(*c),
                 crate::cmd::lifecycle::human(*s),
             ]
