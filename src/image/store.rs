@@ -1212,6 +1212,13 @@ mod tests {
                 "hardlink-none",
                 tar_of(&[("h", b'1', b"nothere", 0, 0o644)]),
             ),
+            (
+                "whiteout-dot",
+                tar_of(&[
+                    ("d/", b'5', b"", 0, 0o755),
+                    ("d/.wh..", b'0', b"", 0, 0o644),
+                ]),
+            ),
         ];
         for (what, l) in cases {
             let lay = base.join(what);
@@ -1303,6 +1310,35 @@ mod tests {
         // A local name.
         store.tag(&id, &Reference::local("mine").unwrap()).unwrap();
         assert_eq!(store.find("mine", &two).unwrap().unwrap(), id);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_replaced_symlink_does_not_keep_its_old_owner() {
+        let base = tmp("owner");
+        let store = Store::open_at(&base.join("store")).unwrap();
+        let lay = base.join("l");
+        layout(
+            &lay,
+            &[
+                tar_of(&[("l", b'2', b"a", 100, 0o777), ("m", b'2', b"a", 100, 0o777)]),
+                tar_of(&[("l", b'2', b"b", 0, 0o777), (".wh.m", b'0', b"", 0, 0o644)]),
+                tar_of(&[("m", b'2', b"c", 0, 0o777)]),
+            ],
+        );
+        let id = store
+            .import_oci_layout(&lay, &Reference::parse("localhost/o:1").unwrap())
+            .unwrap();
+        let root = store.rootfs(&id).unwrap();
+        let fd = sys::open_dir_path(&root).unwrap();
+        for n in [c"l", c"m"] {
+            let st = sys::fstatat(fd.as_fd(), n).unwrap();
+            assert_eq!(
+                tree::lower_override(fd.as_fd(), n, &st).unwrap().uid,
+                0,
+                "{n:?}"
+            );
+        }
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -395,11 +395,14 @@ pub fn apply_layer(root: BorrowedFd<'_>, input: impl Read) -> Result<Applied, Tr
                     let keep_prefix = parent_rel.clone();
                     empty_dir(pfd, &|n: &[u8]| !created.contains(&join(&keep_prefix, n)))
                         .map_err(|e| io("emptying the opaque directory", e))?;
-                } else if !target.starts_with(b".wh.") && !target.is_empty() {
+                } else if matches!(target, b"" | b"." | b"..") {
+                    return Err(bad(format!("whiteout {:?} names no entry", show(&name))));
+                } else if !target.starts_with(b".wh.") {
                     let full = join(&parent_rel, target);
                     if !created.contains(&full) {
                         let c = sys::cstr(target).map_err(|e| io("whiteout", e))?;
                         remove_at(pfd, &c).map_err(|e| io("removing", e))?;
+                        forget_owner(pfd, target);
                     }
                 }
                 continue;
@@ -426,6 +429,7 @@ pub fn apply_layer(root: BorrowedFd<'_>, input: impl Read) -> Result<Applied, Tr
             }
             if existing.is_some() {
                 remove_at(pfd, &cname).map_err(|e| io("replacing", e))?;
+                forget_owner(pfd, last);
             }
             match kind {
                 T::Regular | T::Continuous | T::GNUSparse => {
@@ -460,9 +464,7 @@ pub fn apply_layer(root: BorrowedFd<'_>, input: impl Read) -> Result<Applied, Tr
                     let t = sys::cstr(&target).map_err(|e| io("symlink", e))?;
                     sys::symlinkat(&t, pfd, &cname).map_err(|e| io("making", e))?;
                     if uid != 0 || gid != 0 {
-                        let w = sys::open_beneath(pfd, b"", DIR_FLAGS, 0)
-                            .map_err(|e| io("opening the directory of", e))?;
-                        upper::write_entry_owner(w.as_fd(), last, Some((uid, gid)))
+                        upper::write_entry_owner(pfd, last, Some((uid, gid)))
                             .map_err(|e| io("setting the owner of", e))?;
                     }
                     let _ = sys::utimensat(pfd, &cname, &mtime(mt));
@@ -495,9 +497,7 @@ pub fn apply_layer(root: BorrowedFd<'_>, input: impl Read) -> Result<Applied, Tr
                         .map_err(|e| io("making", e))?;
                     sys::fchmodat(pfd, &cname, mode & 0o777).map_err(|e| io("setting", e))?;
                     if uid != 0 || gid != 0 {
-                        let w = sys::open_beneath(pfd, b"", DIR_FLAGS, 0)
-                            .map_err(|e| io("opening the directory of", e))?;
-                        upper::write_entry_owner(w.as_fd(), last, Some((uid, gid)))
+                        upper::write_entry_owner(pfd, last, Some((uid, gid)))
                             .map_err(|e| io("setting the owner of", e))?;
                     }
                 }
@@ -543,6 +543,12 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     p.push(b'/');
     p.extend_from_slice(name);
     p
+}
+
+/// Drops the owner kept on directory `dir` for its former symlink or fifo
+/// `name` (a new entry of that name must not inherit it).
+fn forget_owner(dir: BorrowedFd<'_>, name: &[u8]) {
+    let _ = upper::write_entry_owner(dir, name, None);
 }
 
 /// Opens (making missing ones, root-owned 0755) the directories `comps`
