@@ -610,6 +610,10 @@ fn a_project_file_chooses_an_image_and_trust_lists_it() {
         &["shell", "-c", "pwd; cat /etc/top"],
     )));
     assert_eq!(o, "/work\nfrom the top layer\n");
+    // The project's sandbox keeps its image when the file no longer says it.
+    std::fs::remove_file(p.dir.join(".sbox.toml")).unwrap();
+    let o = ok(output(sb(tag, &p.dir, &["shell", "-c", "cat /etc/top"])));
+    assert_eq!(o, "from the top layer\n");
     // --image on the command line wins over the profile's.
     let rootfs = p.dir.join("rootfs.tar.gz");
     image::write_rootfs_tarball(&rootfs);

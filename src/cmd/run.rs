@@ -269,6 +269,12 @@ pub fn shell(opts: SandboxOpts, command: Vec<String>, string: Option<String>) ->
     use std::io::IsTerminal;
     let session = command.is_empty() && string.is_none();
     let tty = std::io::stdin().is_terminal() && (session || std::io::stdout().is_terminal());
+    // The project's sandbox keeps the image it was made from.
+    let mut opts = opts;
+    if opts.image.is_none() {
+        let paths = Locations::from_host()?.project_sandbox(&current_dir()?);
+        adopt_stored_image(&mut opts, &paths)?;
+    }
     let mut policy = make_policy(&opts, command.clone(), tty, &current_dir()?)?;
     if command.is_empty() {
         policy.argv.push("-l".into());
