@@ -1341,4 +1341,28 @@ mod tests {
         }
         std::fs::remove_dir_all(&base).unwrap();
     }
+
+    #[test]
+    fn ids_from_pax_extensions() {
+        let base = tmp("pax");
+        let store = Store::open_at(&base.join("store")).unwrap();
+        let lay = base.join("l");
+        let pax = b"15 uid=3000000\n15 gid=3000001\n";
+        layout(
+            &lay,
+            &[tar_of(&[
+                ("PaxHeaders/big", b'x', pax, 0, 0o644),
+                ("big", b'0', b"x", 0, 0o644),
+            ])],
+        );
+        let id = store
+            .import_oci_layout(&lay, &Reference::parse("localhost/pax:1").unwrap())
+            .unwrap();
+        let root = store.rootfs(&id).unwrap();
+        let fd = sys::open_dir_path(&root).unwrap();
+        let st = sys::fstatat(fd.as_fd(), c"big").unwrap();
+        let o = tree::lower_override(fd.as_fd(), c"big", &st).unwrap();
+        assert_eq!((o.uid, o.gid), (3_000_000, 3_000_001));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

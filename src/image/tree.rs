@@ -365,10 +365,21 @@ pub fn apply_layer(root: BorrowedFd<'_>, input: impl Read) -> Result<Applied, Tr
             let h = entry.header();
             let kind = h.entry_type();
             let mode = h.mode().map_err(|e| bad(format!("{}: {e}", show(&name))))?;
-            let uid = h.uid().unwrap_or(0).min(u32::MAX as u64) as u32;
-            let gid = h.gid().unwrap_or(0).min(u32::MAX as u64) as u32;
+            let mut uid = h.uid().unwrap_or(0).min(u32::MAX as u64) as u32;
+            let mut gid = h.gid().unwrap_or(0).min(u32::MAX as u64) as u32;
             let mt = h.mtime().unwrap_or(0);
             let link = entry.link_name_bytes().map(|l| l.into_owned());
+            // Ids too large for the header are in a PAX extension.
+            if let Ok(Some(pax)) = entry.pax_extensions() {
+                for ext in pax.flatten() {
+                    let v = ext.value().ok().and_then(|v| v.parse::<u32>().ok());
+                    match (ext.key_bytes(), v) {
+                        (b"uid", Some(v)) => uid = v,
+                        (b"gid", Some(v)) => gid = v,
+                        _ => {}
+                    }
+                }
+            }
             let io = |what: &str, e: io::Error| TreeError::Io(format!("{what} {}", show(&name)), e);
 
             let Some((last, parents)) = comps.split_last() else {
