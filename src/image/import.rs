@@ -74,7 +74,10 @@ pub fn import(
     if let Some(g) = given {
         names = vec![g];
     }
-    let id = store.import_layout(&layout, &names)?;
+    let (id, notes) = store.import_layout_noting(&layout, &names)?;
+    for n in notes {
+        eprintln!("sbox: note: {n}");
+    }
     Ok((id, names))
 }
 

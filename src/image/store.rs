@@ -579,6 +579,17 @@ impl Store {
     /// by digest, every layer by its diff_id while its tree is built; all
     /// is made in a staging directory and moved in at the end.
     pub fn import_layout(&self, layout: &Path, names: &[Reference]) -> Result<ImageId, ImageError> {
+        self.import_layout_noting(layout, names).map(|(id, _)| id)
+    }
+
+    /// [`Self::import_layout`], with what the user should know about how
+    /// the image was unpacked (device nodes left out).
+    pub fn import_layout_noting(
+        &self,
+        layout: &Path,
+        names: &[Reference],
+    ) -> Result<(ImageId, Vec<String>), ImageError> {
+        let mut notes = Vec::new();
         let _lock = self.lock()?;
         let staging = self.staging()?;
         let marker = layout.join("oci-layout");
@@ -684,6 +695,13 @@ impl Store {
                     ));
                 }
                 unpacked = applied.size;
+                if applied.skipped_devices > 0 {
+                    notes.push(format!(
+                        "layer {}: {} device node(s) left out (an unprivileged user cannot make them)",
+                        &l.digest[..19.min(l.digest.len())],
+                        applied.skipped_devices
+                    ));
+                }
                 built.push((c.clone(), dir.clone()));
                 prev_tree = Some(dir);
             }
@@ -745,7 +763,7 @@ impl Store {
             }
             self.write_names(&all)?;
         }
-        Ok(id)
+        Ok((id, notes))
     }
 
     /// The uncompressed size recorded for layer `digest` by any image.
@@ -1363,6 +1381,29 @@ mod tests {
         let st = sys::fstatat(fd.as_fd(), c"big").unwrap();
         let o = tree::lower_override(fd.as_fd(), c"big", &st).unwrap();
         assert_eq!((o.uid, o.gid), (3_000_000, 3_000_001));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn device_nodes_are_left_out_with_a_note() {
+        let base = tmp("dev");
+        let store = Store::open_at(&base.join("store")).unwrap();
+        let lay = base.join("l");
+        layout(
+            &lay,
+            &[tar_of(&[
+                ("dev/", b'5', b"", 0, 0o755),
+                ("dev/null", b'3', b"", 0, 0o666),
+                ("f", b'0', b"f", 0, 0o644),
+            ])],
+        );
+        let (id, notes) = store
+            .import_layout_noting(&lay, &[Reference::parse("localhost/dev:1").unwrap()])
+            .unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("1 device node(s) left out"), "{notes:?}");
+        let root = store.rootfs(&id).unwrap();
+        assert!(root.join("f").exists() && !root.join("dev/null").exists());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }
