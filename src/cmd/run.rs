@@ -273,7 +273,8 @@ pub fn shell(opts: SandboxOpts, command: Vec<String>, string: Option<String>) ->
     let mut opts = opts;
     if opts.image.is_none() {
         let paths = Locations::from_host()?.project_sandbox(&current_dir()?);
-        adopt_stored_image(&mut opts, &paths)?;
+        // (Unreadable settings are for the start of the sandbox to report.)
+        let _ = adopt_stored_image(&mut opts, &paths);
     }
     let mut policy = make_policy(&opts, command.clone(), tty, &current_dir()?)?;
     if command.is_empty() {
