@@ -699,3 +699,67 @@ fn an_oci_bundle_of_an_image_runs_under_runc() {
         format!("{}new\nno-gone\nfrom-the-image\n/work\n", image::OS_RELEASE)
     );
 }
+
+#[test]
+fn the_project_mount_point_is_not_a_change_of_an_image_sandbox() {
+    let tag = "scaffold";
+    let p = Project::new("img-scaffold");
+    let (dir, _) = layout(&p);
+    ok(output(sb(
+        tag,
+        &p.dir,
+        &["image", "import", dir.to_str().unwrap(), "base"],
+    )));
+    // A project outside /tmp: its mount point is made in the upper layer.
+    let proj = user().home.join(format!("proj-{tag}"));
+    std::fs::create_dir_all(&proj).unwrap();
+    give(&proj);
+    assert!(!proj.starts_with("/tmp"), "{}", proj.display());
+    let top = proj
+        .components()
+        .nth(1)
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy()
+        .into_owned();
+    let name = format!("scaffold-{}", std::process::id());
+    ok(output(sb(
+        tag,
+        &proj,
+        &[
+            "run",
+            "--image",
+            "base",
+            "--name",
+            &name,
+            "--chdir",
+            proj.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "echo x > /etc/x2",
+        ],
+    )));
+    let diff = ok(output(sb(tag, &proj, &["diff", "--no-pager", &name])));
+    assert_eq!(diff, "A /etc/x2\n");
+    ok(output(sb(
+        tag,
+        &proj,
+        &["commit", "--image", "derived2", &name],
+    )));
+    let o = ok(output(sb(
+        tag,
+        &p.dir,
+        &[
+            "run",
+            "--image",
+            "derived2",
+            "--",
+            "sh",
+            "-c",
+            &format!("cat /etc/x2; test -e /{top} || echo no-{top}"),
+        ],
+    )));
+    assert_eq!(o, format!("x\nno-{top}\n"));
+    ok(output(sb(tag, &p.dir, &["rm", &name])));
+}

@@ -83,7 +83,13 @@ pub fn diff(a: crate::cli::DiffArgs) -> Result<u8> {
     let lower = crate::image::run::lower_of(&paths)?;
     let mut list = changes::list(&paths.upper(), &lower, &shown_ids(&paths)?);
     if lower != Path::new("/") {
-        list.retain(|c| !crate::image::run::is_mount_stub(&paths.upper(), c));
+        let project = names::read_config(&paths)?.map(|c| c.project);
+        let scaffold = project.map_or_else(Vec::new, |p| {
+            crate::image::run::project_scaffold(&paths.upper(), &lower, &p)
+        });
+        list.retain(|c| {
+            !crate::image::run::is_mount_stub(&paths.upper(), c) && !scaffold.contains(&c.path)
+        });
     }
     if !wanted.is_empty() {
         list.retain(|c| wanted.iter().any(|w| c.path.starts_with(w)));

@@ -294,6 +294,7 @@ pub fn commit(sandbox: &str, name: &str) -> Result<u8> {
         &base,
         &paths.upper(),
         &ids,
+        &cfg.project,
         &reference,
         &format!("sbox commit --image {name} {sandbox}"),
     )?;

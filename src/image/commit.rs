@@ -46,6 +46,8 @@ struct Writer<'a, W: Write> {
     ids: &'a Ids,
     /// (dev, ino) of files already written → their name in the archive.
     links: HashMap<(u64, u64), PathBuf>,
+    /// Directories (relative) that are only a bind's mount point.
+    scaffold: Vec<PathBuf>,
 }
 
 fn header(kind: tar::EntryType, o: &Override, st: &libc::stat64) -> tar::Header {
@@ -114,8 +116,10 @@ impl<W: Write> Writer<'_, W> {
         let o = upper::presented_override(&st, ovr.as_ref(), self.ids);
         match kind {
             libc::S_IFDIR => {
-                let mut h = header(tar::EntryType::Directory, &o, &st);
-                self.add(&mut h, &path, io::empty())?;
+                if !self.scaffold.contains(&path) {
+                    let mut h = header(tar::EntryType::Directory, &o, &st);
+                    self.add(&mut h, &path, io::empty())?;
+                }
                 let fd =
                     sys::open_beneath(dir, name.to_bytes(), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
                 self.walk(fd.as_fd(), &path)?;
@@ -171,6 +175,7 @@ impl<W: Write> Writer<'_, W> {
 pub fn layer_from_upper(
     upper: &Path,
     ids: &Ids,
+    scaffold: &[PathBuf],
     out: &Path,
 ) -> Result<(String, u64, String), ImageError> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -189,6 +194,10 @@ pub fn layer_from_upper(
         tar: tar::Builder::new(hw),
         ids,
         links: HashMap::new(),
+        scaffold: scaffold
+            .iter()
+            .map(|p| p.strip_prefix("/").unwrap_or(p).to_path_buf())
+            .collect(),
     };
     w.tar.mode(tar::HeaderMode::Complete);
     let what = || format!("reading the sandbox's changes in {}", upper.display());
@@ -216,6 +225,7 @@ pub fn commit(
     base: &ImageId,
     upper: &Path,
     ids: &Ids,
+    project: &Path,
     name: &Reference,
     comment: &str,
 ) -> Result<ImageId, ImageError> {
@@ -240,7 +250,8 @@ pub fn commit(
         layers.push((lr.digest.clone(), lr.size, lr.media_type.clone()));
     }
     let tmp = staging.path().join("layer.tar.gz");
-    let (digest, size, diff_id) = layer_from_upper(upper, ids, &tmp)?;
+    let scaffold = super::run::project_scaffold(upper, &store.rootfs(base)?, project);
+    let (digest, size, diff_id) = layer_from_upper(upper, ids, &scaffold, &tmp)?;
     let dst = l
         .join("blobs/sha256")
         .join(digest.trim_start_matches("sha256:"));

@@ -79,6 +79,42 @@ pub fn is_mount_stub(upper: &Path, change: &crate::changes::Change) -> bool {
         .is_ok_and(|m| m.is_file() && m.len() == 0)
 }
 
+/// The directories of the upper layer `upper` that are only the mount
+/// point of the project (`project`, as inside) and the way to it: missing
+/// from the image's tree `lower`, holding nothing but the next directory
+/// on the way (the project itself: nothing). Made for the bind, they are
+/// not the sandbox's changes.
+pub fn project_scaffold(upper: &Path, lower: &Path, project: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let comps: Vec<_> = project.components().skip(1).collect();
+    for i in 1..=comps.len() {
+        let rel: PathBuf = comps[..i].iter().collect();
+        let up = upper.join(&rel);
+        if std::fs::symlink_metadata(lower.join(&rel)).is_ok() {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&up) else {
+            break;
+        };
+        if !meta.is_dir() {
+            break;
+        }
+        let names: Vec<_> = match std::fs::read_dir(&up) {
+            Ok(rd) => rd.flatten().map(|e| e.file_name()).collect(),
+            Err(_) => break,
+        };
+        let only_next = match comps.get(i) {
+            Some(next) => names.iter().all(|n| n == next.as_os_str()),
+            None => names.is_empty(),
+        };
+        if !only_next {
+            break;
+        }
+        out.push(Path::new("/").join(rel));
+    }
+    out
+}
+
 /// Reads a file of the image's tree, symlinks resolved inside the tree.
 fn read_in_tree(root: &Path, path: &str) -> Option<String> {
     let fd = crate::sys::open_in_root(root, Path::new(path)).ok()?;
