@@ -20,6 +20,7 @@ pub mod egress;
 pub mod error;
 pub mod hostpath;
 pub mod idmap;
+pub mod image;
 pub mod keeper;
 pub mod limits;
 pub mod locations;

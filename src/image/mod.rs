@@ -1,0 +1,3 @@
+//! Container images.
+
+pub mod registry;
