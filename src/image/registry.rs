@@ -256,6 +256,23 @@ impl Target {
     }
 }
 
+impl From<&super::Reference> for Target {
+    fn from(r: &super::Reference) -> Self {
+        Target {
+            registry: r.registry.clone(),
+            repository: r.repository.clone(),
+            tag: r.tag.clone(),
+            digest: r.digest.clone(),
+        }
+    }
+}
+
+impl From<RegistryError> for super::ImageError {
+    fn from(e: RegistryError) -> Self {
+        super::ImageError::Other(e.to_string())
+    }
+}
+
 /// What `download` wrote into the layout.
 #[derive(Debug, Clone)]
 pub struct Downloaded {
