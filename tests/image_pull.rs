@@ -12,7 +12,7 @@ mod common;
 use common::*;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -563,7 +563,7 @@ fn leftovers(data: &Path) -> Vec<String> {
             if name.ends_with(".partial") || name.contains("staging") || name.starts_with(".tmp")
             {
                 let empty_dir = p.is_dir()
-                    && std::fs::read_dir(&p).map(|mut r| r.next().is_none()) == Ok(true);
+                    && std::fs::read_dir(&p).is_ok_and(|mut r| r.next().is_none());
                 if !(empty_dir && name == "staging") {
                     out.push(p.display().to_string());
                 }
@@ -917,4 +917,33 @@ fn plain_http_only_for_localhost_or_when_asked() {
     );
     ok(pull(&["--tls-verify=false", &name]));
     assert!(has_blob(&data_dir(), img.layers[0].blob.hex()));
+}
+
+#[test]
+fn tmp_smoke_download() {
+    let reg = Registry::start(None);
+    let mine = busybox_image("smoke", Compression::Zstd);
+    let other = image(vec![layer(&[("etc/arch", other_arch())], false, Compression::Gzip)], other_arch(), true);
+    reg.push("smoke/x", Some("1"), &mine);
+    reg.push("smoke/x", None, &other);
+    let list = index(&[(&other, other_arch()), (&mine, host_arch())]);
+    reg.put_manifest("smoke/x", "multi", OCI_INDEX, &list);
+    for (tag, plat) in [("1", None), ("multi", None), ("multi", Some(other_arch()))] {
+        let dir = scratch_dir("layout");
+        let t = sbox::image::registry::Target { registry: reg.addr.clone(), repository: "smoke/x".into(), tag: Some(tag.into()), digest: None };
+        let mut o = sbox::image::registry::PullOptions::default();
+        o.progress = Some(true);
+        o.platform = plat.map(|a| sbox::image::registry::Platform::parse(&format!("linux/{a}")).unwrap());
+        let d = sbox::image::registry::download(&t, &o, &dir, &|_| None).unwrap();
+        eprintln!("{d:?}");
+        let out = Command::new("find").arg(&dir).output().unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+        eprintln!("{}", std::fs::read_to_string(dir.join("index.json")).unwrap());
+    }
+    let t = sbox::image::registry::Target { registry: reg.addr.clone(), repository: "smoke/x".into(), tag: Some("nope".into()), digest: None };
+    let e = sbox::image::registry::download(&t, &Default::default(), &scratch_dir("l"), &|_| None).unwrap_err();
+    eprintln!("{e}");
+    let t = sbox::image::registry::Target { registry: "127.0.0.1:1".into(), repository: "smoke/x".into(), tag: Some("nope".into()), digest: None };
+    let e = sbox::image::registry::download(&t, &Default::default(), &scratch_dir("l"), &|_| None).unwrap_err();
+    eprintln!("{e}");
 }
