@@ -11,6 +11,19 @@
 pub mod error;
 pub mod reference;
 pub mod registry;
+pub mod store;
+pub mod tree;
 
 pub use error::ImageError;
 pub use reference::{Reference, Registries};
+pub use store::{ImageId, Store};
+
+/// The image `reference` from the store, fetched from its registry when it
+/// is not there (the registry client fills this in; until then a missing
+/// image is an error naming the command that gets it).
+pub fn ensure(reference: &Reference, store: &Store) -> Result<ImageId, ImageError> {
+    match store.lookup(reference)? {
+        Some(id) => Ok(id),
+        None => Err(ImageError::NotFound(reference.to_string())),
+    }
+}

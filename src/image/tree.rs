@@ -1,0 +1,556 @@
+//! The flattened read-only tree of an image's layer chain, built once at
+//! import: a copy of the parent chain's tree (directories and symlinks
+//! made anew, regular files shared by hard links) with one layer applied.
+//!
+//! The tree is written by the unprivileged caller, so files cannot get the
+//! image's owners: what the image says (owner, mode, set-id bits) is kept
+//! in the override xattr of `rootfs::upper` where it differs from what the
+//! host file shows (root-owned, its own permission bits); the FUSE overlay
+//! presents an image tree's files through it. Host modes keep u+rw (u+rwx
+//! for directories) so the caller can always read and remove the tree.
+//!
+//! Hostile archives (DESIGN §6b): names are taken apart here (no `..`, no
+//! absolute paths), every parent is opened beneath the tree root with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` (an entry below a symlink of the
+//! archive is refused, never followed), the final name is never followed
+//! (an existing entry is unlinked and made anew, so a file shared with
+//! another chain is never written), hard links must name an entry already
+//! in the tree. Device nodes are skipped (an unprivileged user cannot make
+//! them); file capabilities and other xattrs of the archive are dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CStr;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::dir::Dir;
+use sha2::{Digest, Sha256};
+
+use crate::rootfs::overlay::sys;
+use crate::rootfs::upper::{self, Override};
+
+/// Why an archive could not be applied.
+#[derive(Debug)]
+pub enum TreeError {
+    /// The archive is malformed or hostile (message for the user).
+    Bad(String),
+    Io(String, io::Error),
+}
+
+impl std::fmt::Display for TreeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TreeError::Bad(m) => f.write_str(m),
+            TreeError::Io(w, e) => write!(f, "{w}: {}", crate::error::io_reason(e)),
+        }
+    }
+}
+
+fn bad(m: impl Into<String>) -> TreeError {
+    TreeError::Bad(m.into())
+}
+
+fn show(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).escape_debug().to_string()
+}
+
+/// A reader that hashes what passes through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+    /// `sha256:<hex>` of everything read, and its length.
+    pub fn finish(self) -> (String, u64) {
+        let hex: String = self
+            .hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (format!("sha256:{hex}"), self.count)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// The compression of a layer, told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn sniff(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
+/// A reader of the uncompressed content of `file` (gzip, zstd or plain).
+pub fn decompressed(mut file: std::fs::File) -> io::Result<Box<dyn Read>> {
+    use std::io::{Seek, SeekFrom};
+    let mut head = [0u8; 4];
+    let mut n = 0;
+    while n < head.len() {
+        let r = file.read(&mut head[n..])?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    file.seek(SeekFrom::Start(0))?;
+    let buf = io::BufReader::with_capacity(1 << 16, file);
+    Ok(match Compression::sniff(&head[..n]) {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buf)),
+        Compression::Zstd => Box::new(
+            ruzstd::decoding::StreamingDecoder::new(buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?,
+        ),
+        Compression::None => Box::new(buf),
+    })
+}
+
+/// The components of an archive member's name: leading `/` and `./`
+/// dropped, `.` and empty components skipped, `..` refused. Empty: the root.
+pub fn components(name: &[u8]) -> Result<Vec<&[u8]>, TreeError> {
+    let mut v = Vec::new();
+    for c in name.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err(bad(format!("entry {:?} leads out of the tree", show(name)))),
+            c => v.push(c),
+        }
+    }
+    Ok(v)
+}
+
+const DIR_FLAGS: i32 = libc::O_RDONLY | libc::O_DIRECTORY;
+
+/// The directory at `comps` beneath `root`, never through a symlink.
+fn open_dir(root: BorrowedFd<'_>, comps: &[&[u8]]) -> io::Result<OwnedFd> {
+    sys::open_beneath(root, &comps.join(&b'/'), DIR_FLAGS, 0)
+}
+
+fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<libc::stat64>> {
+    match sys::fstatat(dir, name) {
+        Ok(st) => Ok(Some(st)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes `name` in `dir`, a whole directory tree included.
+pub fn remove_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    let Some(st) = lstat_at(dir, name)? else {
+        return Ok(());
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return sys::unlinkat(dir, name, 0);
+    }
+    let fd = sys::open_beneath(dir, name.to_bytes(), DIR_FLAGS, 0)?;
+    // The caller may have made it 0500 on the host; we own it.
+    let _ = sys::fchmod(fd.as_fd(), (st.st_mode & 0o7777) | 0o700);
+    empty_dir(fd.as_fd(), &|_| true)?;
+    sys::unlinkat(dir, name, libc::AT_REMOVEDIR)
+}
+
+/// Removes the entries of directory `fd` for which `keep_out(name)` is true.
+fn empty_dir(fd: BorrowedFd<'_>, remove: &dyn Fn(&[u8]) -> bool) -> io::Result<()> {
+    let names = list(fd)?;
+    for n in names {
+        if remove(&n) {
+            remove_at(fd, &sys::cstr(&n)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// The names in directory `fd` (without `.` and `..`).
+fn list(fd: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    let d = dup(fd)?;
+    let mut dir = Dir::from(d).map_err(io::Error::from)?;
+    let mut v = Vec::new();
+    for e in dir.iter() {
+        let e = e.map_err(io::Error::from)?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            v.push(n.to_vec());
+        }
+    }
+    Ok(v)
+}
+
+/// A fresh fd on the directory `fd` refers to, reading from its start.
+fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    sys::open_beneath(fd, b"", DIR_FLAGS, 0)
+}
+
+/// Copies the `user.` xattrs (the override, symlink owners) of one
+/// directory to another.
+fn copy_user_xattrs(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
+    let names = sys::listxattr(from)?;
+    for n in names.split(|&b| b == 0).filter(|n| n.starts_with(b"user.")) {
+        let c = sys::cstr(n)?;
+        if let Some(v) = sys::getxattr(from, &c)? {
+            sys::setxattr(to, &c, &v, 0)?;
+        }
+    }
+    Ok(())
+}
+
+fn times_of(st: &libc::stat64) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec,
+        },
+        libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    ]
+}
+
+/// Copies the tree of directory `from` into the empty directory `to`:
+/// directories and symlinks made anew, everything else hard-linked.
+pub fn clone_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
+    let fst = sys::fstat(from)?;
+    copy_user_xattrs(from, to)?;
+    for n in list(from)? {
+        let c = sys::cstr(&n)?;
+        let st = sys::fstatat(from, &c)?;
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => {
+                sys::mkdirat(to, &c, 0o700)?;
+                let sf = sys::open_beneath(from, &n, DIR_FLAGS, 0)?;
+                let df = sys::open_beneath(to, &n, DIR_FLAGS, 0)?;
+                clone_tree(sf.as_fd(), df.as_fd())?;
+            }
+            libc::S_IFLNK => {
+                let t = sys::readlinkat(from, &c)?;
+                sys::symlinkat(&sys::cstr(&t)?, to, &c)?;
+                sys::utimensat(to, &c, &times_of(&st))?;
+            }
+            _ => sys::linkat(from, &c, to, &c)?,
+        }
+    }
+    sys::fchmod(to, fst.st_mode & 0o7777)?;
+    sys::futimens(to, &times_of(&fst))
+}
+
+/// What applying one layer did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// `sha256:` digest of the uncompressed archive (the layer's diff_id).
+    pub diff_id: String,
+    /// Bytes of the uncompressed archive.
+    pub size: u64,
+    /// Device nodes left out.
+    pub skipped_devices: u64,
+}
+
+/// The presented owner and mode the image gives an entry, as an override
+/// when the host file would not show it by itself (root-owned, its own
+/// permission bits).
+fn image_override(kind: u32, uid: u32, gid: u32, mode: u32) -> Option<Override> {
+    let o = Override {
+        uid,
+        gid,
+        mode: mode & 0o7777,
+    };
+    (uid != 0 || gid != 0 || upper::real_perm(kind, o.mode) != o.mode).then_some(o)
+}
+
+fn set_meta(fd: BorrowedFd<'_>, kind: u32, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+    sys::fchmod(fd, upper::real_perm(kind, mode))?;
+    match image_override(kind, uid, gid, mode) {
+        Some(o) => sys::setxattr(fd, upper::OVERRIDE_XATTR, &o.format(), 0),
+        None => match sys::removexattr(fd, upper::OVERRIDE_XATTR) {
+            Err(e) if e.raw_os_error() != Some(libc::ENODATA) => Err(e),
+            _ => Ok(()),
+        },
+    }
+}
+
+fn mtime(secs: u64) -> [libc::timespec; 2] {
+    let t = libc::timespec {
+        tv_sec: secs.min(i64::MAX as u64) as i64,
+        tv_nsec: 0,
+    };
+    [t, t]
+}
+
+/// The owner and mode an entry of an image tree presents: its override
+/// (for symlinks, fifos and sockets, the owner kept on its directory), else
+/// root's with its own permission bits.
+#[allow(dead_code)] // used by the overlay server
+pub(crate) fn lower_override(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    st: &libc::stat64,
+) -> io::Result<Override> {
+    let kind = st.st_mode & libc::S_IFMT;
+    let dflt = Override {
+        uid: 0,
+        gid: 0,
+        mode: st.st_mode & 0o7777,
+    };
+    if upper::can_have_xattrs(kind) {
+        let fd = sys::open_beneath(dir, name.to_bytes(), libc::O_PATH, 0)?;
+        Ok(upper::read_override(fd.as_fd()).unwrap_or(dflt))
+    } else {
+        Ok(upper::read_entry_owner(dir, name.to_bytes())
+            .map(|(uid, gid)| Override {
+                uid,
+                gid,
+                mode: dflt.mode,
+            })
+            .unwrap_or(dflt))
+    }
+}
+
+/// Applies the uncompressed layer archive read from `input` to the tree at
+/// `root` (a copy of the parent chain's tree), OCI whiteouts included.
+pub fn apply_layer(root: BorrowedFd<'_>, input: impl Read) -> Result<Applied, TreeError> {
+    let mut hashing = HashingReader::new(input);
+    let mut applied = Applied::default();
+    {
+        let mut ar = tar::Archive::new(&mut hashing);
+        let mut created: HashSet<Vec<u8>> = HashSet::new();
+        let mut dir_times: HashMap<Vec<u8>, u64> = HashMap::new();
+        let entries = ar
+            .entries()
+            .map_err(|e| bad(format!("not a tar archive: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| bad(format!("corrupt archive: {e}")))?;
+            let name = entry.path_bytes().into_owned();
+            let comps = components(&name)?;
+            let h = entry.header();
+            let kind = h.entry_type();
+            let mode = h.mode().map_err(|e| bad(format!("{}: {e}", show(&name))))?;
+            let uid = h.uid().unwrap_or(0).min(u32::MAX as u64) as u32;
+            let gid = h.gid().unwrap_or(0).min(u32::MAX as u64) as u32;
+            let mt = h.mtime().unwrap_or(0);
+            let link = entry.link_name_bytes().map(|l| l.into_owned());
+            let io = |what: &str, e: io::Error| TreeError::Io(format!("{what} {}", show(&name)), e);
+
+            let Some((last, parents)) = comps.split_last() else {
+                // The root itself.
+                if kind.is_dir() {
+                    set_meta(root, libc::S_IFDIR, uid, gid, mode).map_err(|e| io("setting", e))?;
+                    dir_times.insert(Vec::new(), mt);
+                }
+                continue;
+            };
+            let parent_rel = parents.join(&b'/');
+            let pfd = ensure_dirs(root, parents).map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) | Some(libc::EXDEV) | Some(libc::ENOTDIR) => bad(format!(
+                    "entry {:?} lies below a symlink or a file of the archive",
+                    show(&name)
+                )),
+                _ => io("opening the directory of", e),
+            })?;
+            let pfd = pfd.as_fd();
+
+            // OCI whiteouts: they hide what lower layers have.
+            if let Some(target) = last.strip_prefix(b".wh.") {
+                if target == b".wh..opq" {
+                    let keep_prefix = parent_rel.clone();
+                    empty_dir(pfd, &|n: &[u8]| !created.contains(&join(&keep_prefix, n)))
+                        .map_err(|e| io("emptying the opaque directory", e))?;
+                } else if !target.starts_with(b".wh.") && !target.is_empty() {
+                    let full = join(&parent_rel, target);
+                    if !created.contains(&full) {
+                        let c = sys::cstr(target).map_err(|e| io("whiteout", e))?;
+                        remove_at(pfd, &c).map_err(|e| io("removing", e))?;
+                    }
+                }
+                continue;
+            }
+
+            let full = join(&parent_rel, last);
+            let cname = sys::cstr(last).map_err(|e| io("name", e))?;
+            let existing = lstat_at(pfd, &cname).map_err(|e| io("looking at", e))?;
+            let existing_dir =
+                existing.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+            use tar::EntryType as T;
+            if kind.is_dir() {
+                if existing.is_some() && !existing_dir {
+                    sys::unlinkat(pfd, &cname, 0).map_err(|e| io("replacing", e))?;
+                }
+                if !existing_dir {
+                    sys::mkdirat(pfd, &cname, 0o700).map_err(|e| io("making", e))?;
+                }
+                let d = sys::open_beneath(pfd, last, DIR_FLAGS, 0).map_err(|e| io("opening", e))?;
+                set_meta(d.as_fd(), libc::S_IFDIR, uid, gid, mode).map_err(|e| io("setting", e))?;
+                dir_times.insert(full.clone(), mt);
+                created.insert(full);
+                continue;
+            }
+            if existing.is_some() {
+                remove_at(pfd, &cname).map_err(|e| io("replacing", e))?;
+            }
+            match kind {
+                T::Regular | T::Continuous | T::GNUSparse => {
+                    if kind == T::GNUSparse {
+                        return Err(bad(format!(
+                            "{}: sparse entries are not supported",
+                            show(&name)
+                        )));
+                    }
+                    let fd = sys::open_beneath(
+                        pfd,
+                        last,
+                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                        0o600,
+                    )
+                    .map_err(|e| io("creating", e))?;
+                    let mut f = std::fs::File::from(fd);
+                    io::copy(&mut entry, &mut f).map_err(|e| match e.kind() {
+                        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+                            bad(format!("corrupt archive at {}: {e}", show(&name)))
+                        }
+                        _ => io("writing", e),
+                    })?;
+                    set_meta(f.as_fd(), libc::S_IFREG, uid, gid, mode)
+                        .map_err(|e| io("setting", e))?;
+                    sys::futimens(f.as_fd(), &mtime(mt)).map_err(|e| io("setting", e))?;
+                }
+                T::Symlink => {
+                    let Some(target) = link else {
+                        return Err(bad(format!("symlink {} without a target", show(&name))));
+                    };
+                    let t = sys::cstr(&target).map_err(|e| io("symlink", e))?;
+                    sys::symlinkat(&t, pfd, &cname).map_err(|e| io("making", e))?;
+                    if uid != 0 || gid != 0 {
+                        let w = sys::open_beneath(pfd, b"", DIR_FLAGS, 0)
+                            .map_err(|e| io("opening the directory of", e))?;
+                        upper::write_entry_owner(w.as_fd(), last, Some((uid, gid)))
+                            .map_err(|e| io("setting the owner of", e))?;
+                    }
+                    let _ = sys::utimensat(pfd, &cname, &mtime(mt));
+                }
+                T::Link => {
+                    let Some(target) = link else {
+                        return Err(bad(format!("hard link {} without a target", show(&name))));
+                    };
+                    let tc = components(&target)?;
+                    let Some((tlast, tparents)) = tc.split_last() else {
+                        return Err(bad(format!("hard link {} to the root", show(&name))));
+                    };
+                    let outside = || {
+                        bad(format!(
+                            "hard link {} points outside the tree or to nothing ({:?})",
+                            show(&name),
+                            show(&target)
+                        ))
+                    };
+                    let tdir = open_dir(root, tparents).map_err(|_| outside())?;
+                    let tn = sys::cstr(tlast).map_err(|_| outside())?;
+                    match lstat_at(tdir.as_fd(), &tn) {
+                        Ok(Some(st)) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => {}
+                        _ => return Err(outside()),
+                    }
+                    sys::linkat(tdir.as_fd(), &tn, pfd, &cname).map_err(|e| io("linking", e))?;
+                }
+                T::Fifo => {
+                    sys::mknodat(pfd, &cname, libc::S_IFIFO | 0o600, 0)
+                        .map_err(|e| io("making", e))?;
+                    sys::fchmodat(pfd, &cname, mode & 0o777).map_err(|e| io("setting", e))?;
+                    if uid != 0 || gid != 0 {
+                        let w = sys::open_beneath(pfd, b"", DIR_FLAGS, 0)
+                            .map_err(|e| io("opening the directory of", e))?;
+                        upper::write_entry_owner(w.as_fd(), last, Some((uid, gid)))
+                            .map_err(|e| io("setting the owner of", e))?;
+                    }
+                }
+                T::Char | T::Block => {
+                    applied.skipped_devices += 1;
+                    log::info!("image layer: device node {} skipped", show(&name));
+                    continue;
+                }
+                T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => continue,
+                other => {
+                    return Err(bad(format!(
+                        "{}: unsupported entry type {:?}",
+                        show(&name),
+                        other.as_byte() as char
+                    )));
+                }
+            }
+            created.insert(full);
+        }
+        // Directory times last: making their entries changed them.
+        let mut dirs: Vec<_> = dir_times.into_iter().collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.0.len()));
+        for (rel, mt) in dirs {
+            if let Ok(d) = sys::open_beneath(root, &rel, DIR_FLAGS, 0) {
+                let _ = sys::futimens(d.as_fd(), &mtime(mt));
+            }
+        }
+        // The rest of the stream (end blocks, padding) counts for the digest.
+        let inner = ar.into_inner();
+        io::copy(inner, &mut io::sink()).map_err(|e| bad(format!("corrupt archive: {e}")))?;
+    }
+    let (diff_id, size) = hashing.finish();
+    applied.diff_id = diff_id;
+    applied.size = size;
+    Ok(applied)
+}
+
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    if parent.is_empty() {
+        return name.to_vec();
+    }
+    let mut p = parent.to_vec();
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
+}
+
+/// Opens (making missing ones, root-owned 0755) the directories `comps`
+/// beneath `root`, never through a symlink.
+fn ensure_dirs(root: BorrowedFd<'_>, comps: &[&[u8]]) -> io::Result<OwnedFd> {
+    match open_dir(root, comps) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    let mut cur = dup(root)?;
+    for c in comps {
+        let cn = sys::cstr(c)?;
+        match sys::open_beneath(cur.as_fd(), c, DIR_FLAGS, 0) {
+            Ok(fd) => cur = fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                sys::mkdirat(cur.as_fd(), &cn, 0o755)?;
+                cur = sys::open_beneath(cur.as_fd(), c, DIR_FLAGS, 0)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(cur)
+}
