@@ -68,6 +68,18 @@ pub enum Command {
         after_help = "Examples:\n  sbox export --seccomp sbox-seccomp.json\n  sbox export --oci bundle --profile dev -- make test"
     )]
     Export(ExportArgs),
+    /// Manage images: pull
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Fetch an image from its registry into the local store (prints its id)
+    #[command(
+        after_help = "Examples:\n  sbox image pull debian:12\n  sbox image pull --creds me:token registry.example.com/team/tool:1\n  sbox image pull --tls-verify=false 10.0.0.5:5000/build/base"
+    )]
+    Pull(crate::cmd::image_pull::PullArgs),
 }
 
 #[derive(Debug, Args)]
@@ -376,6 +388,7 @@ pub fn run() -> ExitCode {
         Command::Commit(a) => crate::cmd::changes::commit(a.name, a.paths, a.dry_run),
         Command::Completions(a) => crate::cmd::completions::run(a.shell),
         Command::Export(a) => crate::cmd::export::run(a),
+        Command::Image(ImageCommand::Pull(a)) => crate::cmd::image_pull::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1287,6 +1287,36 @@ fn download_inner(
     })
 }
 
+/// Pulls `reference` into `store`: the image is downloaded as an OCI
+/// layout into a staging directory of the store (blobs the store has are
+/// linked, not fetched), then imported and named `reference`. Nothing is
+/// left behind on error.
+pub fn pull(
+    reference: &super::Reference,
+    opts: &PullOptions,
+    store: &super::Store,
+) -> Result<super::ImageId, super::ImageError> {
+    let staging = store.staging()?;
+    let layout = staging.path().join("layout");
+    std::fs::create_dir(&layout)
+        .map_err(|e| super::ImageError::io(format!("making {}", layout.display()), e))?;
+    let target = Target::from(reference);
+    download(&target, opts, &layout, &|d| {
+        store.has_blob(d).then(|| store.blob_path(d))
+    })?;
+    store.import_oci_layout(&layout, reference).map_err(|e| {
+        super::ImageError::Other(format!("pulling {}: {e}", printable(&target.name())))
+    })
+}
+
+/// Options for `reference` from registries.conf (`insecure = true`).
+pub fn options_for(reference: &super::Reference, regs: &super::Registries) -> PullOptions {
+    PullOptions {
+        insecure: regs.is_insecure(&reference.registry),
+        ..PullOptions::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
