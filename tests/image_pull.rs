@@ -786,17 +786,7 @@ fn basic_auth_with_auth_json_and_creds() {
 
     // auth.json in a home of its own (so the other tests' pulls do not
     // see it), as podman writes it.
-    let home = user().home.join(format!("authhome-{}", unique()));
-    for d in [
-        "",
-        ".config",
-        ".config/containers",
-        ".local",
-        ".local/share",
-    ] {
-        std::fs::create_dir_all(home.join(d)).expect("mkdir");
-        chown(&home.join(d));
-    }
+    let home = own_home();
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode("alice:wonder-pw");
     let f = home.join(".config/containers/auth.json");
@@ -933,4 +923,44 @@ fn plain_http_only_for_localhost_or_when_asked() {
     );
     ok(pull(&["--tls-verify=false", &name]));
     assert!(has_blob(&data_dir(), img.layers[0].blob.hex()));
+
+    // Or marked insecure in registries.conf (in a home of its own).
+    let home = own_home();
+    let conf = home.join(".config/sbox/registries.conf");
+    std::fs::create_dir_all(conf.parent().expect("parent")).expect("mkdir");
+    chown(&home.join(".config/sbox"));
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+            fake.addr
+        ),
+    )
+    .expect("write registries.conf");
+    chown(&conf);
+    let p = Project::new("insecure");
+    let mut c = sbox(&p.dir, &["image", "pull", &name]);
+    use_home(&mut c, &home);
+    ok(output(c));
+    assert!(has_blob(
+        &home.join(".local/share/sbox"),
+        img.layers[0].blob.hex()
+    ));
+}
+
+/// A home of its own for the test user (for files that other tests must
+/// not see), with .config and .local/share.
+fn own_home() -> PathBuf {
+    let home = user().home.join(format!("ownhome-{}", unique()));
+    for d in [
+        "",
+        ".config",
+        ".config/containers",
+        ".local",
+        ".local/share",
+    ] {
+        std::fs::create_dir_all(home.join(d)).expect("mkdir");
+        chown(&home.join(d));
+    }
+    home
 }

@@ -615,12 +615,19 @@ fn classify(e: ureq::Error) -> Failure {
     match e {
         ureq::Error::Status(c, r) => Failure::Status(c, Box::new(r)),
         ureq::Error::Transport(t) => {
-            let text = printable(&t.to_string());
+            let whole = t.to_string();
+            // The innermost cause ("Connection refused (os error 111)")
+            // says it best.
+            let mut cause: &dyn std::error::Error = &t;
+            while let Some(s) = cause.source() {
+                cause = s;
+            }
+            let text = printable(&cause.to_string());
             match t.kind() {
                 ureq::ErrorKind::Dns => Failure::Down(text),
-                ureq::ErrorKind::ConnectionFailed if text.contains("tls") => Failure::Tls(text),
+                ureq::ErrorKind::ConnectionFailed if whole.contains("tls") => Failure::Tls(text),
                 ureq::ErrorKind::ConnectionFailed => Failure::Down(text),
-                _ => Failure::Other(text),
+                _ => Failure::Other(printable(&whole)),
             }
         }
     }
