@@ -374,6 +374,9 @@ struct FakeState {
     bearer: Option<Option<(String, String)>>,
     /// Every request line seen, with its Authorization header (if any).
     log: Vec<(String, Option<String>)>,
+    /// path → where it is redirected to (as registries send blob
+    /// downloads to their storage).
+    redirects: HashMap<String, String>,
 }
 
 struct Fake {
@@ -498,6 +501,11 @@ fn serve(mut c: TcpStream, st: &Mutex<FakeState>, addr: &str) -> std::io::Result
             &[("WWW-Authenticate", ch)],
             body,
         );
+        return Ok(());
+    }
+    if let Some(to) = s.redirects.get(&path).cloned() {
+        drop(s);
+        respond(&mut c, "307 Temporary Redirect", &[("Location", to)], b"");
         return Ok(());
     }
     if path == "/v2/" {
@@ -840,6 +848,34 @@ fn bearer_token_flow() {
         .any(|(l, a)| l.contains(&img.layers[0].blob.digest)
             && a.as_deref() == Some(&format!("Bearer {TOKEN}"))));
     assert!(has_blob(&data_dir(), img.layers[0].blob.hex()));
+
+    // A layer the registry redirects to other storage: fetched from there,
+    // without the registry's token.
+    let storage = Fake::start("127.0.0.1");
+    let img2 = busybox_image("redirected", Compression::Gzip);
+    let repo2 = format!("tok{}/redirected", unique());
+    fake.push(&repo2, "1", &img2);
+    let layer_path = format!("/v2/{repo2}/blobs/{}", img2.layers[0].blob.digest);
+    let stored_at = format!("/storage/{}", img2.layers[0].blob.hex());
+    storage.put(
+        stored_at.clone(),
+        "application/octet-stream",
+        img2.layers[0].blob.bytes.clone(),
+    );
+    fake.state
+        .lock()
+        .expect("lock")
+        .redirects
+        .insert(layer_path, format!("http://{}{stored_at}", storage.addr));
+    ok(pull(&[
+        "--creds",
+        "bob:token-pw",
+        &format!("{}/{repo2}:1", fake.addr),
+    ]));
+    let slog = storage.log();
+    assert_eq!(slog.len(), 1, "{slog:?}");
+    assert_eq!(slog[0].1, None, "no Authorization to the storage: {slog:?}");
+    assert!(has_blob(&data_dir(), img2.layers[0].blob.hex()));
 
     // Anonymous tokens.
     let anon = Fake::start("127.0.0.1");
