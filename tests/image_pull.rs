@@ -628,7 +628,11 @@ fn pulls_a_plain_image_and_runs_it() {
     reg.push("pulltest/plain", Some("1.0"), &img);
     let name = format!("{}/pulltest/plain:1.0", reg.addr);
     let o = pull(&[&name]);
-    ok(o.clone());
+    assert_eq!(
+        ok(o.clone()).trim(),
+        img.config.digest,
+        "prints the image id"
+    );
     assert!(
         stderr(&o).is_empty(),
         "no progress when stderr is not a terminal: {}",
@@ -640,6 +644,32 @@ fn pulls_a_plain_image_and_runs_it() {
     assert!(listed(&format!("{}/pulltest/plain", reg.addr)));
     // Pulled again: nothing fetched, still fine.
     ok(pull(&[&name]));
+    // By digest.
+    let by_digest = format!("{}/pulltest/plain@{}", reg.addr, img.manifest.digest);
+    assert_eq!(ok(pull(&[&by_digest])).trim(), img.config.digest);
+
+    // On a terminal: a progress line per blob, on stderr.
+    let img2 = busybox_image("pulled-on-a-tty", Compression::Gzip);
+    reg.push("pulltest/plain", Some("tty"), &img2);
+    let name2 = format!("{}/pulltest/plain:tty", reg.addr);
+    let p = Project::new("tty");
+    let mut c = as_user(
+        Path::new("/usr/bin/script"),
+        &[
+            "-qec",
+            &format!("{} image pull {name2} >/dev/null", sbox_bin().display()),
+            "/dev/null",
+        ],
+    );
+    c.current_dir(&p.dir);
+    let tty = ok(output(c));
+    assert!(
+        tty.contains(&format!(
+            "Copying blob {}",
+            &img2.layers[0].blob.hex()[..12]
+        )),
+        "progress on a terminal: {tty:?}"
+    );
     let p = Project::new("run");
     let out = ok(output(sbox(
         &p.dir,
@@ -920,6 +950,16 @@ fn blob_with_a_wrong_digest_is_refused() {
     refused(&o, &repo, "does not match its digest");
     assert!(!has_blob(&data_dir(), img.layers[0].blob.hex()));
     assert!(!listed(&repo));
+
+    // A manifest asked for by digest that comes back with other content.
+    let wanted = format!("sha256:{}", "ab".repeat(32));
+    fake.put(
+        format!("/v2/{repo}/manifests/{wanted}"),
+        OCI_MANIFEST,
+        img.manifest.bytes.clone(),
+    );
+    let o = pull(&[&format!("{}/{repo}@{wanted}", fake.addr)]);
+    refused(&o, &repo, "does not match its digest");
 
     // A layer that is not a compressed tar, with the right digest.
     let junk = image(
