@@ -30,6 +30,7 @@ use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The largest manifest or index accepted.
@@ -38,6 +39,8 @@ const MANIFEST_LIMIT: u64 = 4 << 20;
 const TOKEN_LIMIT: u64 = 1 << 20;
 /// The most layers an image may have.
 const MAX_LAYERS: usize = 500;
+/// Blobs downloaded at the same time.
+const PARALLEL: usize = 3;
 /// Redirects followed for one request.
 const MAX_REDIRECTS: usize = 5;
 
@@ -221,6 +224,9 @@ pub enum Problem {
     NoPlatform { platform: String, available: String },
     #[error("registry {registry}: {msg}")]
     Protocol { registry: String, msg: String },
+    /// Another download of the same pull failed first.
+    #[error("cancelled")]
+    Cancelled,
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -668,8 +674,9 @@ struct Session {
     base: String,
     repository: String,
     creds: Option<Credentials>,
-    /// The Authorization header for the registry host.
-    auth: Option<String>,
+    /// The Authorization header for the registry host (shared by the
+    /// threads that download blobs).
+    auth: std::sync::Mutex<Option<String>>,
     /// Plain http is allowed for this registry.
     plain_ok: bool,
 }
@@ -697,7 +704,7 @@ impl Session {
             base: String::new(),
             repository: target.repository.clone(),
             creds,
-            auth: None,
+            auth: std::sync::Mutex::new(None),
             plain_ok,
         };
         let schemes: &[&str] = if plain_ok {
@@ -774,14 +781,14 @@ impl Session {
 
     /// Answers a 401: Basic with the credentials, or a Bearer token from
     /// the realm (anonymous or with the credentials).
-    fn authenticate(&mut self, r: &ureq::Response) -> Result<(), Problem> {
+    fn authenticate(&self, r: &ureq::Response) -> Result<(), Problem> {
         let Some(ch) = r.header("www-authenticate").and_then(parse_challenge) else {
             return Err(self.unauthorized("no WWW-Authenticate challenge"));
         };
         match ch.scheme.as_str() {
             "basic" => match &self.creds {
                 Some(c) => {
-                    self.auth = Some(c.basic());
+                    self.set_auth(c.basic());
                     Ok(())
                 }
                 None => Err(self.unauthorized("it wants a user name and password")),
@@ -850,7 +857,7 @@ impl Session {
                     .or(t.access_token)
                     .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
                     .ok_or_else(|| self.protocol("the token server gave no token"))?;
-                self.auth = Some(format!("Bearer {token}"));
+                self.set_auth(format!("Bearer {token}"));
                 Ok(())
             }
             _ => Err(self.unauthorized(format!(
@@ -862,7 +869,17 @@ impl Session {
 
     /// GET `path` on the registry (following redirects; the registry's
     /// Authorization only to the registry's host), answering one 401.
-    fn get(&mut self, path: &str, accept: Option<&str>) -> Result<ureq::Response, Problem> {
+    fn set_auth(&self, value: String) {
+        if let Ok(mut a) = self.auth.lock() {
+            *a = Some(value);
+        }
+    }
+
+    fn auth_header(&self) -> Option<String> {
+        self.auth.lock().ok().and_then(|a| a.clone())
+    }
+
+    fn get(&self, path: &str, accept: Option<&str>) -> Result<ureq::Response, Problem> {
         let mut retried = false;
         loop {
             match self.get_once(path, accept) {
@@ -911,8 +928,8 @@ impl Session {
             // Credentials only to the registry itself, never to the
             // storage it redirects to.
             if url_host(&url) == home && url.scheme() == self.base_scheme() {
-                if let Some(a) = &self.auth {
-                    req = req.set("Authorization", a);
+                if let Some(a) = self.auth_header() {
+                    req = req.set("Authorization", &a);
                 }
             }
             let r = req.call().map_err(classify)?;
@@ -940,7 +957,7 @@ impl Session {
     }
 
     /// A manifest or index by tag or digest: (media type, bytes, digest).
-    fn manifest(&mut self, reference: &str) -> Result<(String, Vec<u8>, String), Problem> {
+    fn manifest(&self, reference: &str) -> Result<(String, Vec<u8>, String), Problem> {
         let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", ");
         let path = format!("/v2/{}/manifests/{}", self.repository, reference);
         let r = self.get(&path, Some(&accept))?;
@@ -982,12 +999,15 @@ impl Session {
         Ok((media_type, body, digest))
     }
 
-    /// Streams one blob into `dir/HEX`, verifying size and digest.
+    /// Streams one blob into `dir/HEX`, verifying size and digest (row
+    /// `row` of the progress display; stops early when `cancel` is set).
     fn blob(
-        &mut self,
+        &self,
         d: &Descriptor,
         dir: &Path,
-        progress: &mut Progress,
+        progress: &Progress,
+        row: usize,
+        cancel: &AtomicBool,
     ) -> Result<u64, Problem> {
         let hexd = &d.digest["sha256:".len()..];
         let fin = dir.join(hexd);
@@ -1005,10 +1025,12 @@ impl Session {
         let res = (|| {
             let mut reader = r.into_reader().take(d.size + 1);
             let mut h = Sha256::new();
-            let mut buf = vec![0u8; 128 << 10];
+            let mut buf = vec![0u8; 256 << 10];
             let mut n: u64 = 0;
-            progress.start(&d.digest, d.size);
             loop {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Problem::Cancelled);
+                }
                 let k = match reader.read(&mut buf) {
                     Ok(0) => break,
                     Ok(k) => k,
@@ -1024,7 +1046,7 @@ impl Session {
                 }
                 h.update(&buf[..k]);
                 f.write_all(&buf[..k]).map_err(|e| io("writing", e))?;
-                progress.update(n);
+                progress.set(row, Row::Copying(n));
             }
             let got = format!("sha256:{}", hex(&h.finalize()));
             if n != d.size {
@@ -1039,17 +1061,18 @@ impl Session {
                     got,
                 });
             }
-            f.sync_all().map_err(|e| io("writing", e))?;
             Ok(n)
         })();
-        progress.finish(res.is_ok());
+        drop(f);
         match res {
             Ok(n) => {
                 std::fs::rename(&part, &fin).map_err(|e| io("renaming", e))?;
+                progress.set(row, Row::Done);
                 Ok(n)
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&part);
+                progress.set(row, Row::Failed);
                 Err(e)
             }
         }
@@ -1059,11 +1082,26 @@ impl Session {
 // ---------------------------------------------------------------------------
 // Progress
 
-/// Per-blob progress on stderr, only when it is a terminal.
+/// The state of one blob in the progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Row {
+    Waiting,
+    Copying(u64),
+    Done,
+    Present,
+    Failed,
+}
+
+/// Per-blob progress on stderr, only when it is a terminal: one line per
+/// blob, redrawn in place (at most ten times a second).
 struct Progress {
     on: bool,
-    digest: String,
-    total: u64,
+    state: std::sync::Mutex<Rows>,
+}
+
+struct Rows {
+    rows: Vec<(String, u64, Row)>,
+    drawn: usize,
     last: Option<Instant>,
 }
 
@@ -1086,9 +1124,11 @@ impl Progress {
     fn new(on: bool) -> Self {
         Progress {
             on,
-            digest: String::new(),
-            total: 0,
-            last: None,
+            state: std::sync::Mutex::new(Rows {
+                rows: Vec::new(),
+                drawn: 0,
+                last: None,
+            }),
         }
     }
 
@@ -1098,50 +1138,68 @@ impl Progress {
         }
     }
 
-    fn start(&mut self, digest: &str, total: u64) {
-        self.digest = digest.chars().skip(7).take(12).collect();
-        self.total = total;
-        self.last = None;
-        self.update(0);
+    /// A row for the blob `digest` of `total` bytes; its index.
+    fn add(&self, digest: &str, total: u64, row: Row) -> usize {
+        let Ok(mut st) = self.state.lock() else {
+            return 0;
+        };
+        st.rows
+            .push((digest.chars().skip(7).take(12).collect(), total, row));
+        st.rows.len() - 1
     }
 
-    fn update(&mut self, n: u64) {
+    fn set(&self, i: usize, row: Row) {
         if !self.on {
             return;
         }
-        let now = Instant::now();
-        if n != self.total
-            && self
-                .last
-                .is_some_and(|t| now.duration_since(t) < Duration::from_millis(100))
-        {
+        let Ok(mut st) = self.state.lock() else {
             return;
+        };
+        let Some(r) = st.rows.get_mut(i) else {
+            return;
+        };
+        let changed = !matches!((r.2, row), (Row::Copying(_), Row::Copying(_)));
+        r.2 = row;
+        let now = Instant::now();
+        if changed
+            || st
+                .last
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(100))
+        {
+            st.last = Some(now);
+            Self::draw(&mut st);
         }
-        self.last = Some(now);
+    }
+
+    /// Draws every row, over the rows drawn before.
+    fn draw(st: &mut Rows) {
+        let mut out = String::new();
+        if st.drawn > 0 {
+            out.push_str(&format!("\x1b[{}A", st.drawn));
+        }
+        for (short, total, row) in &st.rows {
+            let what = match row {
+                Row::Waiting => "waiting".to_string(),
+                Row::Copying(n) => format!("{} / {}", human(*n), human(*total)),
+                Row::Done => format!("done ({})", human(*total)),
+                Row::Present => "already present".to_string(),
+                Row::Failed => "failed".to_string(),
+            };
+            out.push_str(&format!("\r\x1b[2KCopying blob {short}  {what}\n"));
+        }
+        st.drawn = st.rows.len();
         let mut e = std::io::stderr().lock();
-        let _ = write!(
-            e,
-            "\r\x1b[2KCopying blob {}  {} / {}",
-            self.digest,
-            human(n),
-            human(self.total)
-        );
+        let _ = e.write_all(out.as_bytes());
         let _ = e.flush();
     }
 
-    fn finish(&mut self, ok: bool) {
-        if self.on {
-            let mut e = std::io::stderr().lock();
-            if ok {
-                let _ = writeln!(
-                    e,
-                    "\r\x1b[2KCopying blob {}  done ({})",
-                    self.digest,
-                    human(self.total)
-                );
-            } else {
-                let _ = writeln!(e);
-            }
+    /// The final state of every row.
+    fn finish(&self) {
+        if !self.on {
+            return;
+        }
+        if let Ok(mut st) = self.state.lock() {
+            Self::draw(&mut st);
         }
     }
 }
@@ -1177,12 +1235,12 @@ fn download_inner(
             )));
         }
     }
-    let mut progress = Progress::new(
+    let progress = Progress::new(
         opts.progress
             .unwrap_or_else(|| std::io::stderr().is_terminal()),
     );
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
-    let mut s = Session::open(target, opts)?;
+    let s = Session::open(target, opts)?;
     let (mut media_type, mut body, mut digest) = s.manifest(target.reference())?;
     if media_type == OCI_INDEX || media_type == DOCKER_LIST {
         let index: Index = serde_json::from_slice(&body)
@@ -1245,23 +1303,80 @@ fn download_inner(
         "Pulling {} ({platform})",
         printable(&target.name())
     ));
-    let mut fetched = 0;
+    // Blobs the store has are linked; the others are fetched, a few at a
+    // time.
+    let mut todo: Vec<(&Descriptor, usize)> = Vec::new();
     for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
         let dest = blobs.join(&d.digest["sha256:".len()..]);
-        if dest.exists() {
+        if dest.exists() || todo.iter().any(|(t, _)| t.digest == d.digest) {
             continue; // the same layer twice in one image
         }
         if let Some(src) = have(&d.digest) {
             if std::fs::hard_link(&src, &dest).is_ok() || std::fs::copy(&src, &dest).is_ok() {
-                progress.line(&format!(
-                    "Copying blob {}  already present",
-                    &d.digest[7..19]
-                ));
+                progress.add(&d.digest, d.size, Row::Present);
                 continue;
             }
             let _ = std::fs::remove_file(&dest);
         }
-        fetched += s.blob(d, &blobs, &mut progress)?;
+        todo.push((d, progress.add(&d.digest, d.size, Row::Waiting)));
+    }
+    progress.finish();
+    let next = AtomicUsize::new(0);
+    let cancel = AtomicBool::new(false);
+    let results: Vec<Result<u64, (usize, Problem)>> = std::thread::scope(|sc| {
+        let workers: Vec<_> = (0..PARALLEL.min(todo.len()))
+            .map(|_| {
+                sc.spawn(|| {
+                    let mut got = 0;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((d, row)) = todo.get(i) else {
+                            return Ok(got);
+                        };
+                        if cancel.load(Ordering::Relaxed) {
+                            return Ok(got);
+                        }
+                        match s.blob(d, &blobs, &progress, *row, &cancel) {
+                            Ok(n) => got += n,
+                            Err(Problem::Cancelled) => return Ok(got),
+                            Err(e) => {
+                                cancel.store(true, Ordering::Relaxed);
+                                return Err((i, e));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err((
+                        usize::MAX,
+                        Problem::Usage("a download thread failed".into()),
+                    ))
+                })
+            })
+            .collect()
+    });
+    progress.finish();
+    // The first failure in manifest order (those cancelled after it say
+    // less).
+    let mut fetched = 0;
+    let mut first: Option<(usize, Problem)> = None;
+    for r in results {
+        match r {
+            Ok(n) => fetched += n,
+            Err((i, e)) => {
+                if first.as_ref().is_none_or(|(j, _)| i < *j) {
+                    first = Some((i, e));
+                }
+            }
+        }
+    }
+    if let Some((_, e)) = first {
+        return Err(e);
     }
     let write = |name: &Path, bytes: &[u8]| -> Result<(), Problem> {
         std::fs::write(name, bytes).map_err(|e| io("writing", name, e))
