@@ -1129,7 +1129,7 @@ mod tests {
         assert!(!root.join("opq/old").exists());
         assert!(root.join("opq/new").exists());
         let rd = |p: &str| {
-            let fd = sys::open_dir_path(&root.join(p).parent().unwrap().to_path_buf()).unwrap();
+            let fd = sys::open_dir_path(root.join(p).parent().unwrap()).unwrap();
             let name = sys::cstr(Path::new(p).file_name().unwrap().as_encoded_bytes()).unwrap();
             let st = sys::fstatat(fd.as_fd(), &name).unwrap();
             tree::lower_override(fd.as_fd(), &name, &st).unwrap()
