@@ -63,23 +63,14 @@ pub enum Command {
         after_help = "Installed by install.sh. By hand, e.g.:\n  sbox completions bash > ~/.local/share/bash-completion/completions/sbox"
     )]
     Completions(CompletionsArgs),
+    /// Manage the images sandboxes can run on (`sbox run --image`)
+    #[command(subcommand)]
+    Image(crate::cmd::image::ImageCommand),
     /// Write a profile's policy for other tools: the seccomp filter as JSON (docker, podman, Kubernetes), or an OCI bundle (runc, crun)
     #[command(
         after_help = "Examples:\n  sbox export --seccomp sbox-seccomp.json\n  sbox export --oci bundle --profile dev -- make test"
     )]
     Export(ExportArgs),
-    /// Manage images: pull
-    #[command(subcommand)]
-    Image(ImageCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ImageCommand {
-    /// Fetch an image from its registry into the local store (prints its id)
-    #[command(
-        after_help = "Examples:\n  sbox image pull debian:12\n  sbox image pull --creds me:token registry.example.com/team/tool:1\n  sbox image pull --tls-verify=false 10.0.0.5:5000/build/base"
-    )]
-    Pull(crate::cmd::image_pull::PullArgs),
 }
 
 #[derive(Debug, Args)]
@@ -137,10 +128,13 @@ pub struct CommitArgs {
     /// Only print what would be copied
     #[arg(long)]
     pub dry_run: bool,
+    /// Make the sandbox's changes a new image NAME on top of its image instead (sandboxes made with --image)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["dry_run", "paths"])]
+    pub image: Option<String>,
     /// The sandbox
     pub name: String,
     /// Paths (as inside the sandbox) whose changes to copy
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "image", value_name = "PATH")]
     pub paths: Vec<String>,
 }
 
@@ -287,6 +281,9 @@ pub struct SandboxOpts {
     /// Print each step and which layers are in force
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// Run on an image's root instead of the host's (a name or id; see `sbox image`)
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
     /// Report what the confinement layers denied (on stderr, and a summary at exit)
     #[arg(long = "log-denials")]
     pub log_denials: bool,
@@ -385,10 +382,13 @@ pub fn run() -> ExitCode {
         Command::Logs(a) => crate::cmd::lifecycle::logs(&a.name),
         Command::Diff(a) => crate::cmd::changes::diff(a),
         Command::Reset(a) => crate::cmd::changes::reset(a.name, a.force),
-        Command::Commit(a) => crate::cmd::changes::commit(a.name, a.paths, a.dry_run),
+        Command::Commit(a) => match a.image {
+            Some(image) => crate::cmd::image::commit(&a.name, &image),
+            None => crate::cmd::changes::commit(a.name, a.paths, a.dry_run),
+        },
         Command::Completions(a) => crate::cmd::completions::run(a.shell),
         Command::Export(a) => crate::cmd::export::run(a),
-        Command::Image(ImageCommand::Pull(a)) => crate::cmd::image_pull::run(a),
+        Command::Image(c) => crate::cmd::image::run(c),
     };
     match result {
         Ok(code) => ExitCode::from(code),

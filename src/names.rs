@@ -59,6 +59,9 @@ pub struct StoredConfig {
     pub shell: bool,
     /// The profile it last ran with (what `ps -a` shows once it stopped).
     pub profile: Option<String>,
+    /// The id of the image its root comes from (None: the host's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// The options of `run` and `shell` a sandbox was started with, as stored
@@ -88,6 +91,7 @@ pub struct StoredOpts {
     pub map_user: bool,
     pub verbose: bool,
     pub log_denials: bool,
+    pub image: Option<String>,
 }
 
 // Both conversions name every field (no `..`): a new option of `run` does
@@ -110,6 +114,7 @@ impl StoredConfig {
             project: project.to_path_buf(),
             shell,
             profile,
+            image: None,
         }
     }
 

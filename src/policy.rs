@@ -155,6 +155,9 @@ pub struct Policy {
     pub limit_plan: crate::limits::LimitPlan,
     /// The delegated cgroup v2 the sandbox's cgroup goes under.
     pub cgroup_parent: Option<PathBuf>,
+    /// The image the root comes from (`--image`, filesystem.image); None:
+    /// the host's `/` (see `crate::image::run`).
+    pub image: Option<crate::image::run::ImageRoot>,
 }
 
 /// Variables always passed from the caller's environment.
@@ -686,6 +689,7 @@ pub fn build(
         limits,
         limit_plan,
         cgroup_parent,
+        image: None,
     })
 }
 

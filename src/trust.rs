@@ -407,6 +407,17 @@ pub fn ro_binds(r: &Vec<String>, e: &Vec<String>, cx: &Cx<'_>, out: &mut Vec<Str
     }
 }
 
+/// `filesystem.image`: a root the project chooses. It narrows what the
+/// sandbox sees of the host, but it is the code the project's commands run
+/// with, pulled from a registry: the user sees it before trusting.
+pub fn project_image(r: &Option<String>, e: &Option<String>, _: &Cx<'_>, out: &mut Vec<String>) {
+    if let Some(i) = e.as_ref().filter(|i| Some(*i) != r.as_ref()) {
+        out.push(format!(
+            "runs on the image {i} instead of your system (filesystem.image; pulled from its registry when missing)"
+        ));
+    }
+}
+
 /// `network.allow`: each name the default profile does not reach, but those
 /// of the built-in registries (`net`): narrower than a host network, but
 /// what the file adds is for the user to see.
@@ -522,6 +533,12 @@ mod tests {
     /// For each key that is not neutral: a default profile, an effective
     /// profile, and the one widening `sbox trust` must report.
     const CASES: &[(&str, &str, &str, &str)] = &[
+        (
+            "filesystem.image",
+            "",
+            "[filesystem]\nimage = \"debian:12\"",
+            "runs on the image debian:12 instead of your system (filesystem.image; pulled from its registry when missing)",
+        ),
         (
             "network.allow",
             "[network]\nallow = [\"pypi.org\"]",

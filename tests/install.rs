@@ -31,6 +31,7 @@ const MAN1: &[&str] = &[
     "sbox-trust.1",
     "sbox-completions.1",
     "sbox-profile.1",
+    "sbox-image.1",
 ];
 const MAN5: &[&str] = &["sbox-profile.5"];
 

@@ -80,7 +80,8 @@ pub fn diff(a: crate::cli::DiffArgs) -> Result<u8> {
         })
         .collect::<Result<Vec<PathBuf>>>()?;
     let paths = resolve(name, "diff")?;
-    let mut list = changes::list(&paths.upper(), Path::new("/"), &shown_ids(&paths)?);
+    let lower = crate::image::run::lower_of(&paths)?;
+    let mut list = changes::list(&paths.upper(), &lower, &shown_ids(&paths)?);
     if !wanted.is_empty() {
         list.retain(|c| wanted.iter().any(|w| c.path.starts_with(w)));
     }
@@ -308,6 +309,12 @@ pub fn commit(name: String, targets: Vec<String>, dry_run: bool) -> Result<u8> {
         return Err(Error::Usage(format!(
             "sandbox {:?} is running: stop it first, so its changes are settled",
             paths.name
+        )));
+    }
+    if crate::image::run::lower_of(&paths)? != Path::new("/") {
+        return Err(Error::Usage(format!(
+            "sandbox {} runs on an image, not on your system: `sbox commit --image NAME {}` makes its changes an image",
+            paths.name, paths.name
         )));
     }
     let hidden = hidden_of(&paths)?;

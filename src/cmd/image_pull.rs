@@ -3,7 +3,6 @@
 use crate::error::{Error, Result};
 use crate::image::registry::{self, Credentials, Platform};
 use crate::image::{Reference, Registries, Store};
-use crate::locations::Locations;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -26,7 +25,7 @@ pub struct PullArgs {
 }
 
 /// Pulls and prints the image id.
-pub fn run(a: PullArgs) -> Result<u8> {
+pub fn run(a: PullArgs, store: &Store) -> Result<u8> {
     let creds = a
         .creds
         .as_deref()
@@ -41,7 +40,6 @@ pub fn run(a: PullArgs) -> Result<u8> {
         .map_err(Error::Usage)?;
     let regs = Registries::load()?;
     let reference = Reference::resolve(&a.reference, &regs)?;
-    let store = Store::open(&Locations::from_host()?)?;
     let mut opts = registry::options_for(&reference, &regs);
     opts.tls_verify = a.tls_verify;
     opts.creds = creds;
@@ -49,7 +47,7 @@ pub fn run(a: PullArgs) -> Result<u8> {
     if a.quiet {
         opts.progress = Some(false);
     }
-    let id = registry::pull(&reference, &opts, &store)?;
-    println!("{id}");
+    let id = registry::pull(&reference, &opts, store)?;
+    println!("{}", id.hex());
     Ok(0)
 }

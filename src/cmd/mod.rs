@@ -5,6 +5,7 @@ pub mod completions;
 pub mod doctor;
 pub mod exec;
 pub mod export;
+pub mod image;
 pub mod image_pull;
 pub mod lifecycle;
 pub mod profile;

@@ -79,19 +79,82 @@ pub fn make_policy(opts: &SandboxOpts, argv: Vec<String>, tty: bool, cwd: &Path)
         host_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         kernel: crate::limits::kernel_version(),
     };
-    let argv = if argv.is_empty() {
-        vec![login_shell(&loaded.profile, &ctx)]
-    } else {
-        argv
+    let image = opts
+        .image
+        .clone()
+        .or_else(|| loaded.profile.filesystem.image.clone());
+    let argv = match (argv.is_empty(), &image) {
+        // The host's login shell need not exist in an image.
+        (true, Some(_)) => vec!["/bin/sh".to_string()],
+        (true, None) => vec![login_shell(&loaded.profile, &ctx)],
+        (false, _) => argv,
     };
-    policy::build(
+    let mut policy = policy::build(
         &loaded.name,
         &loaded.profile,
         &overrides(opts),
         argv,
         tty,
         &ctx,
-    )
+    )?;
+    if let Some(want) = image {
+        let env = &loaded.profile.environment;
+        let explicit = crate::image::run::Explicit {
+            env: opts
+                .env
+                .iter()
+                .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string()))
+                .chain(opts.keep_env.iter().cloned())
+                .chain(env.set.keys().cloned())
+                .chain(env.pass.iter().cloned())
+                .collect(),
+            chdir: opts.chdir.is_some(),
+        };
+        crate::image::run::apply(&mut policy, &want, &explicit)?;
+    }
+    Ok(policy)
+}
+
+/// A named sandbox keeps the image it was made from: a run without
+/// `--image` takes it, a run on another root is refused (its changes
+/// belong to that root).
+fn adopt_stored_image(opts: &mut SandboxOpts, paths: &crate::locations::Paths) -> Result<()> {
+    let Some(cfg) = crate::names::read_config(paths)? else {
+        return Ok(());
+    };
+    match (&cfg.image, &opts.image) {
+        (Some(id), None) => opts.image = Some(id.clone()),
+        (None, Some(want)) if paths.upper().exists() => {
+            return Err(Error::Usage(format!(
+                "sandbox {} runs on the host's root; its changes cannot move onto image {want} (use another name, or `sbox rm {}` first)",
+                paths.name, paths.name
+            )))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The image of a stored sandbox must be the one a new run asks for.
+fn check_stored_image(policy: &Policy, paths: &crate::locations::Paths) -> Result<()> {
+    let Some(cfg) = crate::names::read_config(paths)? else {
+        return Ok(());
+    };
+    let now = policy.image.as_ref().map(|i| i.id.as_str());
+    match (cfg.image.as_deref(), now) {
+        (Some(was), Some(now)) if was != now => Err(Error::Usage(format!(
+            "sandbox {} was made from image {}, not {}: its changes belong to that image (use another name, or `sbox rm {}` first)",
+            paths.name,
+            was.trim_start_matches("sha256:").get(..12).unwrap_or(was),
+            policy.image.as_ref().map_or("", |i| i.name.as_str()),
+            paths.name
+        ))),
+        (Some(_), None) => Err(Error::Usage(format!(
+            "sandbox {} was made from an image; it cannot run on the host's root",
+            paths.name
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn login_shell(p: &crate::profile::ProfileFile, ctx: &Context) -> String {
@@ -128,6 +191,11 @@ pub fn run_in(
     name: Option<String>,
     detach: bool,
 ) -> Result<u8> {
+    let mut opts = opts;
+    if let Some(n) = &name {
+        let paths = Locations::from_host()?.sandbox(n)?;
+        adopt_stored_image(&mut opts, &paths)?;
+    }
     let policy = make_policy(&opts, argv.clone(), tty, cwd)?;
     let name = match (name, detach) {
         (Some(n), _) => Some(n),
@@ -139,6 +207,7 @@ pub fn run_in(
     };
     crate::locations::validate_name(&name)?;
     let paths = Locations::of(&policy.caller)?.sandbox(&name)?;
+    check_stored_image(&policy, &paths)?;
     let running = crate::names::Running::acquire(paths)?;
     run_named(&policy, opts, argv, running, detach, false)
 }
@@ -159,17 +228,16 @@ fn run_named(
         &crate::locations::data_dir(&policy.caller),
         &Path::new("sandboxes").join(&name),
     )?;
-    let saved = crate::names::write_json(
-        &paths.config(),
-        &crate::names::StoredConfig::new(
-            &name,
-            (&opts).into(),
-            argv,
-            &policy.project,
-            shell,
-            Some(policy.profile.clone()),
-        ),
+    let mut record = crate::names::StoredConfig::new(
+        &name,
+        (&opts).into(),
+        argv,
+        &policy.project,
+        shell,
+        Some(policy.profile.clone()),
     );
+    record.image = policy.image.as_ref().map(|i| i.id.clone());
+    let saved = crate::names::write_json(&paths.config(), &record);
     match saved {
         // A full disk must not lock the user out of the sandbox whose
         // files fill it: start anyway (earlier settings, if any, stay).
@@ -213,6 +281,7 @@ pub fn shell(opts: SandboxOpts, command: Vec<String>, string: Option<String>) ->
         return crate::sandbox::launcher::run(&policy, Default::default());
     }
     let paths = Locations::of(&policy.caller)?.project_sandbox(&policy.project);
+    check_stored_image(&policy, &paths)?;
     let name = paths.name.clone();
     // The sandbox may be starting or ending meanwhile: then again.
     let end = std::time::Instant::now() + std::time::Duration::from_secs(10);

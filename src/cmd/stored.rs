@@ -50,12 +50,17 @@ stored_options!(
     map_user,
     verbose,
     log_denials,
+    image,
 );
 
 /// The options to start a stored sandbox again with. A profile given as a
 /// relative path was relative to the project, where it was started.
 pub fn sandbox_opts(cfg: &StoredConfig) -> SandboxOpts {
     let mut opts = SandboxOpts::from(cfg.opts.clone());
+    // The image it was made from, by id: its name may have moved since.
+    if let Some(id) = &cfg.image {
+        opts.image = Some(id.clone());
+    }
     if let Some(p) = &opts.profile {
         if crate::profile::load::is_path(p) && Path::new(p).is_relative() {
             opts.profile = Some(cfg.project.join(p).to_string_lossy().into_owned());

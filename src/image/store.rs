@@ -697,6 +697,10 @@ impl Store {
                 .mode(0o755)
                 .create(&dir)
                 .ctx(|| format!("making {}", dir.display()))?;
+            let fd = sys::open_dir_path(&dir).ctx(|| format!("opening {}", dir.display()))?;
+            let fd = sys::open_beneath(fd.as_fd(), b"", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .ctx(|| format!("opening {}", dir.display()))?;
+            tree::mark_image_tree(fd.as_fd()).ctx(|| format!("marking {}", dir.display()))?;
             built.push((EMPTY_TREE.to_string(), dir));
         }
 
@@ -813,6 +817,11 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Reads a small file (a JSON document) whole, refusing a large one.
+pub fn read_limited(p: &Path) -> Result<Vec<u8>, ImageError> {
+    read_small(p).map_err(|e| ImageError::layout(p, crate::error::io_reason(&e)))
 }
 
 /// Reads a small file (a JSON document) whole.
@@ -982,7 +991,10 @@ fn build_tree(
     let f = File::open(blob).ctx(|| format!("reading {}", blob.display()))?;
     let r = tree::decompressed(f)
         .map_err(|e| ImageError::layer(digest, format!("cannot decompress: {e}")))?;
-    tree::apply_layer(dfd.as_fd(), r).map_err(|e| ImageError::layer(digest, e.to_string()))
+    let applied =
+        tree::apply_layer(dfd.as_fd(), r).map_err(|e| ImageError::layer(digest, e.to_string()))?;
+    tree::mark_image_tree(dfd.as_fd()).ctx(|| format!("marking {}", dir.display()))?;
+    Ok(applied)
 }
 
 #[cfg(test)]
@@ -1047,13 +1059,17 @@ mod tests {
 
     /// A layout of `layers` (uncompressed tars, stored gzipped).
     fn layout(dir: &Path, layers: &[Vec<u8>]) -> String {
+        layout_with(dir, layers, gzip)
+    }
+
+    fn layout_with(dir: &Path, layers: &[Vec<u8>], compress: fn(&[u8]) -> Vec<u8>) -> String {
         std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
         std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
         let mut descs = vec![];
         let mut diffs = vec![];
         for l in layers {
             diffs.push(format!("sha256:{}", sha256_hex(l)));
-            let z = gzip(l);
+            let z = compress(l);
             descs.push(serde_json::json!({"mediaType": MEDIA_OCI_LAYER_GZIP, "digest": put(dir, &z), "size": z.len()}));
         }
         let cfg = serde_json::to_vec(&serde_json::json!({
@@ -1223,6 +1239,32 @@ mod tests {
             .to_string();
         assert!(e.contains("digest"), "{e}");
         assert!(staging_empty(&store));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn zstd_and_uncompressed_layers() {
+        let base = tmp("zstd");
+        let store = Store::open_at(&base.join("store")).unwrap();
+        let l1 = tar_of(&[("a", b'0', b"zstd layer\n", 0, 0o644)]);
+        let l2 = tar_of(&[("b", b'0', b"plain layer\n", 0, 0o644)]);
+        let zst = |b: &[u8]| {
+            ruzstd::encoding::compress_to_vec(b, ruzstd::encoding::CompressionLevel::Fastest)
+        };
+        let lay = base.join("z");
+        layout_with(&lay, &[l1], zst);
+        let id = store
+            .import_oci_layout(&lay, &Reference::parse("localhost/z:1").unwrap())
+            .unwrap();
+        let root = store.rootfs(&id).unwrap();
+        assert_eq!(std::fs::read(root.join("a")).unwrap(), b"zstd layer\n");
+        let lay = base.join("p");
+        layout_with(&lay, &[l2], |b| b.to_vec());
+        let id = store
+            .import_oci_layout(&lay, &Reference::parse("localhost/p:1").unwrap())
+            .unwrap();
+        let root = store.rootfs(&id).unwrap();
+        assert_eq!(std::fs::read(root.join("b")).unwrap(), b"plain layer\n");
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -304,10 +304,23 @@ fn mtime(secs: u64) -> [libc::timespec; 2] {
     [t, t]
 }
 
+/// Marks the root of an image's tree (the overlay presents its files
+/// through their overrides).
+pub(crate) const IMAGE_TREE_XATTR: &CStr = c"user.sbox.image";
+
+/// Marks `root` as the root of an image's tree.
+pub fn mark_image_tree(root: BorrowedFd<'_>) -> io::Result<()> {
+    sys::setxattr(root, IMAGE_TREE_XATTR, b"1", 0)
+}
+
+/// Whether `root` is the root of an image's tree.
+pub(crate) fn is_image_tree(root: BorrowedFd<'_>) -> bool {
+    matches!(sys::getxattr(root, IMAGE_TREE_XATTR), Ok(Some(_)))
+}
+
 /// The owner and mode an entry of an image tree presents: its override
 /// (for symlinks, fifos and sockets, the owner kept on its directory), else
 /// root's with its own permission bits.
-#[allow(dead_code)] // used by the overlay server
 pub(crate) fn lower_override(
     dir: BorrowedFd<'_>,
     name: &CStr,

@@ -155,6 +155,10 @@ profile_sections! {
         /// How long the FUSE root's kernel cache may show a host file or
         /// directory as it was ("10s" by default; "0" asks the host every time).
         host_cache: Option<String> => scalar, Neutral;
+        /// An image whose root the sandbox runs on instead of the host's
+        /// ("debian:12"; see `sbox image`). Not host access, but the code
+        /// the project's commands run with: `sbox trust` lists it.
+        image: Option<String> => scalar, Custom(Direction::Widening, crate::trust::project_image);
     }
 
     /// `[environment]`: the variables the command starts with.

@@ -292,6 +292,21 @@ pub fn build_plan(
             create: true,
         });
     }
+    if policy.image.is_some() {
+        // An image's root gets the host's name service files, as docker
+        // gives them (a network of its own binds its own over them).
+        // (Resolved here: the bind opens its source without links.)
+        for dest in ["/etc/resolv.conf", "/etc/hosts"] {
+            if let Ok(src) = std::fs::canonicalize(dest) {
+                steps.push(Step::Bind {
+                    src,
+                    dest: dest.into(),
+                    readonly: true,
+                    create: true,
+                });
+            }
+        }
+    }
     for b in &policy.binds {
         let hidden = bind_hidden(policy, host, b);
         if !hidden.is_empty() {
@@ -648,6 +663,7 @@ mod tests {
             limits: Default::default(),
             limit_plan: Default::default(),
             cgroup_parent: None,
+            image: None,
         }
     }
 

@@ -262,7 +262,10 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     };
     if let Some((FromInit::FuseFd, Some(fd))) = msg {
         let cfg = crate::rootfs::overlay::OverlayConfig {
-            lower: "/".into(),
+            lower: policy
+                .image
+                .as_ref()
+                .map_or_else(|| "/".into(), |i| i.rootfs.clone()),
             upper: state_dir.paths.upper.clone(),
             work: state_dir.paths.work.clone(),
             hidden: policy.hidden.clone(),

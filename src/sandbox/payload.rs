@@ -156,9 +156,11 @@ fn drop_privileges(policy: &Policy) -> Result<(), String> {
         }
     }
     crate::sys::set_capabilities(keep).map_err(|e| format!("capset: {}", e.desc()))?;
-    if policy.map_user {
-        let gid = nix::unistd::Gid::from_raw(policy.caller.gid);
-        let uid = nix::unistd::Uid::from_raw(policy.caller.uid);
+    let image_user = policy.image.as_ref().and_then(|i| i.user);
+    if policy.map_user || image_user.is_some() {
+        let (uid, gid) = image_user.unwrap_or((policy.caller.uid, policy.caller.gid));
+        let gid = nix::unistd::Gid::from_raw(gid);
+        let uid = nix::unistd::Uid::from_raw(uid);
         let _ = nix::unistd::setgroups(&[]);
         nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setresgid: {}", e.desc()))?;
         nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setresuid: {}", e.desc()))?;

@@ -201,7 +201,8 @@ impl OverlayFs {
             .probe(Layer::Lower, rel)?
             .ok_or_else(|| err(libc::ENOENT))?;
         let kind = lst.st_mode & libc::S_IFMT;
-        let ovr = upper::presented_override(&lst, None, &self.ids);
+        let lower_ovr = self.layers.lower_override(rel, &lst)?;
+        let ovr = upper::presented_override(&lst, lower_ovr.as_ref(), &self.ids);
         // A lower file with several names gets a new number once copied:
         // its other names still show the lower file.
         let origin = origin.filter(|_| kind == libc::S_IFDIR || lst.st_nlink <= 1);

@@ -33,6 +33,9 @@ pub(crate) struct Layers {
     /// A passthrough mount: the "upper" is a host directory seen as it is
     /// (no whiteouts, no origins; a 0/0 character device is just that).
     pub passthrough: bool,
+    /// The lower layer is an image's tree (see `crate::image::tree`): its
+    /// entries present the owner and mode the image gives them.
+    pub image_lower: bool,
     tmp_counter: AtomicU64,
 }
 
@@ -127,6 +130,7 @@ impl Layers {
             work,
             xattr_whiteouts,
             passthrough: false,
+            image_lower: false,
             tmp_counter: AtomicU64::new(0),
         }
     }
@@ -244,12 +248,34 @@ impl Layers {
                     st,
                     layer: Layer::Lower,
                     lower_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
-                    ovr: None,
+                    ovr: self.lower_override(rel, &st)?,
                     origin: None,
                 }));
             }
         }
         Ok(None)
+    }
+
+    /// The owner and mode a lower entry presents when the lower layer is an
+    /// image's tree (None: the host's, mapped by `Ids`).
+    pub(crate) fn lower_override(
+        &self,
+        rel: &[u8],
+        st: &libc::stat64,
+    ) -> io::Result<Option<Override>> {
+        if !self.image_lower {
+            return Ok(None);
+        }
+        if rel.is_empty() {
+            let fd = self.open(Layer::Lower, b"", libc::O_PATH)?;
+            return Ok(Some(upper::read_override(fd.as_fd()).unwrap_or(Override {
+                uid: 0,
+                gid: 0,
+                mode: st.st_mode & 0o7777,
+            })));
+        }
+        let (pfd, n) = self.parent_of(Layer::Lower, rel)?;
+        crate::image::tree::lower_override(pfd.as_fd(), &n, st).map(Some)
     }
 
     /// Whether the lower layer has a (visible) entry at `rel`, given the

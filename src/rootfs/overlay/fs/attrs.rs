@@ -81,7 +81,7 @@ impl OverlayFs {
             st.st_ino = ino;
             return st;
         }
-        let ovr = if state.upper {
+        let ovr = if state.upper || self.layers.image_lower {
             state.ovr.as_ref()
         } else {
             None

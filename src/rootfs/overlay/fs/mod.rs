@@ -145,7 +145,8 @@ impl OverlayFs {
         clean_work(&work);
         let xattr_whiteouts = std::env::var_os("SBOX_OVERLAY_XATTR_WHITEOUT").is_some()
             || !probe_mknod_whiteout(&work);
-        let layers = Layers::new(lower, upper, work, xattr_whiteouts);
+        let mut layers = Layers::new(lower, upper, work, xattr_whiteouts);
+        layers.image_lower = crate::image::tree::is_image_tree(layers.lower.as_fd());
 
         let ids = Ids::overlay(
             (cfg.caller_uid, cfg.caller_gid),
@@ -170,7 +171,8 @@ impl OverlayFs {
         let root_ovr = match upper::read_override(layers.upper.as_fd()) {
             Some(o) => o,
             None => {
-                let o = upper::presented_override(&lst, None, &ids);
+                let lower_ovr = layers.lower_override(b"", &lst).ok().flatten();
+                let o = upper::presented_override(&lst, lower_ovr.as_ref(), &ids);
                 if upper::needs_override(libc::S_IFDIR, &o, &ids) {
                     let _ = upper::write_override(layers.upper.as_fd(), libc::S_IFDIR, &o, &ids);
                 }
