@@ -691,6 +691,12 @@ fn run_image_pulls_on_first_use() {
     )));
     assert!(out.contains("first-use"), "{out}");
     assert!(has_blob(&data_dir(), img.layers[0].blob.hex()));
+
+    // An image the registry does not have: one line saying what was tried.
+    let missing = format!("{}/pulltest/firstuse:v2", reg.addr);
+    let o = output(sbox(&p.dir, &["run", "--image", &missing, "--", "true"]));
+    refused(&o, "pulltest/firstuse:v2", "not found in registry");
+    assert!(stderr(&o).contains("not in the local store"), "{}", stderr(&o));
 }
 
 #[test]

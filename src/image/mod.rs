@@ -32,7 +32,7 @@ pub fn ensure(reference: &Reference, store: &Store) -> Result<ImageId, ImageErro
         }
         None => {
             let opts = registry::options_for(reference, &Registries::load()?);
-            registry::pull(reference, &opts, store)
+            registry::pull_missing(reference, &opts, store)
         }
     }
 }

@@ -1418,17 +1418,45 @@ pub fn pull(
     opts: &PullOptions,
     store: &super::Store,
 ) -> Result<super::ImageId, super::ImageError> {
+    let name = printable(&Target::from(reference).name());
+    pull_as(reference, opts, store, &format!("pulling {name}"))
+}
+
+/// `pull` for `sbox run --image` and `sbox shell --image` when the image is
+/// not in the store: the message of a failure says what was tried.
+pub fn pull_missing(
+    reference: &super::Reference,
+    opts: &PullOptions,
+    store: &super::Store,
+) -> Result<super::ImageId, super::ImageError> {
+    let name = printable(&Target::from(reference).name());
+    pull_as(
+        reference,
+        opts,
+        store,
+        &format!("image {name} is not in the local store and `sbox image pull {name}` failed"),
+    )
+}
+
+/// `pull`, its errors as one line starting with `context`.
+fn pull_as(
+    reference: &super::Reference,
+    opts: &PullOptions,
+    store: &super::Store,
+    context: &str,
+) -> Result<super::ImageId, super::ImageError> {
     let staging = store.staging()?;
     let layout = staging.path().join("layout");
     std::fs::create_dir(&layout)
         .map_err(|e| super::ImageError::io(format!("making {}", layout.display()), e))?;
     let target = Target::from(reference);
-    download(&target, opts, &layout, &|d| {
+    download_inner(&target, opts, &layout, &|d| {
         store.has_blob(d).then(|| store.blob_path(d))
-    })?;
-    store.import_oci_layout(&layout, reference).map_err(|e| {
-        super::ImageError::Other(format!("pulling {}: {e}", printable(&target.name())))
     })
+    .map_err(|problem| super::ImageError::Other(format!("{context}: {problem}")))?;
+    store
+        .import_oci_layout(&layout, reference)
+        .map_err(|e| super::ImageError::Other(format!("{context}: {e}")))
 }
 
 /// Options for `reference` from registries.conf (`insecure = true`).
