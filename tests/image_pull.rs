@@ -272,6 +272,45 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
             dir.join("storage").display()
         );
+        Self::serve(dir, addr, config, basic)
+    }
+
+    /// A second registry serving the same storage over https with a
+    /// self-signed certificate, on 127.0.0.2 (not a localhost name).
+    fn tls_mirror(&self) -> Registry {
+        let dir = scratch_dir("registry-tls");
+        let addr = format!("127.0.0.2:{}", free_port());
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.2",
+                "-addext",
+                "subjectAltName=IP:127.0.0.2",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem"))
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n  tls:\n    certificate: {}\n    key: {}\n",
+            self.dir.join("storage").display(),
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display(),
+        );
+        Self::serve(dir, addr, config, None)
+    }
+
+    fn serve(dir: PathBuf, addr: String, config: String, basic: Option<(&str, &str)>) -> Registry {
         std::fs::write(dir.join("config.yml"), config).expect("write config");
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -696,7 +735,11 @@ fn run_image_pulls_on_first_use() {
     let missing = format!("{}/pulltest/firstuse:v2", reg.addr);
     let o = output(sbox(&p.dir, &["run", "--image", &missing, "--", "true"]));
     refused(&o, "pulltest/firstuse:v2", "not found in registry");
-    assert!(stderr(&o).contains("not in the local store"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not in the local store"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -1005,6 +1048,18 @@ fn plain_http_only_for_localhost_or_when_asked() {
     );
     ok(pull(&["--tls-verify=false", &name]));
     assert!(has_blob(&data_dir(), img.layers[0].blob.hex()));
+
+    // https with a certificate nobody signed: refused, unless
+    // --tls-verify=false (which then does not fall back to plain http).
+    let reg = Registry::start(None);
+    let img2 = busybox_image("self-signed", Compression::Gzip);
+    reg.push("pulltest/selfsigned", Some("1"), &img2);
+    let tls = reg.tls_mirror();
+    let name2 = format!("{}/pulltest/selfsigned:1", tls.addr);
+    let o = pull(&[&name2]);
+    refused(&o, "pulltest/selfsigned", "certificate");
+    ok(pull(&["--tls-verify=false", &name2]));
+    assert!(has_blob(&data_dir(), img2.layers[0].blob.hex()));
 
     // Or marked insecure in registries.conf (in a home of its own).
     let home = own_home();

@@ -218,6 +218,8 @@ pub enum Problem {
     Unreachable { registry: String, detail: String },
     #[error("registry {registry} does not answer over https ({detail}); plain http is used only for localhost registries, with --tls-verify=false or with `insecure = true` in registries.conf")]
     NoTls { registry: String, detail: String },
+    #[error("the https certificate of registry {registry} is not trusted ({detail}); --tls-verify=false skips the check")]
+    BadCert { registry: String, detail: String },
     #[error("blob {digest} does not match its digest (got {got}); nothing was stored")]
     DigestMismatch { digest: String, got: String },
     #[error("no image for {platform} in its manifest list (it has {available})")]
@@ -605,6 +607,83 @@ fn url_host(u: &url::Url) -> String {
     }
 }
 
+/// A TLS configuration that accepts any certificate (`--tls-verify=false`,
+/// `insecure = true`), as podman does; the handshake's signatures are
+/// still checked.
+fn unverified_tls() -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+                .with_no_client_auth()
+        });
+    match config {
+        Ok(c) => Arc::new(c),
+        // Not reached: ring's provider supports the default versions. A
+        // config with no roots then refuses every certificate.
+        Err(_) => Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        ),
+    }
+}
+
 /// One transfer failure, classified.
 enum Failure {
     /// An HTTP status with the response.
@@ -685,14 +764,18 @@ impl Session {
     /// Finds how to talk to the registry: https, or plain http where that
     /// is allowed and https does not answer.
     fn open(target: &Target, opts: &PullOptions) -> Result<Session, Problem> {
-        let agent = ureq::AgentBuilder::new()
+        let skip_verify = !opts.tls_verify || opts.insecure;
+        let mut builder = ureq::AgentBuilder::new()
             .redirects(0)
             .timeout_connect(Duration::from_secs(20))
             .timeout_read(Duration::from_secs(120))
-            .user_agent(concat!("sbox/", env!("CARGO_PKG_VERSION")))
-            .build();
+            .user_agent(concat!("sbox/", env!("CARGO_PKG_VERSION")));
+        if skip_verify {
+            builder = builder.tls_config(unverified_tls());
+        }
+        let agent = builder.build();
         let registry = target.registry.clone();
-        let plain_ok = is_localhost(&registry) || !opts.tls_verify || opts.insecure;
+        let plain_ok = is_localhost(&registry) || skip_verify;
         let creds = opts
             .creds
             .clone()
@@ -712,6 +795,8 @@ impl Session {
         } else {
             &["https"]
         };
+        // The https attempt's TLS failure, when there was one.
+        let mut tls_failure: Option<String> = None;
         let mut last = None;
         for scheme in schemes {
             let base = format!("{scheme}://{host}");
@@ -726,6 +811,12 @@ impl Session {
                         s.authenticate(&r)?;
                         return Ok(s);
                     }
+                    // Plain http to a server that speaks only https (Go's
+                    // servers answer 400).
+                    Failure::Status(400, _) if tls_failure.is_some() => {
+                        last = None;
+                        break;
+                    }
                     // Some registries answer /v2/ with 404 or 403 but
                     // serve repositories.
                     Failure::Status(..) => {
@@ -737,28 +828,35 @@ impl Session {
                         last = Some(f);
                         break;
                     }
+                    Failure::Tls(d) => tls_failure = Some(d),
                     f => last = Some(f),
                 },
             }
         }
-        Err(match last {
-            Some(Failure::Down(d)) => Problem::Unreachable {
+        Err(match (tls_failure, last) {
+            (_, Some(Failure::Down(d))) => Problem::Unreachable {
                 registry,
                 detail: d,
             },
-            Some(Failure::Tls(d)) if !plain_ok => Problem::NoTls {
+            (Some(d), _) if d.contains("certificate") => Problem::BadCert {
                 registry,
                 detail: d,
             },
-            Some(Failure::Tls(d)) | Some(Failure::Other(d)) => Problem::Unreachable {
+            (Some(d), _) if !plain_ok => Problem::NoTls {
                 registry,
                 detail: d,
             },
-            Some(Failure::Status(c, _)) => Problem::Protocol {
+            (Some(d), _) | (None, Some(Failure::Tls(d) | Failure::Other(d))) => {
+                Problem::Unreachable {
+                    registry,
+                    detail: d,
+                }
+            }
+            (None, Some(Failure::Status(c, _))) => Problem::Protocol {
                 registry,
                 msg: format!("HTTP {c}"),
             },
-            None => Problem::Unreachable {
+            (None, None) => Problem::Unreachable {
                 registry,
                 detail: "no answer".into(),
             },
