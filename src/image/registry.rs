@@ -1371,6 +1371,9 @@ fn download_inner(
             return Err(s.protocol(format!("bad blob digest {}", printable(&d.digest))));
         }
     }
+    if manifest.config.size > MANIFEST_LIMIT {
+        return Err(s.protocol("the image config is larger than 4 MiB"));
+    }
     for l in &manifest.layers {
         if !LAYER_TYPES.contains(&l.media_type.as_str()) {
             return Err(s.protocol(format!(
