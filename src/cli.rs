@@ -84,6 +84,9 @@ pub struct ExportArgs {
     /// Profile to use: a name or a path to a .toml file (default: as for `sbox run`)
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
+    /// With --oci: the bundle's rootfs is a copy of this image's root (see `sbox image`)
+    #[arg(long, value_name = "IMAGE", requires = "oci")]
+    pub image: Option<String>,
     /// The command of the bundle (with --oci)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

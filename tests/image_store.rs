@@ -305,6 +305,8 @@ fn a_named_image_sandbox_diffs_commits_and_runs_the_committed_image() {
         assert!(diff.lines().any(|l| l == want), "{want}: {diff}");
     }
     assert!(!diff.contains("/etc/os-release"), "{diff}");
+    // The mount points sbox made for the host's name files are not changes.
+    assert!(!diff.contains("/etc/hosts") && !diff.contains("/etc/resolv.conf"), "{diff}");
     // The sandbox remembers its image.
     let o = ok(output(sb(
         tag,
@@ -628,4 +630,65 @@ fn a_project_file_chooses_an_image_and_trust_lists_it() {
         ],
     )));
     assert_eq!(o, "other\n");
+}
+
+#[test]
+fn an_oci_bundle_of_an_image_runs_under_runc() {
+    let tag = "export";
+    let p = Project::new("img-export");
+    let (dir, _) = layout(&p);
+    ok(output(sb(
+        tag,
+        &p.dir,
+        &["image", "import", dir.to_str().unwrap(), "expimg"],
+    )));
+    let bundle = p.dir.join("bundle");
+    let o = output(sb(
+        tag,
+        &p.dir,
+        &[
+            "export",
+            "--oci",
+            bundle.to_str().unwrap(),
+            "--image",
+            "expimg",
+            "--",
+            "sh",
+            "-c",
+            "cat /etc/os-release /opq/new; test -e /etc/gone || echo no-gone; echo $IMGVAR; pwd",
+        ],
+    ));
+    ok(o);
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/etc/os-release")).unwrap(),
+        image::OS_RELEASE
+    );
+    // The copy is the bundle's own: not a link into the store.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(bundle.join("rootfs/etc/os-release"))
+            .unwrap()
+            .nlink(),
+        1
+    );
+    let id = format!("sbox-img-export-{}-{}", std::process::id(), unique());
+    let state = user().runtime.join("runc");
+    let run = output(as_user(
+        Path::new("timeout"),
+        &[
+            "120",
+            "runc",
+            "--root",
+            state.to_str().unwrap(),
+            "run",
+            "-b",
+            bundle.to_str().unwrap(),
+            &id,
+        ],
+    ));
+    assert!(run.status.success(), "runc: {run:?}");
+    assert_eq!(
+        stdout(&run),
+        format!("{}new\nno-gone\nfrom-the-image\n/work\n", image::OS_RELEASE)
+    );
 }

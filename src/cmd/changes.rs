@@ -82,6 +82,9 @@ pub fn diff(a: crate::cli::DiffArgs) -> Result<u8> {
     let paths = resolve(name, "diff")?;
     let lower = crate::image::run::lower_of(&paths)?;
     let mut list = changes::list(&paths.upper(), &lower, &shown_ids(&paths)?);
+    if lower != Path::new("/") {
+        list.retain(|c| !crate::image::run::is_mount_stub(&paths.upper(), c));
+    }
     if !wanted.is_empty() {
         list.retain(|c| wanted.iter().any(|w| c.path.starts_with(w)));
     }

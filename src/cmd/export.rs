@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// `sbox export`
 pub fn run(a: ExportArgs) -> Result<u8> {
     if let Some(file) = &a.seccomp {
-        let policy = policy_of(&a.profile, vec!["true".into()])?;
+        let policy = policy_of(&a.profile, vec!["true".into()], None)?;
         let (profile, notes) = seccomp_profile(&policy)?;
         let mut text = serde_json::to_string_pretty(&profile)
             .map_err(|e| Error::Host(format!("cannot print the seccomp profile: {e}")))?;
@@ -24,7 +24,7 @@ pub fn run(a: ExportArgs) -> Result<u8> {
         return Ok(0);
     }
     if let Some(dir) = &a.oci {
-        let policy = policy_of(&a.profile, a.command.clone())?;
+        let policy = policy_of(&a.profile, a.command.clone(), a.image.clone())?;
         let (seccomp, mut notes) = seccomp_profile(&policy)?;
         let ids = crate::idmap::IdPlan::for_caller(
             policy.caller.uid,
@@ -32,10 +32,15 @@ pub fn run(a: ExportArgs) -> Result<u8> {
             &policy.caller.name,
             policy.map_user,
         );
-        let top = host_top_level(Path::new("/"))?;
+        let image = policy.image.as_ref().map(|i| i.rootfs.as_path());
+        // An image's root is copied whole; the host's is bound read-only.
+        let top = match image {
+            Some(_) => Vec::new(),
+            None => host_top_level(Path::new("/"))?,
+        };
         let (config, oci_notes) = oci_config(&policy, &ids, &top, seccomp);
         notes.extend(oci_notes);
-        write_bundle(dir, &config, &top)?;
+        write_bundle(dir, &config, &top, image)?;
         print_notes(&notes);
         return Ok(0);
     }
@@ -177,7 +182,11 @@ fn oci_config(
 ) -> (Value, Vec<String>) {
     use crate::policy::NetMode;
     let mut notes = Vec::new();
-    let (uid, gid) = policy.caller_inside();
+    let (uid, gid) = policy
+        .image
+        .as_ref()
+        .and_then(|i| i.user)
+        .unwrap_or_else(|| policy.caller_inside());
     let caps: Vec<&str> = crate::sandbox::payload::KEPT_CAPS
         .iter()
         .filter_map(|c| CAP_NAMES.get(*c as usize).copied())
@@ -259,9 +268,21 @@ fn oci_config(
     if policy.confinement.landlock.is_some() {
         notes.push("Landlock rules are not carried (OCI has no Landlock section)".into());
     }
-    notes.push(
-        "the host is bound read-only: sbox's copy-on-write root has no OCI equivalent".into(),
-    );
+    if let Some(i) = &policy.image {
+        for f in ["/etc/resolv.conf", "/etc/hosts"] {
+            if let Ok(src) = std::fs::canonicalize(f) {
+                mounts.push(bind_mount(&src, Path::new(f), true));
+            }
+        }
+        notes.push(format!(
+            "rootfs/ is a copy of image {}: its files are yours (root inside); the image's other owners are not carried",
+            i.name
+        ));
+    } else {
+        notes.push(
+            "the host is bound read-only: sbox's copy-on-write root has no OCI equivalent".into(),
+        );
+    }
 
     let config = json!({
         "ociVersion": "1.0.2",
@@ -297,7 +318,7 @@ fn oci_config(
 
 /// Writes the bundle into `dir` (new, or an empty directory) whole or not
 /// at all: built under a temporary name next to it, then renamed.
-fn write_bundle(dir: &Path, config: &Value, top: &[Top]) -> Result<()> {
+fn write_bundle(dir: &Path, config: &Value, top: &[Top], image: Option<&Path>) -> Result<()> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -316,7 +337,7 @@ fn write_bundle(dir: &Path, config: &Value, top: &[Top]) -> Result<()> {
         }
     }
     let tmp = temp_name(dir)?;
-    let built = build_bundle(&tmp, config, top);
+    let built = build_bundle(&tmp, config, top, image);
     let done = built.and_then(|()| {
         std::fs::rename(&tmp, dir).map_err(|e| Error::path(dir, format!("cannot write: {e}")))
     });
@@ -326,11 +347,26 @@ fn write_bundle(dir: &Path, config: &Value, top: &[Top]) -> Result<()> {
     done
 }
 
-fn build_bundle(tmp: &Path, config: &Value, top: &[Top]) -> Result<()> {
+fn build_bundle(tmp: &Path, config: &Value, top: &[Top], image: Option<&Path>) -> Result<()> {
     let fail = |e: std::io::Error| Error::path(tmp, format!("cannot write the bundle: {e}"));
     std::fs::create_dir(tmp).map_err(fail)?;
     let rootfs = tmp.join("rootfs");
     std::fs::create_dir(&rootfs).map_err(fail)?;
+    if let Some(tree) = image {
+        let open = |p: &Path| -> std::io::Result<std::os::fd::OwnedFd> {
+            use std::os::fd::AsFd;
+            let fd = crate::rootfs::overlay::sys::open_dir_path(p)?;
+            crate::rootfs::overlay::sys::open_beneath(
+                fd.as_fd(),
+                b"",
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )
+        };
+        use std::os::fd::AsFd;
+        let (from, to) = (open(tree).map_err(fail)?, open(&rootfs).map_err(fail)?);
+        crate::image::tree::copy_tree(from.as_fd(), to.as_fd()).map_err(fail)?;
+    }
     for t in top {
         match t {
             Top::Dir(name) => std::fs::create_dir(rootfs.join(name)).map_err(fail)?,
@@ -348,9 +384,10 @@ fn build_bundle(tmp: &Path, config: &Value, top: &[Top]) -> Result<()> {
 }
 
 /// The policy `sbox run --profile P` would apply in the current directory.
-fn policy_of(profile: &Option<String>, argv: Vec<String>) -> Result<Policy> {
+fn policy_of(profile: &Option<String>, argv: Vec<String>, image: Option<String>) -> Result<Policy> {
     let opts = SandboxOpts {
         profile: profile.clone(),
+        image,
         ..Default::default()
     };
     let cwd = crate::cmd::run::current_dir()?;

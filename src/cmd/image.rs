@@ -134,7 +134,7 @@ fn ls(store: &Store, json: bool, quiet: bool) -> Result<u8> {
     if quiet {
         let mut seen = std::collections::BTreeSet::new();
         for r in &rows {
-            let id = r.1.trim_start_matches("sha256:")[..12].to_string();
+            let id = crate::image::ImageId(r.1.clone()).short().to_string();
             if seen.insert(id.clone()) {
                 println!("{id}");
             }
@@ -161,7 +161,7 @@ fn ls(store: &Store, json: bool, quiet: bool) -> Result<u8> {
         .map(|(n, id, c, s, _)| {
             [
                 n.clone(),
-                id.trim_start_matches("sha256:")[..12].to_string(),
+                crate::image::ImageId(id.clone()).short().to_string(),
                 ago(*c),
                 crate::cmd::lifecycle::human(*s),
             ]
@@ -289,8 +289,12 @@ pub fn commit(sandbox: &str, name: &str) -> Result<u8> {
     let base = crate::image::ImageId(base);
     let reference = Reference::local(name)?;
     let caller = crate::policy::Caller::from_host()?;
-    let ids =
-        crate::rootfs::upper::Ids::of_sandbox(caller.uid, caller.gid, sandbox, cfg.opts.map_user);
+    let ids = crate::rootfs::upper::Ids::of_sandbox(
+        caller.uid,
+        caller.gid,
+        &caller.name,
+        cfg.opts.map_user,
+    );
     let id = crate::image::commit::commit(
         &store,
         &base,

@@ -10,8 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// Mount points sbox itself makes in an image root: not the sandbox's.
-const SBOX_FILES: &[&str] = &["etc/resolv.conf", "etc/hosts"];
+use super::run::SBOX_FILES;
 
 use sha2::{Digest, Sha256};
 
@@ -122,7 +121,11 @@ impl<W: Write> Writer<'_, W> {
                 self.walk(fd.as_fd(), &path)?;
             }
             libc::S_IFREG => {
-                if st.st_size == 0 && SBOX_FILES.iter().any(|f| path == Path::new(f)) {
+                if st.st_size == 0
+                    && SBOX_FILES
+                        .iter()
+                        .any(|f| Path::new("/").join(&path) == Path::new(f))
+                {
                     return Ok(());
                 }
                 if st.st_nlink > 1 {

@@ -12,7 +12,7 @@ pub enum ImageError {
     Ambiguous { name: String, choices: Vec<String> },
     #[error("image {0} is not in the local store; pull it with `sbox image pull {0}`")]
     NotFound(String),
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", crate::error::io_reason(source))]
     Io {
         what: String,
         #[source]
@@ -60,10 +60,7 @@ impl ImageError {
 
 impl From<ImageError> for crate::error::Error {
     fn from(e: ImageError) -> Self {
-        match e {
-            ImageError::Io { what, source } => crate::error::Error::io(what, source),
-            e => crate::error::Error::Host(e.to_string()),
-        }
+        crate::error::Error::Host(e.to_string())
     }
 }
 

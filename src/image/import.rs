@@ -83,7 +83,12 @@ fn sniff_archive(src: &Path) -> Result<Kind, ImageError> {
     let f = File::open(src).ctx(|| format!("reading {}", src.display()))?;
     let r = tree::decompressed(f).ctx(|| format!("reading {}", src.display()))?;
     let mut ar = tar::Archive::new(r);
-    let bad = |e: io::Error| ImageError::layout(src, format!("not a tar archive: {e}"));
+    let bad = |_: io::Error| {
+        ImageError::layout(
+            src,
+            "not an image: neither a tar archive (docker save, OCI archive, rootfs) nor a directory of one",
+        )
+    };
     let mut any = false;
     let (mut layout, mut docker) = (false, false);
     for e in ar.entries().map_err(bad)? {

@@ -64,6 +64,21 @@ pub fn lower_of(paths: &crate::locations::Paths) -> Result<PathBuf> {
     }
 }
 
+/// Files sbox binds over an image's root: the empty mount points made for
+/// them are not the sandbox's changes.
+pub const SBOX_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts"];
+
+/// Whether `change` is the empty mount point sbox made for one of
+/// `SBOX_FILES` in the upper layer `upper`.
+pub fn is_mount_stub(upper: &Path, change: &crate::changes::Change) -> bool {
+    change.kind == crate::changes::Kind::A
+        && SBOX_FILES.iter().any(|f| change.path == Path::new(f))
+        && std::fs::symlink_metadata(
+            upper.join(change.path.strip_prefix("/").unwrap_or(&change.path)),
+        )
+        .is_ok_and(|m| m.is_file() && m.len() == 0)
+}
+
 /// Reads a file of the image's tree, symlinks resolved inside the tree.
 fn read_in_tree(root: &Path, path: &str) -> Option<String> {
     let fd = crate::sys::open_in_root(root, Path::new(path)).ok()?;

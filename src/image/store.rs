@@ -469,6 +469,11 @@ impl Store {
                 }
             }
         }
+        if s.starts_with("sha256:") {
+            return Err(ImageError::Other(format!(
+                "no image with id {s} in the local store"
+            )));
+        }
         if !Reference::is_qualified(s) {
             // A short name: this store's own images first (imported or
             // committed ones under localhost/, then the search registries).
@@ -1265,6 +1270,38 @@ mod tests {
             .unwrap();
         let root = store.rootfs(&id).unwrap();
         assert_eq!(std::fs::read(root.join("b")).unwrap(), b"plain layer\n");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn short_names_find_stored_images_first() {
+        let base = tmp("find");
+        let store = Store::open_at(&base.join("store")).unwrap();
+        let lay = base.join("l");
+        layout(&lay, &[tar_of(&[("a", b'0', b"a", 0, 0o644)])]);
+        let two =
+            Registries::from_toml("unqualified-search-registries = [\"quay.io\", \"docker.io\"]")
+                .unwrap();
+        let full = Reference::parse("docker.io/library/x:1").unwrap();
+        let id = store.import_oci_layout(&lay, &full).unwrap();
+        // Stored: found although two registries could serve it.
+        assert_eq!(store.find("x:1", &two).unwrap().unwrap(), id);
+        assert_eq!(store.find(&id.hex()[..5], &two).unwrap().unwrap(), id);
+        // Not stored: ambiguous, with the choices.
+        let e = store.find("y", &two).unwrap_err().to_string();
+        assert!(
+            e.contains("quay.io/y:latest") && e.contains("docker.io/library/y:latest"),
+            "{e}"
+        );
+        // One registry: the name to pull.
+        let r = store
+            .find("y", &Registries::default())
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(r.to_string(), "docker.io/library/y:latest");
+        // A local name.
+        store.tag(&id, &Reference::local("mine").unwrap()).unwrap();
+        assert_eq!(store.find("mine", &two).unwrap().unwrap(), id);
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

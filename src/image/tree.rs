@@ -567,3 +567,52 @@ fn ensure_dirs(root: BorrowedFd<'_>, comps: &[&[u8]]) -> io::Result<OwnedFd> {
     }
     Ok(cur)
 }
+
+/// Copies the tree of image tree directory `from` into the empty directory
+/// `to`: files copied (never linked: the copy is the user's to change),
+/// each with the mode the image gives it; owners are the caller's.
+pub fn copy_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
+    let fst = sys::fstat(from)?;
+    let mode_of = |st: &libc::stat64, fd: BorrowedFd<'_>| {
+        upper::read_override(fd).map_or(st.st_mode & 0o7777, |o| o.mode)
+    };
+    for n in list(from)? {
+        let c = sys::cstr(&n)?;
+        let st = sys::fstatat(from, &c)?;
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => {
+                sys::mkdirat(to, &c, 0o700)?;
+                let sf = sys::open_beneath(from, &n, DIR_FLAGS, 0)?;
+                let df = sys::open_beneath(to, &n, DIR_FLAGS, 0)?;
+                copy_tree(sf.as_fd(), df.as_fd())?;
+            }
+            libc::S_IFREG => {
+                let sf = sys::open_beneath(from, &n, libc::O_RDONLY, 0)?;
+                let df = sys::open_beneath(
+                    to,
+                    &n,
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                    0o600,
+                )?;
+                let mut r = std::fs::File::from(sf);
+                let mut w = std::fs::File::from(df);
+                io::copy(&mut r, &mut w)?;
+                sys::fchmod(w.as_fd(), mode_of(&st, r.as_fd()))?;
+                sys::futimens(w.as_fd(), &times_of(&st))?;
+            }
+            libc::S_IFLNK => {
+                let t = sys::readlinkat(from, &c)?;
+                sys::symlinkat(&sys::cstr(&t)?, to, &c)?;
+                sys::utimensat(to, &c, &times_of(&st))?;
+            }
+            libc::S_IFIFO => {
+                sys::mknodat(to, &c, libc::S_IFIFO | 0o600, 0)?;
+                sys::fchmodat(to, &c, st.st_mode & 0o777)?;
+            }
+            _ => {}
+        }
+    }
+    let mode = mode_of(&fst, from) | 0o700;
+    sys::fchmod(to, mode)?;
+    sys::futimens(to, &times_of(&fst))
+}
