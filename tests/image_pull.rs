@@ -416,6 +416,8 @@ struct FakeState {
     /// path → where it is redirected to (as registries send blob
     /// downloads to their storage).
     redirects: HashMap<String, String>,
+    /// Paths whose next answer breaks off halfway (the connection drops).
+    drop_once: Vec<String>,
 }
 
 struct Fake {
@@ -550,6 +552,22 @@ fn serve(mut c: TcpStream, st: &Mutex<FakeState>, addr: &str) -> std::io::Result
     if path == "/v2/" {
         drop(s);
         respond(&mut c, "200 OK", &[], b"{}");
+        return Ok(());
+    }
+    if let Some(i) = s.drop_once.iter().position(|p| *p == path) {
+        s.drop_once.remove(i);
+        let body = s
+            .objects
+            .get(&path)
+            .map(|o| o.1.clone())
+            .unwrap_or_default();
+        drop(s);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = c.write_all(head.as_bytes());
+        let _ = c.write_all(&body[..body.len() / 2]);
         return Ok(());
     }
     match s.objects.get(&path).cloned() {
@@ -1100,4 +1118,26 @@ fn own_home() -> PathBuf {
         chown(&home.join(d));
     }
     home
+}
+
+#[test]
+fn a_dropped_download_is_tried_again() {
+    let fake = Fake::start("127.0.0.1");
+    let img = busybox_image("dropped", Compression::Gzip);
+    let repo = format!("drop{}/img", unique());
+    fake.push(&repo, "1", &img);
+    let layer = format!("/v2/{repo}/blobs/{}", img.layers[0].blob.digest);
+    fake.state
+        .lock()
+        .expect("lock")
+        .drop_once
+        .push(layer.clone());
+    ok(pull(&[&format!("{}/{repo}:1", fake.addr)]));
+    let gets = fake
+        .log()
+        .into_iter()
+        .filter(|(l, _)| l.contains(&layer))
+        .count();
+    assert_eq!(gets, 2, "fetched again after the connection dropped");
+    assert!(has_blob(&data_dir(), img.layers[0].blob.hex()));
 }

@@ -1437,7 +1437,15 @@ fn download_inner(
                         if cancel.load(Ordering::Relaxed) {
                             return Ok(got);
                         }
-                        match s.blob(d, &blobs, &progress, *row, &cancel) {
+                        let mut r = s.blob(d, &blobs, &progress, *row, &cancel);
+                        // A dropped connection is tried once more.
+                        if matches!(
+                            r,
+                            Err(Problem::Protocol { .. } | Problem::Unreachable { .. })
+                        ) {
+                            r = s.blob(d, &blobs, &progress, *row, &cancel);
+                        }
+                        match r {
                             Ok(n) => got += n,
                             Err(Problem::Cancelled) => return Ok(got),
                             Err(e) => {
