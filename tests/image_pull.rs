@@ -418,6 +418,9 @@ struct FakeState {
     redirects: HashMap<String, String>,
     /// Paths whose next answer breaks off halfway (the connection drops).
     drop_once: Vec<String>,
+    /// path → the Docker-Content-Digest header to send (default: the
+    /// body's digest).
+    digests: HashMap<String, String>,
 }
 
 struct Fake {
@@ -572,8 +575,14 @@ fn serve(mut c: TcpStream, st: &Mutex<FakeState>, addr: &str) -> std::io::Result
     }
     match s.objects.get(&path).cloned() {
         Some((ctype, body)) => {
+            let digest = s.digests.get(&path).cloned().unwrap_or_else(|| sha(&body));
             drop(s);
-            respond(&mut c, "200 OK", &[("Content-Type", ctype)], &body);
+            respond(
+                &mut c,
+                "200 OK",
+                &[("Content-Type", ctype), ("Docker-Content-Digest", digest)],
+                &body,
+            );
         }
         None => {
             drop(s);
@@ -1026,6 +1035,14 @@ fn blob_with_a_wrong_digest_is_refused() {
         img.manifest.bytes.clone(),
     );
     let o = pull(&[&format!("{}/{repo}@{wanted}", fake.addr)]);
+    refused(&o, &repo, "does not match its digest");
+    // A manifest by tag whose Docker-Content-Digest says otherwise.
+    fake.state
+        .lock()
+        .expect("lock")
+        .digests
+        .insert(format!("/v2/{repo}/manifests/1"), wanted.clone());
+    let o = pull(&[&format!("{}/{repo}:1", fake.addr)]);
     refused(&o, &repo, "does not match its digest");
 
     // A layer that is not a compressed tar, with the right digest.

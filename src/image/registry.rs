@@ -1062,6 +1062,11 @@ impl Session {
         let header_type = r
             .header("content-type")
             .map(|t| t.split(';').next().unwrap_or("").trim().to_string());
+        let header_digest = r
+            .header("docker-content-digest")
+            .map(str::trim)
+            .filter(|d| valid_digest(d))
+            .map(str::to_string);
         let mut body = Vec::new();
         r.into_reader()
             .take(MANIFEST_LIMIT + 1)
@@ -1071,9 +1076,16 @@ impl Session {
             return Err(self.protocol("the manifest is larger than 4 MiB"));
         }
         let digest = sha256_hex(&body);
-        if reference.starts_with("sha256:") && digest != reference {
+        // By digest: the one asked for; by tag: the one the registry says,
+        // when it says one.
+        let expected = if reference.starts_with("sha256:") {
+            Some(reference.to_string())
+        } else {
+            header_digest
+        };
+        if let Some(want) = expected.filter(|w| *w != digest) {
             return Err(Problem::DigestMismatch {
-                digest: reference.to_string(),
+                digest: want,
                 got: digest,
             });
         }
