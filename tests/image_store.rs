@@ -306,7 +306,10 @@ fn a_named_image_sandbox_diffs_commits_and_runs_the_committed_image() {
     }
     assert!(!diff.contains("/etc/os-release"), "{diff}");
     // The mount points sbox made for the host's name files are not changes.
-    assert!(!diff.contains("/etc/hosts") && !diff.contains("/etc/resolv.conf"), "{diff}");
+    assert!(
+        !diff.contains("/etc/hosts") && !diff.contains("/etc/resolv.conf"),
+        "{diff}"
+    );
     // The sandbox remembers its image.
     let o = ok(output(sb(
         tag,

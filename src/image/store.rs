@@ -998,6 +998,7 @@ fn build_tree(
         .map_err(|e| ImageError::layer(digest, format!("cannot decompress: {e}")))?;
     let applied =
         tree::apply_layer(dfd.as_fd(), r).map_err(|e| ImageError::layer(digest, e.to_string()))?;
+    tree::add_mount_points(dfd.as_fd()).ctx(|| format!("completing {}", dir.display()))?;
     tree::mark_image_tree(dfd.as_fd()).ctx(|| format!("marking {}", dir.display()))?;
     Ok(applied)
 }

@@ -616,3 +616,31 @@ pub fn copy_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
     sys::fchmod(to, mode)?;
     sys::futimens(to, &times_of(&fst))
 }
+
+/// Makes the empty mount points of the files sbox binds over an image's
+/// root (`/etc/hosts`, `/etc/resolv.conf`) where the image has none, so a
+/// sandbox need not make them in its upper layer at every start (docker
+/// makes them in a container's first layer).
+pub fn add_mount_points(root: BorrowedFd<'_>) -> io::Result<()> {
+    let etc = match sys::open_beneath(root, b"etc", DIR_FLAGS, 0) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            sys::mkdirat(root, c"etc", 0o755)?;
+            sys::open_beneath(root, b"etc", DIR_FLAGS, 0)?
+        }
+        // A symlink or a file: the image's business.
+        Err(_) => return Ok(()),
+    };
+    for name in [c"hosts", c"resolv.conf"] {
+        if lstat_at(etc.as_fd(), name)?.is_none() {
+            let fd = sys::open_beneath(
+                etc.as_fd(),
+                name.to_bytes(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                0o644,
+            )?;
+            sys::fchmod(fd.as_fd(), 0o644)?;
+        }
+    }
+    Ok(())
+}
