@@ -1084,6 +1084,20 @@ fn plain_http_only_for_localhost_or_when_asked() {
     ok(pull(&["--tls-verify=false", &name]));
     assert!(has_blob(&data_dir(), img.layers[0].blob.hex()));
 
+    // Through the proxy of the environment, unless NO_PROXY names the
+    // registry (the proxy here is a port nobody listens on).
+    let p = Project::new("proxy");
+    let proxy = format!("http://127.0.0.1:{}", free_port());
+    let mut c = sbox(&p.dir, &["image", "pull", "--tls-verify=false", &name]);
+    c.env("HTTPS_PROXY", &proxy);
+    let o = output(c);
+    refused(&o, &repo, "cannot reach");
+    assert!(stderr(&o).contains("proxy"), "{}", stderr(&o));
+    let mut c = sbox(&p.dir, &["image", "pull", "--tls-verify=false", &name]);
+    c.env("https_proxy", &proxy)
+        .env("NO_PROXY", "example.org,127.0.0.2");
+    ok(output(c));
+
     // https with a certificate nobody signed: refused, unless
     // --tls-verify=false (which then does not fall back to plain http).
     let reg = Registry::start(None);

@@ -684,6 +684,50 @@ fn unverified_tls() -> std::sync::Arc<rustls::ClientConfig> {
     }
 }
 
+/// The proxy for `host` from `HTTPS_PROXY`, `ALL_PROXY` or `HTTP_PROXY`
+/// (or their lower-case forms), unless `NO_PROXY` names it or it is on
+/// localhost. `env` reads a variable.
+fn proxy_for(host: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<(ureq::Proxy, String)> {
+    let var = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| env(n).filter(|v| !v.trim().is_empty()))
+    };
+    let proxy = var(&[
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+    ])?;
+    if is_localhost(host) {
+        return None;
+    }
+    let name = if let Some(r) = host.strip_prefix('[') {
+        r.split(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    let name = name.to_ascii_lowercase();
+    if let Some(no) = var(&["NO_PROXY", "no_proxy"]) {
+        for e in no.split(',').map(|e| e.trim().to_ascii_lowercase()) {
+            let e = e.trim_start_matches("*.").trim_start_matches('.');
+            let e = e.split(':').next().unwrap_or("");
+            if e == "*" || (!e.is_empty() && (name == e || name.ends_with(&format!(".{e}")))) {
+                return None;
+            }
+        }
+    }
+    let p = ureq::Proxy::new(proxy.trim()).ok()?;
+    // host:port only: a proxy URL may hold a password.
+    let label = url::Url::parse(proxy.trim())
+        .ok()
+        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+        .unwrap_or_else(|| "from the environment".into());
+    Some((p, printable(&label)))
+}
+
 /// One transfer failure, classified.
 enum Failure {
     /// An HTTP status with the response.
@@ -758,6 +802,8 @@ struct Session {
     auth: std::sync::Mutex<Option<String>>,
     /// Plain http is allowed for this registry.
     plain_ok: bool,
+    /// `host:port` of the proxy the requests go through.
+    via: Option<String>,
 }
 
 impl Session {
@@ -772,6 +818,12 @@ impl Session {
             .user_agent(concat!("sbox/", env!("CARGO_PKG_VERSION")));
         if skip_verify {
             builder = builder.tls_config(unverified_tls());
+        }
+        let mut via = None;
+        if let Some((p, label)) = proxy_for(api_host(&target.registry), &|v| std::env::var(v).ok())
+        {
+            builder = builder.proxy(p);
+            via = Some(label);
         }
         let agent = builder.build();
         let registry = target.registry.clone();
@@ -789,6 +841,7 @@ impl Session {
             creds,
             auth: std::sync::Mutex::new(None),
             plain_ok,
+            via,
         };
         let schemes: &[&str] = if plain_ok {
             &["https", "http"]
@@ -833,7 +886,7 @@ impl Session {
                 },
             }
         }
-        Err(match (tls_failure, last) {
+        Err(s.note_proxy(match (tls_failure, last) {
             (_, Some(Failure::Down(d))) => Problem::Unreachable {
                 registry,
                 detail: d,
@@ -860,7 +913,18 @@ impl Session {
                 registry,
                 detail: "no answer".into(),
             },
-        })
+        }))
+    }
+
+    /// A connection failure names the proxy it went through.
+    fn note_proxy(&self, p: Problem) -> Problem {
+        match (p, &self.via) {
+            (Problem::Unreachable { registry, detail }, Some(via)) => Problem::Unreachable {
+                registry,
+                detail: format!("{detail} (through the proxy {via})"),
+            },
+            (p, _) => p,
+        }
     }
 
     fn unauthorized(&self, detail: impl Into<String>) -> Problem {
@@ -1003,10 +1067,10 @@ impl Session {
                     return Err(self.protocol(format!("HTTP {c} {d}").trim_end().to_string()));
                 }
                 Err(Failure::Down(d)) => {
-                    return Err(Problem::Unreachable {
+                    return Err(self.note_proxy(Problem::Unreachable {
                         registry: self.registry.clone(),
                         detail: d,
-                    })
+                    }))
                 }
                 Err(Failure::Tls(d) | Failure::Other(d)) => return Err(self.protocol(d)),
                 Ok(r) => return Ok(r),
@@ -1605,6 +1669,32 @@ mod tests {
         let b = parse_challenge(r#"Basic realm="Registry Realm""#).unwrap();
         assert_eq!(b.scheme, "basic");
         assert_eq!(b.params["realm"], "Registry Realm");
+    }
+
+    #[test]
+    fn proxies_from_the_environment() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |n: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let with = env(&[
+            ("HTTPS_PROXY", "http://proxy.lan:3128"),
+            ("NO_PROXY", "internal.lan, .corp.example,10.1.2.3"),
+        ]);
+        assert!(proxy_for("registry-1.docker.io", &with).is_some());
+        assert!(proxy_for("reg.internal.lan:5000", &with).is_none());
+        assert!(proxy_for("internal.lan", &with).is_none());
+        assert!(proxy_for("a.corp.example", &with).is_none());
+        assert!(proxy_for("10.1.2.3:5000", &with).is_none());
+        assert!(proxy_for("notinternal.lan", &with).is_some());
+        assert!(proxy_for("localhost:5000", &with).is_none());
+        assert!(proxy_for("127.0.0.1:5000", &with).is_none());
+        let all = env(&[("https_proxy", "http://proxy.lan:3128"), ("no_proxy", "*")]);
+        assert!(proxy_for("quay.io", &all).is_none());
+        assert!(proxy_for("quay.io", &env(&[])).is_none());
     }
 
     #[test]
