@@ -751,9 +751,19 @@ fn run_image_pulls_on_first_use() {
     reg.push("pulltest/firstuse", Some("v1"), &img);
     let name = format!("{}/pulltest/firstuse:v1", reg.addr);
     let p = Project::new("firstuse");
+    // The pull is sbox's, on the host's network: the sandbox has none.
     let out = ok(output(sbox(
         &p.dir,
-        &["run", "--image", &name, "--", "cat", "/etc/os-release"],
+        &[
+            "run",
+            "--net",
+            "none",
+            "--image",
+            &name,
+            "--",
+            "cat",
+            "/etc/os-release",
+        ],
     )));
     assert!(out.contains("first-use"), "{out}");
     assert!(has_blob(&data_dir(), img.layers[0].blob.hex()));
