@@ -8,6 +8,9 @@
 //! registry API.
 
 mod common;
+#[path = "common/image.rs"]
+#[allow(dead_code)]
+mod image;
 
 use common::*;
 use sha2::{Digest, Sha256};
@@ -1181,4 +1184,45 @@ fn a_dropped_download_is_tried_again() {
         .count();
     assert_eq!(gets, 2, "fetched again after the connection dropped");
     assert!(has_blob(&data_dir(), img.layers[0].blob.hex()));
+}
+
+#[test]
+fn an_image_skopeo_pushed_runs_with_its_whiteouts_and_owners() {
+    // The store's test image (two layers: whiteouts, an opaque directory,
+    // a file of uid 100), pushed by skopeo as Docker schema 2.
+    let reg = Registry::start(None);
+    let dir = scratch_dir("oci");
+    image::write_oci_layout(&dir, &[image::base_layer(), image::top_layer()]);
+    let out = Command::new("skopeo")
+        .args(["copy", "-q", "--format", "v2s2", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}", dir.display()))
+        .arg(format!("docker://{}/pulltest/skopeo:1", reg.addr))
+        .output()
+        .expect("skopeo (Debian skopeo) is installed");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = format!("{}/pulltest/skopeo:1", reg.addr);
+    ok(pull(&[&name]));
+    let p = Project::new("skopeo");
+    let out = ok(output(sbox(
+        &p.dir,
+        &[
+            "run",
+            "--image",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "cat /etc/os-release /etc/top; ls /opq; test -e /etc/gone || echo gone-is-gone; stat -c %u /home/app/owned",
+        ],
+    )));
+    assert!(out.contains("sbox test image"), "{out}");
+    assert!(out.contains("from the top layer"), "{out}");
+    assert!(out.contains("new") && !out.contains("old"), "{out}");
+    assert!(out.contains("gone-is-gone"), "{out}");
+    assert_eq!(out.trim().lines().last(), Some("100"), "{out}");
 }
