@@ -9,7 +9,6 @@
 
 mod common;
 #[path = "common/image.rs"]
-#[allow(dead_code)]
 mod image;
 
 use common::*;
