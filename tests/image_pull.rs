@@ -932,6 +932,20 @@ fn basic_auth_with_auth_json_and_creds() {
         &home.join(".local/share/sbox"),
         img.layers[0].blob.hex()
     ));
+    // The sandbox does not see the credentials.
+    let mut c = sbox(
+        &p.dir,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "cat ~/.config/containers/auth.json; env; echo done",
+        ],
+    );
+    use_home(&mut c, &home);
+    let out = ok(output(c));
+    assert!(out.contains("done") && !out.contains(&auth), "{out}");
 }
 
 #[test]
