@@ -40,6 +40,11 @@ pub enum ImageCommand {
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,
     },
+    /// Fetch an image from its registry into the store (prints its id)
+    #[command(
+        after_help = "Examples:\n  sbox image pull debian:12\n  sbox image pull --creds me:token registry.example.com/team/tool:1\n  sbox image pull --tls-verify=false 10.0.0.5:5000/build/base"
+    )]
+    Pull(crate::cmd::image_pull::PullArgs),
     /// Print what the store knows of images, as JSON
     Inspect {
         /// Names or ids
@@ -57,6 +62,7 @@ pub fn run(c: ImageCommand) -> Result<u8> {
         ImageCommand::Ls { json, quiet } => ls(&store, json, quiet),
         ImageCommand::Rm { force, images } => rm(&loc, &store, &images, force),
         ImageCommand::Inspect { images } => inspect(&store, &images),
+        ImageCommand::Pull(a) => crate::cmd::image_pull::run(a, &store),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod exec;
 pub mod export;
 pub mod image;
+pub mod image_pull;
 pub mod lifecycle;
 pub mod profile;
 pub mod run;

@@ -12,6 +12,7 @@ pub mod commit;
 pub mod error;
 pub mod import;
 pub mod reference;
+pub mod registry;
 pub mod run;
 pub mod store;
 pub mod tree;
@@ -20,13 +21,19 @@ pub use error::ImageError;
 pub use reference::{Reference, Registries};
 pub use store::{ImageId, Store};
 
-/// The image `reference` from the store, fetched from its registry when it
-/// is not there (the registry client fills this in; until then a missing
-/// image is an error naming the command that gets it).
+/// The image `reference` from the store, pulled from its registry when it
+/// is not there (like `docker run`).
 pub fn ensure(reference: &Reference, store: &Store) -> Result<ImageId, ImageError> {
     match store.lookup(reference)? {
         Some(id) => Ok(id),
-        None => Err(ImageError::NotFound(reference.to_string())),
+        // Imported and committed images exist only here.
+        None if reference.registry == reference::LOCALHOST => {
+            Err(ImageError::NotFound(reference.to_string()))
+        }
+        None => {
+            let opts = registry::options_for(reference, &Registries::load()?);
+            registry::pull_missing(reference, &opts, store)
+        }
     }
 }
 
