@@ -390,7 +390,7 @@ fn bad_images_are_refused_with_one_line_and_leave_nothing() {
         &output(sb(
             tag,
             &p.dir,
-            &["run", "--image", "nothere:1", "--", "true"],
+            &["run", "--image", "localhost/nothere:1", "--", "true"],
         )),
         "unknown image",
     );
