@@ -305,8 +305,12 @@ pub struct RunArgs {
     /// Run in the background and print the sandbox's name (output goes to `sbox logs NAME`)
     #[arg(long, short = 'd', conflicts_with = "tty")]
     pub detach: bool,
-    /// The command and its arguments
-    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    /// The command and its arguments (with --image: after the image's Entrypoint; none: the image's Cmd)
+    #[arg(
+        required_unless_present = "image",
+        trailing_var_arg = true,
+        value_name = "CMD"
+    )]
     pub command: Vec<String>,
 }
 

@@ -763,3 +763,53 @@ fn the_project_mount_point_is_not_a_change_of_an_image_sandbox() {
     assert_eq!(o, format!("x\nno-{top}\n"));
     ok(output(sb(tag, &p.dir, &["rm", &name])));
 }
+
+/// `sbox run --image` runs what `docker run` would: the image's Entrypoint
+/// before the command given, or before the image's Cmd when none is.
+#[test]
+fn run_without_a_command_runs_the_images_entrypoint_and_cmd() {
+    let tag = "entrypoint";
+    let p = Project::new("img-entrypoint");
+    let layers = [image::base_layer()];
+    let plain = p.dir.join("plain");
+    image::write_oci_layout_with(
+        &plain,
+        &layers,
+        serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["/bin/sh", "-c", "echo from-cmd"]}),
+    );
+    give(&plain);
+    let entry = p.dir.join("entry");
+    image::write_oci_layout_with(
+        &entry,
+        &layers,
+        serde_json::json!({"Env": ["PATH=/bin"], "Entrypoint": ["/bin/echo", "entry"], "Cmd": ["default-arg"]}),
+    );
+    give(&entry);
+    let bare = p.dir.join("bare");
+    image::write_oci_layout_with(&bare, &layers, serde_json::json!({"Env": ["PATH=/bin"]}));
+    give(&bare);
+    for (dir, name) in [(&plain, "plain:1"), (&entry, "entry:1"), (&bare, "bare:1")] {
+        ok(output(sb(
+            tag,
+            &p.dir,
+            &["image", "import", dir.to_str().expect("utf-8"), name],
+        )));
+    }
+    let run = |args: &[&str]| ok(output(sb(tag, &p.dir, args)));
+    assert_eq!(run(&["run", "--image", "plain:1"]), "from-cmd\n");
+    assert_eq!(
+        run(&["run", "--image", "plain:1", "--", "echo", "given"]),
+        "given\n"
+    );
+    assert_eq!(run(&["run", "--image", "entry:1"]), "entry default-arg\n");
+    assert_eq!(
+        run(&["run", "--image", "entry:1", "--", "given"]),
+        "entry given\n"
+    );
+    // Nothing to run: one line, exit 125.
+    let err = fails_125(
+        &output(sb(tag, &p.dir, &["run", "--image", "bare:1"])),
+        "no Cmd",
+    );
+    assert!(err.contains("no Entrypoint or Cmd"), "{err}");
+}

@@ -196,7 +196,16 @@ pub fn run_in(
         let paths = Locations::from_host()?.sandbox(n)?;
         adopt_stored_image(&mut opts, &paths)?;
     }
-    let policy = make_policy(&opts, argv.clone(), tty, cwd)?;
+    let mut policy = make_policy(&opts, argv.clone(), tty, cwd)?;
+    match &policy.image {
+        Some(image) => policy.argv = image.command_line(&argv)?,
+        None if argv.is_empty() => {
+            return Err(Error::Usage(
+                "no command given: sbox run [OPTIONS] -- CMD [ARGS...] (only an image's Cmd can stand in for it, with --image)".into(),
+            ))
+        }
+        None => {}
+    }
     let name = match (name, detach) {
         (Some(n), _) => Some(n),
         (None, true) => Some(crate::locations::generate_name()),

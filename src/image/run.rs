@@ -26,6 +26,26 @@ pub struct ImageRoot {
     /// The ids the command runs as (the image's `User`); None: root (or
     /// the caller with --map-user).
     pub user: Option<(u32, u32)>,
+    /// The image's `Entrypoint` and `Cmd`.
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+}
+
+impl ImageRoot {
+    /// What `sbox run --image` runs, as `docker run` does: the image's
+    /// `Entrypoint` followed by the command given, or by the image's `Cmd`
+    /// when none is.
+    pub fn command_line(&self, given: &[String]) -> Result<Vec<String>> {
+        let rest = if given.is_empty() { &self.cmd } else { given };
+        let argv: Vec<String> = self.entrypoint.iter().chain(rest).cloned().collect();
+        if argv.is_empty() {
+            return Err(Error::Usage(format!(
+                "image {} has no Entrypoint or Cmd: give the command to run (sbox run --image {} -- CMD)",
+                self.name, self.name
+            )));
+        }
+        Ok(argv)
+    }
 }
 
 /// What the command line and profile set themselves (they win over the
@@ -268,6 +288,8 @@ pub fn apply(policy: &mut Policy, want: &str, explicit: &Explicit) -> Result<()>
         name: want.to_string(),
         rootfs,
         user,
+        entrypoint: rc.entrypoint.clone().unwrap_or_default(),
+        cmd: rc.cmd.clone().unwrap_or_default(),
     });
     Ok(())
 }
@@ -275,6 +297,33 @@ pub fn apply(policy: &mut Policy, want: &str, explicit: &Explicit) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_line_as_docker_run() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let mut img = ImageRoot {
+            id: "sha256:0".into(),
+            name: "x:1".into(),
+            rootfs: "/".into(),
+            user: None,
+            entrypoint: vec![],
+            cmd: s(&["sh"]),
+        };
+        assert_eq!(img.command_line(&[]).unwrap(), s(&["sh"]));
+        assert_eq!(
+            img.command_line(&s(&["ls", "-l"])).unwrap(),
+            s(&["ls", "-l"])
+        );
+        img.entrypoint = s(&["/entry", "-x"]);
+        assert_eq!(img.command_line(&[]).unwrap(), s(&["/entry", "-x", "sh"]));
+        assert_eq!(
+            img.command_line(&s(&["go"])).unwrap(),
+            s(&["/entry", "-x", "go"])
+        );
+        img.entrypoint.clear();
+        img.cmd.clear();
+        assert!(img.command_line(&[]).is_err());
+    }
 
     #[test]
     fn reads_passwd_and_group() {

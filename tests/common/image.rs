@@ -131,8 +131,22 @@ pub fn gzip(b: &[u8]) -> Vec<u8> {
     e.finish().expect("gzip")
 }
 
+/// The run settings of the test image.
+pub fn run_config() -> serde_json::Value {
+    serde_json::json!({
+        "Env": ["PATH=/bin", "IMGVAR=from-the-image"],
+        "Cmd": ["/bin/sh"],
+        "WorkingDir": "/work",
+    })
+}
+
 /// The config of the test image for `layers` (uncompressed).
 pub fn config(layers: &[Vec<u8>]) -> Vec<u8> {
+    config_with(layers, run_config())
+}
+
+/// The config of an image of `layers` with the run settings `run`.
+pub fn config_with(layers: &[Vec<u8>], run: serde_json::Value) -> Vec<u8> {
     let diffs: Vec<String> = layers
         .iter()
         .map(|l| format!("sha256:{}", sha256(l)))
@@ -141,11 +155,7 @@ pub fn config(layers: &[Vec<u8>]) -> Vec<u8> {
         "architecture": "amd64",
         "os": "linux",
         "created": "2026-11-30T12:00:00Z",
-        "config": {
-            "Env": ["PATH=/bin", "IMGVAR=from-the-image"],
-            "Cmd": ["/bin/sh"],
-            "WorkingDir": "/work",
-        },
+        "config": run,
         "rootfs": {"type": "layers", "diff_ids": diffs},
     }))
     .expect("json")
@@ -160,6 +170,11 @@ fn put(dir: &Path, bytes: &[u8]) -> String {
 /// Writes an OCI image layout of `layers` (stored gzip-compressed) to
 /// `dir`; returns the image id (the config digest).
 pub fn write_oci_layout(dir: &Path, layers: &[Vec<u8>]) -> String {
+    write_oci_layout_with(dir, layers, run_config())
+}
+
+/// [`write_oci_layout`] with the run settings `run` in its config.
+pub fn write_oci_layout_with(dir: &Path, layers: &[Vec<u8>], run: serde_json::Value) -> String {
     std::fs::create_dir_all(dir.join("blobs/sha256")).expect("mkdir");
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("w");
     let mut descs = vec![];
@@ -169,7 +184,7 @@ pub fn write_oci_layout(dir: &Path, layers: &[Vec<u8>]) -> String {
             "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
             "digest": put(dir, &z), "size": z.len()}));
     }
-    let cfg = config(layers);
+    let cfg = config_with(layers, run);
     let cd = put(dir, &cfg);
     let man = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
