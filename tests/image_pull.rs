@@ -1206,13 +1206,21 @@ fn an_image_skopeo_pushed_runs_with_its_whiteouts_and_owners() {
     let reg = Registry::start(None);
     let dir = scratch_dir("oci");
     image::write_oci_layout(&dir, &[image::base_layer(), image::top_layer()]);
+    // skopeo keeps a cache under its HOME: a throwaway one, never the
+    // real home of whoever runs the tests.
+    let home = scratch_dir("skopeo-home");
     let out = Command::new("skopeo")
         .args(["copy", "-q", "--format", "v2s2", "--dest-tls-verify=false"])
         .arg(format!("oci:{}", dir.display()))
         .arg(format!("docker://{}/pulltest/skopeo:1", reg.addr))
+        .env("HOME", &home)
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_CACHE_HOME")
         .output()
         .expect("skopeo (Debian skopeo) is installed");
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&home);
     assert!(
         out.status.success(),
         "skopeo copy: {}",
