@@ -59,7 +59,7 @@ while (($#)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown option: $1 (see --help)" ;;
