@@ -153,10 +153,20 @@ cleanup() {
     "${PODMAN[@]}" rm -af >/dev/null 2>&1
     "${PODMAN[@]}" unshare rm -rf "$work/podman" 2>/dev/null
   fi
-  local pf=$XDG_RUNTIME_DIR/libpod/tmp/pause.pid pid
-  if [ -f "$pf" ] && read -r pid <"$pf" && [[ $pid =~ ^[0-9]+$ ]]; then
-    kill "$pid" 2>/dev/null
-  fi
+  # It ignores SIGTERM; its pid file has no newline. One that podman
+  # started but did not record (a failed command) is found by its
+  # runtime directory, which is this run's own.
+  local pid pids
+  pids=$(cat "$XDG_RUNTIME_DIR/libpod/tmp/pause.pid" 2>/dev/null)
+  for pid in /proc/[0-9]*; do
+    [[ $(cat "$pid/comm" 2>/dev/null) == "podman pause" ]] &&
+      tr '\0' '\n' <"$pid/environ" 2>/dev/null | grep -qxF "XDG_RUNTIME_DIR=$run" &&
+      pids+=" ${pid#/proc/}"
+  done
+  for pid in $pids; do
+    [[ $pid =~ ^[0-9]+$ && $(cat "/proc/$pid/comm" 2>/dev/null) == podman* ]] &&
+      kill -KILL "$pid" 2>/dev/null
+  done
   chmod -R u+rwX "$work" 2>/dev/null
   rm -rf -- "$work" "$run"
 }
