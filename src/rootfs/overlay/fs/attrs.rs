@@ -247,7 +247,7 @@ impl OverlayFs {
     /// Drops the set-id bits that a change of a regular file's data by
     /// `who` drops on a local filesystem ([`setid_after`]); nothing to do
     /// for root inside, or for a file already gone from its directory.
-    pub(super) fn data_changed_by(&self, who: Actor, inode: u64) -> io::Result<()> {
+    pub(super) fn data_changed_by(&self, who: Actor, inode: u64, handle: u64) -> io::Result<()> {
         let setid = libc::S_ISUID | libc::S_ISGID;
         let (kind, ovr) = match self.table().state(inode) {
             Some(s) => (s.kind, s.ovr),
@@ -262,7 +262,12 @@ impl OverlayFs {
             Some(o) if o.mode & setid == 0 => return Ok(()),
             Some(_) => {}
             None => {
-                let f = self.io_file(inode, Need::Write)?;
+                // The file the write goes to: its handle when it has one
+                // (no second open per write).
+                let f = match self.handle(handle) {
+                    Ok(h) if handle != 0 => h,
+                    _ => self.io_file(inode, Need::Write)?,
+                };
                 if sys::fstat(f.as_fd())?.st_mode & setid == 0 {
                     return Ok(());
                 }

@@ -198,7 +198,7 @@ impl FileSystem for OverlayFs {
         fuse_flags: u32,
     ) -> io::Result<usize> {
         if fuse_flags & WRITE_KILL_PRIV != 0 {
-            self.data_changed_by(Actor::of(ctx), inode)?;
+            self.data_changed_by(Actor::of(ctx), inode, handle)?;
         }
         self.op_write(inode, handle, r, size, offset)
     }
@@ -224,7 +224,7 @@ impl FileSystem for OverlayFs {
     ) -> io::Result<()> {
         // No kill flag comes with FALLOCATE: the rule of a write applies
         // (as on ext4).
-        self.data_changed_by(Actor::of(ctx), inode)?;
+        self.data_changed_by(Actor::of(ctx), inode, handle)?;
         self.op_fallocate(inode, handle, mode, offset, length)
     }
 
