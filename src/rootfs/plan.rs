@@ -581,6 +581,18 @@ fn hiding_overlay(
 }
 
 /// The host paths `build_plan` wants to know about.
+/// Whether init hands the sandbox's /proc to the launcher (after `Ready`):
+/// when the launcher serves FUSE mounts and the plan mounts a new /proc.
+pub fn hands_over_procfs(steps: &[Step]) -> bool {
+    let fuse = steps
+        .iter()
+        .any(|s| matches!(s, Step::FuseRoot | Step::FuseBind { .. }));
+    let proc_mounted = steps
+        .iter()
+        .any(|s| matches!(s, Step::Proc { dest } if dest == Path::new("/proc")));
+    fuse && proc_mounted
+}
+
 pub fn paths_to_probe(policy: &Policy) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = policy.hidden.clone();
     let mut seen: HashSet<&Path> = policy.hidden.iter().map(PathBuf::as_path).collect();

@@ -119,7 +119,9 @@ fn run(args: &InitArgs) -> Result<u8> {
     )?;
     crate::rootfs::apply::pivot(&args.state.root)?;
     log(policy, || "root assembled; pivoted".into());
-    send_procfs(args.steps, channel)?;
+    // Opened before the command runs; handed over once it runs (off the
+    // start's critical path).
+    let procfs = open_procfs(args.steps)?;
 
     let pty = if policy.tty { Some(open_pty()?) } else { None };
     let slave = pty.as_ref().map(|(_, path)| path.clone());
@@ -153,6 +155,12 @@ fn run(args: &InitArgs) -> Result<u8> {
         master,
     )?;
     drop(pty);
+    if let Some(fd) = procfs {
+        args.channel.send(
+            &FromInit::ProcFs,
+            Some(std::os::fd::AsRawFd::as_raw_fd(&fd)),
+        )?;
+    }
     log(policy, || format!("command started as pid {}", started.pid));
     let mut sup = Supervisor::new(policy, args, started)?;
     sup.run()
@@ -246,28 +254,19 @@ fn fork_error(policy: &Policy, nest: Nest, e: nix::errno::Errno) -> Error {
 }
 
 /// Fork a payload for `policy` (the sandbox's command, or an exec'd one).
-/// Sends the sandbox's new /proc to the launcher when it serves FUSE
-/// mounts (see `FromInit::ProcFs`).
-fn send_procfs(steps: &[Step], channel: &Channel) -> Result<()> {
-    let fuse = steps
-        .iter()
-        .any(|s| matches!(s, Step::FuseRoot | Step::FuseBind { .. }));
-    let proc_mounted = steps
-        .iter()
-        .any(|s| matches!(s, Step::Proc { dest } if dest == std::path::Path::new("/proc")));
-    if !(fuse && proc_mounted) {
-        return Ok(());
+/// The sandbox's new /proc, for the launcher when it serves FUSE mounts
+/// (see `FromInit::ProcFs`; sent right after `Ready`).
+fn open_procfs(steps: &[Step]) -> Result<Option<std::os::fd::OwnedFd>> {
+    if !crate::rootfs::plan::hands_over_procfs(steps) {
+        return Ok(None);
     }
-    let fd = crate::sys::open(
+    crate::sys::open(
         "/proc",
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .ctx(|| "opening the new /proc".into())?;
-    channel.send(
-        &FromInit::ProcFs,
-        Some(std::os::fd::AsRawFd::as_raw_fd(&fd)),
-    )
+    .ctx(|| "opening the new /proc".into())
+    .map(Some)
 }
 
 fn spawn_payload(

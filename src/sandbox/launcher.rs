@@ -310,15 +310,18 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
         bind_servers.push(serve_bind(policy, &steps, step, fd, &ids, &base)?);
         msg = ours.recv()?;
     }
-    if let Some((FromInit::ProcFs, Some(fd))) = msg {
-        let servers = fuse_server
-            .iter()
-            .chain(bind_servers.iter().map(|(_, s)| s));
-        give_procfs(fd, servers);
-        msg = ours.recv()?;
-    }
     let (status, timed_out) = match msg {
         Some((FromInit::Ready { .. }, master)) => {
+            // Right after Ready, when the plan says so (see
+            // `plan::hands_over_procfs`).
+            if crate::rootfs::plan::hands_over_procfs(&steps) {
+                if let Ok(Some((FromInit::ProcFs, Some(fd)))) = ours.recv() {
+                    let servers = fuse_server
+                        .iter()
+                        .chain(bind_servers.iter().map(|(_, s)| s));
+                    give_procfs(fd, servers);
+                }
+            }
             if let Some(r) = ready {
                 let _ = pty::write_all(&r, b"ok\n");
             }

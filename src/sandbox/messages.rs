@@ -25,7 +25,8 @@ conversation! {
         /// `step` (a `Step::FuseBind`) is attached; serve it.
         FuseBindFd { step: usize },
         /// The sandbox's /proc (an `O_PATH` directory) is attached, for the
-        /// FUSE servers (the groups of a process changing a set-id file).
+        /// FUSE servers (the groups of a process changing a set-id file);
+        /// sent right after `Ready` when `plan::hands_over_procfs`.
         ProcFs,
         /// A socket of the sandbox's network namespace for sbox's DNS
         /// (`dns`), its watch on connection requests (`watch`) or its
