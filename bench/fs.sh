@@ -108,6 +108,7 @@ if [ "$(id -u)" -eq 0 ]; then
   chmod 0755 "$stage"
   install -m 0755 "$SBOX" "$stage/sbox"
   install -m 0755 "${BASH_SOURCE[0]}" "$stage/fs.sh"
+  install -m 0755 "$(dirname "${BASH_SOURCE[0]}")/cproject.py" "$stage/cproject.py"
   # The cache dropper: the user's run writes to drop.req, we drop the page
   # cache and answer on drop.ack.
   mkfifo -m 0600 "$stage/drop.req" "$stage/drop.ack"
@@ -169,34 +170,8 @@ for i in range(files):
         os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, f"f{i:05}.txt"), "w") as f:
         f.write(f"file {i}\n" * (1 + i % 8))
-proj = os.path.join(base, "project")
-with open(os.path.join(proj, "common.h"), "w") as f:
-    f.write("#pragma once\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n"
-            "#include <math.h>\n#include <errno.h>\n#include <unistd.h>\n#include <stdint.h>\n"
-            "#include <sys/types.h>\n#include <sys/stat.h>\n#include <fcntl.h>\n")
-    for i in range(sources):
-        f.write(f"int unit{i}(int x);\n")
-for i in range(sources):
-    with open(os.path.join(proj, f"u{i:03}.c"), "w") as f:
-        f.write(f'#include "common.h"\n#include <time.h>\n#include <signal.h>\n\n'
-                f"static double helper{i}(double v) {{ return sqrt(fabs(v)) + {i}.0; }}\n\n"
-                f"int unit{i}(int x) {{\n"
-                f"    char buf[64];\n"
-                f"    snprintf(buf, sizeof buf, \"%d-{i}\", x);\n"
-                f"    int acc = (int)strlen(buf);\n"
-                f"    for (int k = 0; k < x % 7; k++) acc += (int)helper{i}(k * x);\n"
-                f"    return acc ^ {i};\n}}\n")
-with open(os.path.join(proj, "main.c"), "w") as f:
-    f.write('#include "common.h"\n\nint main(void) {\n    long t = 0;\n')
-    for i in range(sources):
-        f.write(f"    t += unit{i}({i});\n")
-    f.write('    printf("%ld\\n", t);\n    return 0;\n}\n')
-with open(os.path.join(proj, "Makefile"), "w") as f:
-    f.write("SRCS := $(wildcard *.c)\nOBJS := $(SRCS:.c=.o)\nCFLAGS := -O1\n\n"
-            "prog: $(OBJS)\n\t$(CC) -o $@ $(OBJS) -lm\n\n"
-            "%.o: %.c common.h\n\t$(CC) $(CFLAGS) -c -o $@ $<\n\n"
-            "clean:\n\trm -f prog $(OBJS)\n")
 EOF
+python3 "$(dirname "${BASH_SOURCE[0]}")/cproject.py" "$project" "$SOURCES"
 tar -C "$base/tree" -cf "$base/files.tar" .
 rm -rf "$base/tree"
 # A real 1 GiB file (not sparse), read warm from the host's page cache.
