@@ -235,11 +235,21 @@ fn times_of(st: &libc::stat64) -> [libc::timespec; 2] {
     ]
 }
 
-/// Copies the tree of directory `from` into the empty directory `to`:
-/// directories and symlinks made anew, everything else hard-linked.
-pub fn clone_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
+/// The walk both copies below share: the tree of directory `from` into the
+/// empty directory `to`, directories made anew and walked, symlinks made
+/// anew with their times; every other entry is `other`'s (from, to, name,
+/// its stat), and each directory, once filled, `finish`'s (from, to, its
+/// stat).
+type Other<'f> = &'f dyn Fn(BorrowedFd<'_>, BorrowedFd<'_>, &[u8], &libc::stat64) -> io::Result<()>;
+type Finish<'f> = &'f dyn Fn(BorrowedFd<'_>, BorrowedFd<'_>, &libc::stat64) -> io::Result<()>;
+
+fn copy_walk(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    other: Other<'_>,
+    finish: Finish<'_>,
+) -> io::Result<()> {
     let fst = sys::fstat(from)?;
-    copy_user_xattrs(from, to)?;
     for n in list(from)? {
         let c = sys::cstr(&n)?;
         let st = sys::fstatat(from, &c)?;
@@ -248,18 +258,35 @@ pub fn clone_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
                 sys::mkdirat(to, &c, 0o700)?;
                 let sf = sys::open_beneath(from, &n, DIR_FLAGS, 0)?;
                 let df = sys::open_beneath(to, &n, DIR_FLAGS, 0)?;
-                clone_tree(sf.as_fd(), df.as_fd())?;
+                copy_walk(sf.as_fd(), df.as_fd(), other, finish)?;
             }
             libc::S_IFLNK => {
                 let t = sys::readlinkat(from, &c)?;
                 sys::symlinkat(&sys::cstr(&t)?, to, &c)?;
                 sys::utimensat(to, &c, &times_of(&st))?;
             }
-            _ => sys::linkat(from, &c, to, &c)?,
+            _ => other(from, to, &n, &st)?,
         }
     }
-    sys::fchmod(to, fst.st_mode & 0o7777)?;
-    sys::futimens(to, &times_of(&fst))
+    finish(from, to, &fst)
+}
+
+/// Copies the tree of directory `from` into the empty directory `to`:
+/// directories and symlinks made anew, everything else hard-linked.
+pub fn clone_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
+    copy_walk(
+        from,
+        to,
+        &|from, to, n, _| {
+            let c = sys::cstr(n)?;
+            sys::linkat(from, &c, to, &c)
+        },
+        &|from, to, fst| {
+            copy_user_xattrs(from, to)?;
+            sys::fchmod(to, fst.st_mode & 0o7777)?;
+            sys::futimens(to, &times_of(fst))
+        },
+    )
 }
 
 /// What applying one layer did.
@@ -589,49 +616,35 @@ fn ensure_dirs(root: BorrowedFd<'_>, comps: &[&[u8]]) -> io::Result<OwnedFd> {
 /// `to`: files copied (never linked: the copy is the user's to change),
 /// each with the mode the image gives it; owners are the caller's.
 pub fn copy_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
-    let fst = sys::fstat(from)?;
-    let mode_of = |st: &libc::stat64, fd: BorrowedFd<'_>| {
+    fn mode_of(st: &libc::stat64, fd: BorrowedFd<'_>) -> u32 {
         upper::read_override(fd).map_or(st.st_mode & 0o7777, |o| o.mode)
-    };
-    for n in list(from)? {
-        let c = sys::cstr(&n)?;
-        let st = sys::fstatat(from, &c)?;
-        match st.st_mode & libc::S_IFMT {
-            libc::S_IFDIR => {
-                sys::mkdirat(to, &c, 0o700)?;
-                let sf = sys::open_beneath(from, &n, DIR_FLAGS, 0)?;
-                let df = sys::open_beneath(to, &n, DIR_FLAGS, 0)?;
-                copy_tree(sf.as_fd(), df.as_fd())?;
-            }
+    }
+    copy_walk(
+        from,
+        to,
+        &|from, to, n, st| match st.st_mode & libc::S_IFMT {
             libc::S_IFREG => {
-                let sf = sys::open_beneath(from, &n, libc::O_RDONLY, 0)?;
-                let df = sys::open_beneath(
-                    to,
-                    &n,
-                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-                    0o600,
-                )?;
+                let sf = sys::open_beneath(from, n, libc::O_RDONLY, 0)?;
+                let df =
+                    sys::open_beneath(to, n, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600)?;
                 let mut r = std::fs::File::from(sf);
                 let mut w = std::fs::File::from(df);
                 io::copy(&mut r, &mut w)?;
-                sys::fchmod(w.as_fd(), mode_of(&st, r.as_fd()))?;
-                sys::futimens(w.as_fd(), &times_of(&st))?;
-            }
-            libc::S_IFLNK => {
-                let t = sys::readlinkat(from, &c)?;
-                sys::symlinkat(&sys::cstr(&t)?, to, &c)?;
-                sys::utimensat(to, &c, &times_of(&st))?;
+                sys::fchmod(w.as_fd(), mode_of(st, r.as_fd()))?;
+                sys::futimens(w.as_fd(), &times_of(st))
             }
             libc::S_IFIFO => {
+                let c = sys::cstr(n)?;
                 sys::mknodat(to, &c, libc::S_IFIFO | 0o600, 0)?;
-                sys::fchmodat(to, &c, st.st_mode & 0o777)?;
+                sys::fchmodat(to, &c, st.st_mode & 0o777)
             }
-            _ => {}
-        }
-    }
-    let mode = mode_of(&fst, from) | 0o700;
-    sys::fchmod(to, mode)?;
-    sys::futimens(to, &times_of(&fst))
+            _ => Ok(()),
+        },
+        &|from, to, fst| {
+            sys::fchmod(to, mode_of(fst, from) | 0o700)?;
+            sys::futimens(to, &times_of(fst))
+        },
+    )
 }
 
 /// Makes the empty mount points of the files sbox binds over an image's
