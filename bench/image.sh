@@ -11,7 +11,10 @@
 #      inside `sbox run --image IMG` and inside `podman run IMG`, the
 #      project bound read-write in both;
 #   3. pull: `sbox image pull` into an empty store against `skopeo copy
-#      docker://... dir:...` into an empty directory.
+#      docker://... dir:...` into an empty directory (neither unpacks: sbox
+#      unpacks an image at its first use); and the first use from an empty
+#      store, `sbox image pull` + `sbox run --image IMG -- true` against
+#      `podman pull` + `podman run` (both download and unpack).
 #
 # IMG is built from the host's installed Debian packages (gcc-12, make,
 # bash, coreutils, libc6-dev and their dependencies: one gzip layer) and
@@ -22,7 +25,8 @@
 #                         with cargo if it is missing)
 #   WARMUP=N, RUNS=N      hyperfine's --warmup/--runs for 1 (default 3, 30)
 #   BUILD_RUNS=N          runs of 2 (default 3, one warm-up)
-#   PULL_RUNS=N           runs of 3 (default 5, one warm-up)
+#   PULL_RUNS=N           runs of 3 (default 5, one warm-up; the first
+#                         use: 3)
 #   IMAGE_CACHE=DIR       where the image is cached (default
 #                         $XDG_CACHE_HOME/sbox-bench-image or ~/.cache/...)
 #   PODMAN_DRIVER=NAME    podman's storage driver (default overlay; vfs)
@@ -391,12 +395,22 @@ hyperfine --shell=bash --warmup 1 --runs "$PULL_RUNS" --style basic \
   --command-name "skopeo copy docker:// dir:" \
   --prepare "rm -rf $work/pulldir" \
   "skopeo copy -q --src-tls-verify=false docker://$ref dir:$work/pulldir" >&2
+FIRST_RUNS=$((PULL_RUNS < 3 ? PULL_RUNS : 3))
+note "3/3 first use: pull + run from an empty store, hyperfine --warmup 1 --runs $FIRST_RUNS"
+hyperfine --shell=bash --warmup 1 --runs "$FIRST_RUNS" --style basic \
+  --export-json "$json/first.json" \
+  --command-name "sbox image pull + run --image" \
+  --prepare "rm -rf $work/pulldata" \
+  "export XDG_DATA_HOME=$work/pulldata; $SBOX image pull -q $ref >/dev/null && $SBOX run --image $ref --net none -- true" \
+  --command-name "podman pull + run" \
+  --prepare "$PODMAN_S rmi -f $ref >/dev/null 2>&1 || true" \
+  "$PODMAN_S pull -q --tls-verify=false $ref >/dev/null && $PODMAN_S run --rm --network none $ref true" >&2
 
 python3 - "$json" "$img_mb" <<'PY'
 import json, sys
 d, mb = sys.argv[1], sys.argv[2]
 r = {}
-for part in ("start", "build", "pull"):
+for part in ("start", "build", "pull", "first"):
     for x in json.load(open(f"{d}/{part}.json"))["results"]:
         r[x["command"]] = x
 w = max(len(k) for k in r) + 2
@@ -411,6 +425,7 @@ rows = [
     ("sbox --image / bwrap", m("sbox run --image IMG --net none -- true") / m("bwrap --unshare-all ... true"), ""),
     ("build: sbox / podman", m("sbox run --image IMG -- make -j2") / m("podman run IMG make -j2"), "<= 1.1"),
     ("pull: sbox / skopeo", m("sbox image pull") / m("skopeo copy docker:// dir:"), "<= 1.0"),
+    ("first use: sbox / podman", m("sbox image pull + run --image") / m("podman pull + run"), ""),
 ]
 print()
 print(f"image: {mb} MB gzip, one layer")

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Pull speed from a local registry: `sbox image pull` (download, digest
-# checks and unpacking into the store) against `skopeo copy` of the same
-# image into a directory (download and digest checks only) and against
+# checks; the image is unpacked at its first use) against `skopeo copy` of
+# the same image into a directory (download and digest checks) and against
 # `skopeo copy` + `umoci unpack --rootless` (download and unpacking, as
-# podman does it).
+# podman does it). bench/image.sh times the first use, pull and run.
 #
 #   bench/pull.sh [--runs N] [DIR...]
 #
@@ -114,27 +114,33 @@ skopeo copy -q --dest-tls-verify=false "oci:$work/layout:1" "docker://$ref"
 now() { date +%s%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
 
-run_sbox() {
+# Each run starts empty; the removal is not timed.
+clear_sbox() {
   rm -rf "$work/home"
   mkdir -p "$work/home"
+}
+run_sbox() {
   HOME=$work/home XDG_DATA_HOME=$work/home/data XDG_CONFIG_HOME=$work/home/config \
     "$SBOX" image pull -q "$ref" >/dev/null
 }
+clear_skopeo() { rm -rf "$work/dir"; }
 run_skopeo() {
-  rm -rf "$work/dir"
   skopeo copy -q --src-tls-verify=false "docker://$ref" "dir:$work/dir"
 }
+clear_umoci() { rm -rf "$work/oci" "$work/bundle"; }
 run_umoci() {
-  rm -rf "$work/oci" "$work/bundle"
   skopeo copy -q --src-tls-verify=false "docker://$ref" "oci:$work/oci:1"
   umoci unpack --rootless --image "$work/oci:1" "$work/bundle" >/dev/null
 }
 
 printf '%-44s %10s\n' "what (median of $RUNS)" "ms"
 for what in skopeo umoci sbox; do
+  "clear_$what"
   "run_$what" # warm-up
   times=()
   for _ in $(seq "$RUNS"); do
+    "clear_$what"
+    sync
     t0=$(now)
     "run_$what"
     times+=($((($(now) - t0) / 1000000)))
@@ -142,7 +148,7 @@ for what in skopeo umoci sbox; do
   case $what in
     skopeo) label="skopeo copy docker:// dir:" ;;
     umoci) label="skopeo copy docker:// oci: + umoci unpack" ;;
-    sbox) label="sbox image pull (download + unpack)" ;;
+    sbox) label="sbox image pull" ;;
   esac
   printf '%-44s %10s\n' "$label" "$(printf '%s\n' "${times[@]}" | median)"
 done

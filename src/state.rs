@@ -352,6 +352,11 @@ impl StateDir {
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0);
             let spare = base.join(format!("{SPARE}{}-{nanos:x}", std::process::id()));
+            // What the sandbox left (an image root's mount points, files
+            // it wrote) goes first, so that the directory can be kept.
+            if !pristine(&self.dir) {
+                empty_layers(&self.dir);
+            }
             if pristine(&self.dir) && std::fs::rename(&self.dir, &spare).is_ok() {
                 self.keep = true;
                 return;
@@ -387,6 +392,25 @@ fn take_spare(base: &Path, dest: &Path) -> bool {
         }
     }
     false
+}
+
+/// Removes what is in the `upper` and `work` directories of the state
+/// directory `dir`, as far as the user can (what only a mapped id can
+/// remove stays: the directory is then not pristine and goes whole).
+/// Symlinks are removed, never followed.
+fn empty_layers(dir: &Path) {
+    for d in ["upper", "work"] {
+        let Ok(rd) = std::fs::read_dir(dir.join(d)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let _ = match e.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+                _ => std::fs::remove_file(&p),
+            };
+        }
+    }
 }
 
 /// A state directory as `StateDir::create` makes it: empty `root`, `upper`

@@ -781,6 +781,53 @@ fn run_image_pulls_on_first_use() {
     );
 }
 
+/// Where the store keeps the tree of a one-layer image.
+fn tree_of(l: &Layer) -> PathBuf {
+    data_dir().join("images/trees").join(&l.diff_id[7..])
+}
+
+#[test]
+fn a_pulled_image_is_unpacked_at_its_first_use_and_checked_then() {
+    let reg = Registry::start(None);
+    let img = busybox_image("unpacked-later", Compression::Gzip);
+    reg.push("pulltest/later", Some("1"), &img);
+    let name = format!("{}/pulltest/later:1", reg.addr);
+    // The pull stores the verified blobs, as `skopeo copy` does; the tree
+    // is made by the first run, which then works as usual.
+    ok(pull(&[&name]));
+    assert!(has_blob(&data_dir(), img.layers[0].blob.hex()));
+    assert!(!tree_of(&img.layers[0]).exists(), "unpacked by the pull");
+    let p = Project::new("later");
+    let out = ok(output(sbox(
+        &p.dir,
+        &["run", "--image", &name, "--", "cat", "/etc/os-release"],
+    )));
+    assert!(out.contains("unpacked-later"), "{out}");
+    assert!(tree_of(&img.layers[0]).is_dir(), "unpacked at first use");
+
+    // A layer whose blob matches its digest but whose content is not what
+    // the config's diff_id says: the pull (which checks blobs) takes it,
+    // the first run refuses it with one line, leaves no tree, and says
+    // how to get rid of it.
+    let good = busybox_image("tampered", Compression::Gzip);
+    let mut bad = good.layers[0].clone();
+    bad.diff_id = sha(b"other content");
+    let tampered = image(vec![bad.clone()], host_arch(), false);
+    reg.push("pulltest/tampered", Some("1"), &tampered);
+    let tname = format!("{}/pulltest/tampered:1", reg.addr);
+    ok(pull(&[&tname]));
+    for _ in 0..2 {
+        let o = output(sbox(&p.dir, &["run", "--image", &tname, "--", "true"]));
+        refused(&o, &tampered.config.hex()[..12], "cannot be unpacked");
+        assert!(stderr(&o).contains("sbox image rm"), "{}", stderr(&o));
+        assert!(stderr(&o).contains("corrupt or tampered"), "{}", stderr(&o));
+        assert!(!tree_of(&bad).exists());
+    }
+    ok(output(sbox(&p.dir, &["image", "rm", &tname])));
+    assert!(!listed("pulltest/tampered"));
+    assert!(!has_blob(&data_dir(), bad.blob.hex()));
+}
+
 #[test]
 fn manifest_list_gives_the_hosts_platform() {
     let reg = Registry::start(None);

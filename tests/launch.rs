@@ -565,9 +565,10 @@ fn shell_gets_a_terminal_with_size_job_control_and_ctrl_c() {
     let _ = Command::new("true").status();
 }
 
-/// A run that wrote nothing leaves its state directory for the next launch
-/// (fewer directories made and removed per run); one that changed anything,
-/// even only the root directory's own attributes, does not pass it on.
+/// A run leaves its state directory for the next launch (fewer directories
+/// made and removed per run): as it was when it wrote nothing, emptied when
+/// it wrote files (an image root's mount points, say); one that changed the
+/// root directory's own attributes does not pass it on.
 #[test]
 fn spare_state_directories_carry_nothing_between_runs() {
     let p = Project::new("spares");
@@ -579,6 +580,19 @@ fn spare_state_directories_carry_nothing_between_runs() {
     };
     ok(output(sbox(&p.dir, &["run", "--", "true"])));
     assert!(spares() >= 1, "{:?}", state_entries());
+    let n = spares();
+    ok(run_sh(
+        &p.dir,
+        &[],
+        "mkdir -p /etc/sbox-spare/d; echo y > /etc/sbox-spare/d/f",
+    ));
+    assert_eq!(spares(), n, "{:?}", state_entries());
+    let o = output(sbox(&p.dir, &["run", "--", "ls", "/etc/sbox-spare"]));
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "a directory made by an earlier run is visible"
+    );
     let before = stat_root(&p);
     ok(run_sh(
         &p.dir,

@@ -1640,7 +1640,7 @@ fn pull_as(
     })
     .map_err(|problem| super::ImageError::Other(format!("{context}: {problem}")))?;
     store
-        .import_oci_layout(&layout, reference)
+        .add_pulled(&layout, reference)
         .map_err(|e| super::ImageError::Other(format!("{context}: {e}")))
 }
 

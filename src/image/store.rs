@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -187,6 +187,17 @@ impl ImageRecord {
     pub fn size(&self) -> u64 {
         self.layers.iter().map(|l| l.unpacked).sum()
     }
+}
+
+/// When an image's tree is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unpack {
+    /// Before the image is stored: a layer that cannot be applied refuses
+    /// the image (`image import`, `commit`).
+    Now,
+    /// At the first use of the image (`image pull`: a pull costs what the
+    /// download costs).
+    OnFirstUse,
 }
 
 /// The name of the tree of an image without layers.
@@ -550,28 +561,131 @@ impl Store {
             .map_err(|e| ImageError::Config(format!("image {id}: bad config: {e}")))
     }
 
-    /// The root directory of image `id`'s tree.
+    /// The root directory of image `id`'s tree, built from its layers
+    /// when this is its first use (a pulled image).
     pub fn rootfs(&self, id: &ImageId) -> Result<PathBuf, ImageError> {
         let rec = self.record(id)?;
-        let p = self.tree_path(rec.chain.last().map(String::as_str));
-        if !p.is_dir() {
+        let top = rec.chain.last().map(String::as_str);
+        let p = self.tree_path(top);
+        if p.is_dir() {
+            return Ok(p);
+        }
+        let _lock = self.lock()?;
+        // Another sbox may have built it while this one waited.
+        if p.is_dir() {
+            return Ok(p);
+        }
+        let mut rec = self.record(id)?;
+        let files: Vec<PathBuf> = rec
+            .layers
+            .iter()
+            .map(|l| self.blob_path(&l.digest))
+            .collect();
+        if let Some(l) = rec.layers.iter().find(|l| !self.has_blob(&l.digest)) {
             return Err(ImageError::Other(format!(
-                "the tree of image {} is missing from the store ({}); import or pull it again",
+                "image {}: layer {} is missing from the store; pull or import it again",
                 id.short(),
-                p.display()
+                l.digest
             )));
         }
+        if std::io::stderr().is_terminal() {
+            eprintln!(
+                "sbox: unpacking image {} ({} layer{})",
+                id.short(),
+                rec.layers.len(),
+                if rec.layers.len() == 1 { "" } else { "s" }
+            );
+        }
+        let staging = self.staging()?;
+        let dir = staging.path().join("tree");
+        let chain = rec.chain.clone();
+        let notes = self
+            .build_chain(&dir, &files, &mut rec.layers, &chain)
+            .map_err(|e| {
+                ImageError::Other(format!(
+                    "image {} cannot be unpacked: {e}; remove it with `sbox image rm {}`",
+                    id.short(),
+                    id.short()
+                ))
+            })?;
+        for n in notes {
+            eprintln!("sbox: note: {n}");
+        }
+        std::fs::rename(&dir, &p).ctx(|| format!("storing {}", p.display()))?;
+        // The sizes are known now.
+        let b = serde_json::to_vec_pretty(&rec).map_err(|e| ImageError::Other(e.to_string()))?;
+        write_atomic(&self.record_path(id), &b)?;
         Ok(p)
     }
 
-    /// Ingests the OCI image layout at `layout` (one image manifest) and
-    /// names it `name`.
-    pub fn import_oci_layout(
+    /// Builds in `dir` the tree of the whole layer `chain`: on a copy of
+    /// the tree of its longest prefix the store has (hard links), the
+    /// remaining layers (blobs `files`) applied in order, each checked
+    /// against its diff_id; their uncompressed sizes go to `layers`.
+    /// Returns what the user should know (device nodes left out).
+    fn build_chain(
         &self,
-        layout: &Path,
-        name: &Reference,
-    ) -> Result<ImageId, ImageError> {
-        self.import_layout(layout, std::slice::from_ref(name))
+        dir: &Path,
+        files: &[PathBuf],
+        layers: &mut [LayerRecord],
+        chain: &[String],
+    ) -> Result<Vec<String>, ImageError> {
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(dir)
+            .ctx(|| format!("making {}", dir.display()))?;
+        let what = || format!("opening {}", dir.display());
+        let dfd = sys::open_dir_path(dir).ctx(what)?;
+        let dfd =
+            sys::open_beneath(dfd.as_fd(), b"", libc::O_RDONLY | libc::O_DIRECTORY, 0).ctx(what)?;
+        let from = (1..chain.len())
+            .rev()
+            .find(|&k| self.tree_path(Some(&chain[k - 1])).is_dir())
+            .unwrap_or(0);
+        if from > 0 {
+            let p = self.tree_path(Some(&chain[from - 1]));
+            let what = || format!("opening {}", p.display());
+            let pfd = sys::open_dir_path(&p).ctx(what)?;
+            let pfd = sys::open_beneath(pfd.as_fd(), b"", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .ctx(what)?;
+            tree::clone_tree(pfd.as_fd(), dfd.as_fd())
+                .ctx(|| format!("copying the tree {}", p.display()))?;
+        }
+        let mut notes = Vec::new();
+        for (l, blob) in layers.iter_mut().zip(files).skip(from) {
+            let f = File::open(blob).ctx(|| format!("reading {}", blob.display()))?;
+            let r = tree::decompressed(f)
+                .map_err(|e| ImageError::layer(&l.digest, format!("cannot decompress: {e}")))?;
+            let applied = tree::apply_layer(dfd.as_fd(), r)
+                .map_err(|e| ImageError::layer(&l.digest, e.to_string()))?;
+            if applied.diff_id != l.diff_id {
+                return Err(ImageError::layer(
+                    &l.digest,
+                    format!(
+                        "uncompressed content has digest {}, the config says {} (corrupt or tampered)",
+                        applied.diff_id, l.diff_id
+                    ),
+                ));
+            }
+            l.unpacked = applied.size;
+            if applied.skipped_devices > 0 {
+                notes.push(format!(
+                    "layer {}: {} device node(s) left out (an unprivileged user cannot make them)",
+                    &l.digest[..19.min(l.digest.len())],
+                    applied.skipped_devices
+                ));
+            }
+        }
+        tree::add_mount_points(dfd.as_fd()).ctx(|| format!("completing {}", dir.display()))?;
+        tree::mark_image_tree(dfd.as_fd()).ctx(|| format!("marking {}", dir.display()))?;
+        Ok(notes)
+    }
+
+    /// Stores the OCI image layout a pull downloaded to `layout` and names
+    /// it `name`. Its tree is built at first use ([`Self::rootfs`]).
+    pub fn add_pulled(&self, layout: &Path, name: &Reference) -> Result<ImageId, ImageError> {
+        self.ingest(layout, std::slice::from_ref(name), Unpack::OnFirstUse)
+            .map(|(id, _)| id)
     }
 
     /// Ingests the OCI image layout at `layout` and gives it `names`
@@ -588,6 +702,15 @@ impl Store {
         &self,
         layout: &Path,
         names: &[Reference],
+    ) -> Result<(ImageId, Vec<String>), ImageError> {
+        self.ingest(layout, names, Unpack::Now)
+    }
+
+    fn ingest(
+        &self,
+        layout: &Path,
+        names: &[Reference],
+        unpack: Unpack,
     ) -> Result<(ImageId, Vec<String>), ImageError> {
         let mut notes = Vec::new();
         let _lock = self.lock()?;
@@ -666,45 +789,19 @@ impl Store {
             layer_files.push(dst);
         }
 
-        // Trees: each chain not yet in the store is built in staging.
+        // Layers and chain ids; the tree of the whole chain is built now
+        // (an import: everything is checked before anything is stored) or
+        // at first use (a pull: the blobs are verified, each layer's start
+        // is checked, its diff_id when the tree is built).
         let mut chain: Vec<String> = Vec::new();
         let mut layers = Vec::new();
-        let mut built: Vec<(String, PathBuf)> = Vec::new();
-        let stree = staging.path().join("trees");
-        std::fs::create_dir(&stree).ctx(|| format!("making {}", stree.display()))?;
-        let mut prev_tree: Option<PathBuf> = None;
         for (i, l) in manifest.layers.iter().enumerate() {
             let diff_id = &config.rootfs.diff_ids[i];
             hex_of(diff_id)?;
             let c = chain_id(chain.last().map(String::as_str), diff_id);
-            let have = self.tree_path(Some(&c));
-            let unpacked;
-            if have.is_dir() {
-                unpacked = self.unpacked_size(&l.digest).unwrap_or(0);
-                prev_tree = Some(have);
-            } else {
-                let dir = stree.join(&c);
-                let applied = build_tree(prev_tree.as_deref(), &dir, &layer_files[i], &l.digest)?;
-                if &applied.diff_id != diff_id {
-                    return Err(ImageError::layer(
-                        &l.digest,
-                        format!(
-                            "uncompressed content has digest {}, the config says {diff_id} (corrupt or tampered)",
-                            applied.diff_id
-                        ),
-                    ));
-                }
-                unpacked = applied.size;
-                if applied.skipped_devices > 0 {
-                    notes.push(format!(
-                        "layer {}: {} device node(s) left out (an unprivileged user cannot make them)",
-                        &l.digest[..19.min(l.digest.len())],
-                        applied.skipped_devices
-                    ));
-                }
-                built.push((c.clone(), dir.clone()));
-                prev_tree = Some(dir);
-            }
+            let unpacked = self
+                .unpacked_size(&l.digest)
+                .unwrap_or_else(|| tree::uncompressed_size_hint(&layer_files[i]));
             layers.push(LayerRecord {
                 digest: l.digest.clone(),
                 diff_id: diff_id.clone(),
@@ -714,17 +811,26 @@ impl Store {
             });
             chain.push(c);
         }
-        if manifest.layers.is_empty() && !self.tree_path(None).is_dir() {
-            let dir = stree.join(EMPTY_TREE);
-            std::fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&dir)
-                .ctx(|| format!("making {}", dir.display()))?;
-            let fd = sys::open_dir_path(&dir).ctx(|| format!("opening {}", dir.display()))?;
-            let fd = sys::open_beneath(fd.as_fd(), b"", libc::O_RDONLY | libc::O_DIRECTORY, 0)
-                .ctx(|| format!("opening {}", dir.display()))?;
-            tree::mark_image_tree(fd.as_fd()).ctx(|| format!("marking {}", dir.display()))?;
-            built.push((EMPTY_TREE.to_string(), dir));
+        let mut built: Vec<(String, PathBuf)> = Vec::new();
+        let top = chain
+            .last()
+            .cloned()
+            .unwrap_or_else(|| EMPTY_TREE.to_string());
+        if !self.tree_path(Some(&top)).is_dir() {
+            match unpack {
+                Unpack::Now => {
+                    let dir = staging.path().join("tree");
+                    let made = self.build_chain(&dir, &layer_files, &mut layers, &chain)?;
+                    notes.extend(made);
+                    built.push((top, dir));
+                }
+                Unpack::OnFirstUse => {
+                    for (f, l) in layer_files.iter().zip(&layers) {
+                        tree::check_layer_start(f)
+                            .map_err(|e| ImageError::layer(&l.digest, e.to_string()))?;
+                    }
+                }
+            }
         }
 
         // Everything is verified: move it in.
@@ -989,38 +1095,6 @@ fn choose_manifest(layout: &Path, index: &Index) -> Result<Descriptor, ImageErro
     }
 }
 
-/// Builds in `dir` the tree of `parent`'s chain with the layer blob at
-/// `blob` applied.
-fn build_tree(
-    parent: Option<&Path>,
-    dir: &Path,
-    blob: &Path,
-    digest: &str,
-) -> Result<tree::Applied, ImageError> {
-    std::fs::DirBuilder::new()
-        .mode(0o755)
-        .create(dir)
-        .ctx(|| format!("making {}", dir.display()))?;
-    let dfd = sys::open_dir_path(dir).ctx(|| format!("opening {}", dir.display()))?;
-    let dfd = sys::open_beneath(dfd.as_fd(), b"", libc::O_RDONLY | libc::O_DIRECTORY, 0)
-        .ctx(|| format!("opening {}", dir.display()))?;
-    if let Some(p) = parent {
-        let pfd = sys::open_dir_path(p).ctx(|| format!("opening {}", p.display()))?;
-        let pfd = sys::open_beneath(pfd.as_fd(), b"", libc::O_RDONLY | libc::O_DIRECTORY, 0)
-            .ctx(|| format!("opening {}", p.display()))?;
-        tree::clone_tree(pfd.as_fd(), dfd.as_fd())
-            .ctx(|| format!("copying the tree {}", p.display()))?;
-    }
-    let f = File::open(blob).ctx(|| format!("reading {}", blob.display()))?;
-    let r = tree::decompressed(f)
-        .map_err(|e| ImageError::layer(digest, format!("cannot decompress: {e}")))?;
-    let applied =
-        tree::apply_layer(dfd.as_fd(), r).map_err(|e| ImageError::layer(digest, e.to_string()))?;
-    tree::add_mount_points(dfd.as_fd()).ctx(|| format!("completing {}", dir.display()))?;
-    tree::mark_image_tree(dfd.as_fd()).ctx(|| format!("marking {}", dir.display()))?;
-    Ok(applied)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1082,6 +1156,12 @@ mod tests {
     }
 
     /// A layout of `layers` (uncompressed tars, stored gzipped).
+    fn layout_in(base: &Path, name: &str, layers: &[Vec<u8>]) -> PathBuf {
+        let p = base.join(name);
+        layout(&p, layers);
+        p
+    }
+
     fn layout(dir: &Path, layers: &[Vec<u8>]) -> String {
         layout_with(dir, layers, gzip)
     }
@@ -1153,10 +1233,15 @@ mod tests {
             ("link", b'2', b"etc/os-release", 0, 0o777),
         ]);
         let lay = base.join("layout");
-        let cd = layout(&lay, &[l1, l2]);
+        let cd = layout(&lay, &[l1.clone(), l2]);
         let store = Store::open_at(&base.join("store")).unwrap();
         let name = Reference::parse("localhost/t:1").unwrap();
-        let id = store.import_oci_layout(&lay, &name).unwrap();
+        // As a pull stores it: the tree is made at first use.
+        let id = store.add_pulled(&lay, &name).unwrap();
+        let rec = store.record(&id).unwrap();
+        assert!(!store
+            .tree_path(rec.chain.last().map(String::as_str))
+            .exists());
         assert_eq!(id.0, cd);
         assert_eq!(store.lookup(&name).unwrap(), Some(id.clone()));
         assert!(staging_empty(&store));
@@ -1178,22 +1263,36 @@ mod tests {
         assert_eq!((o.uid, o.gid, o.mode), (100, 100, 0o600));
         assert_eq!(rd("bin/su").mode, 0o4755);
         assert_eq!(rd("etc/os-release").uid, 0);
-        // The first chain's tree is kept and shares the unchanged file.
+        // Only the image's own chain has a tree. An image of the first
+        // layer alone gets its own; an image on top of it shares its files.
         let rec = store.record(&id).unwrap();
         assert_eq!(rec.chain.len(), 2);
+        assert!(!store.tree_path(Some(&rec.chain[0])).exists());
+        assert!(rec.layers.iter().all(|l| l.unpacked > 0));
+        let one = store
+            .import_layout(&layout_in(&base, "one", std::slice::from_ref(&l1)), &[])
+            .unwrap();
+        let l3 = tar_of(&[("extra", b'0', b"3", 0, 0o644)]);
+        let three = store
+            .import_layout(&layout_in(&base, "three", &[l1, l3]), &[])
+            .unwrap();
         use std::os::unix::fs::MetadataExt;
-        let first = store.tree_path(Some(&rec.chain[0]));
-        assert_eq!(
-            std::fs::metadata(first.join("etc/os-release"))
-                .unwrap()
-                .ino(),
-            std::fs::metadata(root.join("etc/os-release"))
+        let ino = |id: &ImageId| {
+            std::fs::metadata(store.rootfs(id).unwrap().join("etc/os-release"))
                 .unwrap()
                 .ino()
-        );
-        assert!(first.join("etc/gone").exists());
+        };
+        assert_eq!(ino(&one), ino(&three));
+        assert_ne!(ino(&one), ino(&id));
+        store.remove(&one, None).unwrap();
+        store.remove(&three, None).unwrap();
         // Idempotent.
-        assert_eq!(store.import_oci_layout(&lay, &name).unwrap(), id);
+        assert_eq!(
+            store
+                .import_layout(&lay, std::slice::from_ref(&name))
+                .unwrap(),
+            id
+        );
         // Removal takes its blobs and trees.
         store.remove(&id, Some(&name)).unwrap();
         assert!(store.ids().unwrap().is_empty());
@@ -1241,7 +1340,7 @@ mod tests {
         for (what, l) in cases {
             let lay = base.join(what);
             layout(&lay, &[l]);
-            let e = store.import_oci_layout(&lay, &name);
+            let e = store.import_layout(&lay, std::slice::from_ref(&name));
             assert!(e.is_err(), "{what}");
             assert!(staging_empty(&store), "{what}");
             assert!(store.ids().unwrap().is_empty(), "{what}");
@@ -1265,7 +1364,7 @@ mod tests {
         b[n / 2] ^= 0xff;
         std::fs::write(&lp, b).unwrap();
         let e = store
-            .import_oci_layout(&lay, &name)
+            .import_layout(&lay, std::slice::from_ref(&name))
             .unwrap_err()
             .to_string();
         assert!(e.contains("digest"), "{e}");
@@ -1285,17 +1384,84 @@ mod tests {
         let lay = base.join("z");
         layout_with(&lay, &[l1], zst);
         let id = store
-            .import_oci_layout(&lay, &Reference::parse("localhost/z:1").unwrap())
+            .import_layout(&lay, &[Reference::parse("localhost/z:1").unwrap()])
             .unwrap();
         let root = store.rootfs(&id).unwrap();
         assert_eq!(std::fs::read(root.join("a")).unwrap(), b"zstd layer\n");
         let lay = base.join("p");
         layout_with(&lay, &[l2], |b| b.to_vec());
         let id = store
-            .import_oci_layout(&lay, &Reference::parse("localhost/p:1").unwrap())
+            .import_layout(&lay, &[Reference::parse("localhost/p:1").unwrap()])
             .unwrap();
         let root = store.rootfs(&id).unwrap();
         assert_eq!(std::fs::read(root.join("b")).unwrap(), b"plain layer\n");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_pulled_image_is_checked_at_once_and_unpacked_at_first_use() {
+        let base = tmp("lazy");
+        let store = Store::open_at(&base.join("store")).unwrap();
+        let body = vec![b'x'; 5000];
+        let l1 = tar_of(&[("big", b'0', &body, 0, 0o644)]);
+        let zst = |b: &[u8]| {
+            ruzstd::encoding::compress_to_vec(b, ruzstd::encoding::CompressionLevel::Fastest)
+        };
+        // Sizes before unpacking come from the formats' headers.
+        for (tag, compress) in [
+            ("gz", gzip as fn(&[u8]) -> Vec<u8>),
+            ("zst", zst),
+            ("plain", |b: &[u8]| b.to_vec()),
+        ] {
+            let lay = base.join(tag);
+            layout_with(&lay, std::slice::from_ref(&l1), compress);
+            let name = Reference::parse(&format!("localhost/{tag}:1")).unwrap();
+            let id = store.add_pulled(&lay, &name).unwrap();
+            let rec = store.record(&id).unwrap();
+            assert!(!store
+                .tree_path(rec.chain.last().map(String::as_str))
+                .exists());
+            if tag == "zst" {
+                // Streamed zstd frames do not say their size: the blob's.
+                assert!(rec.size() > 0);
+            } else {
+                assert_eq!(rec.size(), l1.len() as u64, "{tag}");
+            }
+            let root = store.rootfs(&id).unwrap();
+            assert_eq!(std::fs::read(root.join("big")).unwrap(), body);
+            store.remove(&id, None).unwrap();
+        }
+        // Not a layer at all: refused by the pull itself.
+        let lay = base.join("junk");
+        layout_with(&lay, &[b"no tar here".to_vec()], |b| b.to_vec());
+        let name = Reference::parse("localhost/junk:1").unwrap();
+        assert!(store.add_pulled(&lay, &name).is_err());
+        assert!(store.ids().unwrap().is_empty());
+        assert!(staging_empty(&store));
+        // A layer whose end is broken: refused when it is unpacked, with
+        // nothing left of the tree, and again at the next try.
+        fn cut_gzip(b: &[u8]) -> Vec<u8> {
+            let mut g = gzip(b);
+            g.truncate(g.len() - 40);
+            g
+        }
+        let lay = base.join("broken");
+        layout_with(&lay, std::slice::from_ref(&l1), cut_gzip);
+        let name = Reference::parse("localhost/broken:1").unwrap();
+        let id = store.add_pulled(&lay, &name).unwrap();
+        for _ in 0..2 {
+            let e = store.rootfs(&id).unwrap_err().to_string();
+            assert!(
+                e.contains("cannot be unpacked") && e.contains("sbox image rm"),
+                "{e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+            assert!(staging_empty(&store));
+            assert!(std::fs::read_dir(store.root().join("trees"))
+                .unwrap()
+                .next()
+                .is_none());
+        }
         std::fs::remove_dir_all(&base).unwrap();
     }
 
@@ -1309,7 +1475,9 @@ mod tests {
             Registries::from_toml("unqualified-search-registries = [\"quay.io\", \"docker.io\"]")
                 .unwrap();
         let full = Reference::parse("docker.io/library/x:1").unwrap();
-        let id = store.import_oci_layout(&lay, &full).unwrap();
+        let id = store
+            .import_layout(&lay, std::slice::from_ref(&full))
+            .unwrap();
         // Stored: found although two registries could serve it.
         assert_eq!(store.find("x:1", &two).unwrap().unwrap(), id);
         assert_eq!(store.find(&id.hex()[..5], &two).unwrap().unwrap(), id);
@@ -1345,7 +1513,7 @@ mod tests {
             ],
         );
         let id = store
-            .import_oci_layout(&lay, &Reference::parse("localhost/o:1").unwrap())
+            .import_layout(&lay, &[Reference::parse("localhost/o:1").unwrap()])
             .unwrap();
         let root = store.rootfs(&id).unwrap();
         let fd = sys::open_dir_path(&root).unwrap();
@@ -1374,7 +1542,7 @@ mod tests {
             ])],
         );
         let id = store
-            .import_oci_layout(&lay, &Reference::parse("localhost/pax:1").unwrap())
+            .import_layout(&lay, &[Reference::parse("localhost/pax:1").unwrap()])
             .unwrap();
         let root = store.rootfs(&id).unwrap();
         let fd = sys::open_dir_path(&root).unwrap();

@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use nix::dir::Dir;
 use sha2::{Digest, Sha256};
@@ -132,6 +133,69 @@ pub fn decompressed(mut file: std::fs::File) -> io::Result<Box<dyn Read>> {
         ),
         Compression::None => Box::new(buf),
     })
+}
+
+/// The uncompressed size of the layer blob at `path` as its format states
+/// it without decompressing (gzip's trailer, modulo 4 GiB; the first zstd
+/// frame's content size when the header has it, else the blob's size; a
+/// plain tar's own size). Shown until the layer is unpacked and measured.
+pub fn uncompressed_size_hint(path: &Path) -> u64 {
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut head = [0u8; 18];
+    let n = f.read(&mut head).unwrap_or(0);
+    match Compression::sniff(&head[..n]) {
+        Compression::None => len,
+        Compression::Gzip => {
+            let mut t = [0u8; 4];
+            match f.seek(SeekFrom::End(-4)).and_then(|_| f.read_exact(&mut t)) {
+                Ok(()) if len >= 18 => u64::from(u32::from_le_bytes(t)),
+                _ => 0,
+            }
+        }
+        Compression::Zstd => zstd_content_size(&head[4..n]).unwrap_or(len),
+    }
+}
+
+/// The Frame_Content_Size of a zstd frame header (`h` starts after the
+/// magic number), when it is there.
+fn zstd_content_size(h: &[u8]) -> Option<u64> {
+    let fhd = *h.first()?;
+    let single = fhd & 0x20 != 0;
+    let fcs_len = match fhd >> 6 {
+        0 if single => 1,
+        0 => return None,
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let did_len = [0, 1, 2, 4][usize::from(fhd & 3)];
+    let at = 1 + usize::from(!single) + did_len;
+    let b = h.get(at..at + fcs_len)?;
+    let mut v = [0u8; 8];
+    v[..fcs_len].copy_from_slice(b);
+    let v = u64::from_le_bytes(v);
+    Some(if fcs_len == 2 { v + 256 } else { v })
+}
+
+/// Checks, cheaply, that the layer blob at `path` starts as a layer does:
+/// a stream it can decompress that begins with a valid tar header (or is
+/// an empty archive). The whole layer is checked when it is unpacked.
+pub fn check_layer_start(path: &Path) -> Result<(), TreeError> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| TreeError::Io(format!("reading {}", path.display()), e))?;
+    let r = decompressed(f).map_err(|e| bad(format!("cannot decompress: {e}")))?;
+    let mut ar = tar::Archive::new(r);
+    let mut entries = ar
+        .entries()
+        .map_err(|e| bad(format!("not a tar archive: {e}")))?;
+    match entries.next() {
+        Some(Err(e)) => Err(bad(format!("not a tar archive: {e}"))),
+        _ => Ok(()),
+    }
 }
 
 /// The components of an archive member's name: leading `/` and `./`
@@ -312,10 +376,20 @@ fn image_override(kind: u32, uid: u32, gid: u32, mode: u32) -> Option<Override> 
     (uid != 0 || gid != 0 || upper::real_perm(kind, o.mode) != o.mode).then_some(o)
 }
 
-fn set_meta(fd: BorrowedFd<'_>, kind: u32, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+/// Sets the mode and owner the image gives the entry at `fd` (`fresh`: just
+/// made, so it has no override to remove).
+fn set_meta(
+    fd: BorrowedFd<'_>,
+    fresh: bool,
+    kind: u32,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+) -> io::Result<()> {
     sys::fchmod(fd, upper::real_perm(kind, mode))?;
     match image_override(kind, uid, gid, mode) {
         Some(o) => sys::setxattr(fd, upper::OVERRIDE_XATTR, &o.format(), 0),
+        None if fresh => Ok(()),
         None => match sys::removexattr(fd, upper::OVERRIDE_XATTR) {
             Err(e) if e.raw_os_error() != Some(libc::ENODATA) => Err(e),
             _ => Ok(()),
@@ -382,6 +456,11 @@ pub fn apply_layer(root: BorrowedFd<'_>, input: impl Read) -> Result<Applied, Tr
         let mut ar = tar::Archive::new(&mut hashing);
         let mut created: HashSet<Vec<u8>> = HashSet::new();
         let mut dir_times: HashMap<Vec<u8>, u64> = HashMap::new();
+        // The directory of the last entry, kept for the next entry in the
+        // same directory (archives group entries by directory). It cannot
+        // go stale: only an entry in another directory (its parent or
+        // above) can remove or replace it, and such an entry drops it.
+        let mut parent: Option<(Vec<u8>, OwnedFd)> = None;
         let entries = ar
             .entries()
             .map_err(|e| bad(format!("not a tar archive: {e}")))?;
@@ -412,19 +491,28 @@ pub fn apply_layer(root: BorrowedFd<'_>, input: impl Read) -> Result<Applied, Tr
             let Some((last, parents)) = comps.split_last() else {
                 // The root itself.
                 if kind.is_dir() {
-                    set_meta(root, libc::S_IFDIR, uid, gid, mode).map_err(|e| io("setting", e))?;
+                    set_meta(root, false, libc::S_IFDIR, uid, gid, mode)
+                        .map_err(|e| io("setting", e))?;
                     dir_times.insert(Vec::new(), mt);
                 }
                 continue;
             };
             let parent_rel = parents.join(&b'/');
-            let pfd = ensure_dirs(root, parents).map_err(|e| match e.raw_os_error() {
+            if parent.as_ref().is_none_or(|(rel, _)| *rel != parent_rel) {
+                parent = None;
+            }
+            let pfd = match parent.take() {
+                Some((_, fd)) => Ok(fd),
+                None => ensure_dirs(root, parents),
+            };
+            let pfd = pfd.map_err(|e| match e.raw_os_error() {
                 Some(libc::ELOOP) | Some(libc::EXDEV) | Some(libc::ENOTDIR) => bad(format!(
                     "entry {:?} lies below a symlink or a file of the archive",
                     show(&name)
                 )),
                 _ => io("opening the directory of", e),
             })?;
+            let pfd = &parent.insert((parent_rel.clone(), pfd)).1;
             let pfd = pfd.as_fd();
 
             // OCI whiteouts: they hide what lower layers have.
@@ -460,7 +548,8 @@ pub fn apply_layer(root: BorrowedFd<'_>, input: impl Read) -> Result<Applied, Tr
                     sys::mkdirat(pfd, &cname, 0o700).map_err(|e| io("making", e))?;
                 }
                 let d = sys::open_beneath(pfd, last, DIR_FLAGS, 0).map_err(|e| io("opening", e))?;
-                set_meta(d.as_fd(), libc::S_IFDIR, uid, gid, mode).map_err(|e| io("setting", e))?;
+                set_meta(d.as_fd(), !existing_dir, libc::S_IFDIR, uid, gid, mode)
+                    .map_err(|e| io("setting", e))?;
                 dir_times.insert(full.clone(), mt);
                 created.insert(full);
                 continue;
@@ -491,7 +580,7 @@ pub fn apply_layer(root: BorrowedFd<'_>, input: impl Read) -> Result<Applied, Tr
                         }
                         _ => io("writing", e),
                     })?;
-                    set_meta(f.as_fd(), libc::S_IFREG, uid, gid, mode)
+                    set_meta(f.as_fd(), true, libc::S_IFREG, uid, gid, mode)
                         .map_err(|e| io("setting", e))?;
                     sys::futimens(f.as_fd(), &mtime(mt)).map_err(|e| io("setting", e))?;
                 }
@@ -673,4 +762,28 @@ pub fn add_mount_points(root: BorrowedFd<'_>) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::zstd_content_size;
+
+    #[test]
+    fn zstd_frame_content_sizes() {
+        // Single segment, 1-byte size.
+        assert_eq!(zstd_content_size(&[0x20, 200]), Some(200));
+        // Window descriptor, 2-byte size (+256).
+        assert_eq!(
+            zstd_content_size(&[0x40, 0x00, 0x10, 0x00]),
+            Some(0x10 + 256)
+        );
+        // 4-byte size after a 1-byte dictionary id.
+        assert_eq!(
+            zstd_content_size(&[0x81, 0x00, 0x07, 0x78, 0x56, 0x34, 0x12]),
+            Some(0x1234_5678)
+        );
+        // No size in the header, or a short header.
+        assert_eq!(zstd_content_size(&[0x00, 0x00]), None);
+        assert_eq!(zstd_content_size(&[0xc0, 0x00, 0x01]), None);
+    }
 }
