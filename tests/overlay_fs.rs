@@ -669,6 +669,43 @@ fn create_excl_and_open_flags() {
     fx.finish();
 }
 
+/// Mount points the view lacks are made by the server before it serves, as
+/// init's mkdir would make them (root's, 0755, in the upper layer); not
+/// through a masked path or a file.
+#[test]
+fn mount_points_are_made_before_the_mount_is_served() {
+    let fx = Fx::new(
+        "mountpoints",
+        Opts {
+            mount_points: [
+                "/new/a/b",
+                "/dir/sub/made",
+                "/hello/x",
+                "/home/u/.ssh/k",
+                "/proc/p",
+            ]
+            .iter()
+            .map(Into::into)
+            .collect(),
+            ..Opts::default()
+        },
+        standard_lower,
+    );
+    for (p, upper) in [("new/a/b", "new/a/b"), ("dir/sub/made", "dir/sub/made")] {
+        let m = fs::metadata(fx.m(p)).expect(p);
+        assert!(m.is_dir(), "{p}");
+        assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o755), "{p}");
+        assert!(fx.u(upper).is_dir(), "{upper} in the upper layer");
+    }
+    // The lower's directories on the way keep what they show.
+    assert_eq!(fs::metadata(fx.m("dir/sub/file")).expect("file").len(), 4);
+    assert!(!fx.m("hello/x").exists());
+    assert!(fs::metadata(fx.m("hello")).expect("hello").is_file());
+    assert!(!fx.u("home/u/.ssh").exists());
+    assert!(!fx.u("proc/p").exists());
+    fx.finish();
+}
+
 #[test]
 fn unmount_ends_the_server() {
     let fx = Fx::new(
@@ -692,6 +729,7 @@ fn walk_the_host_root() {
             .map(Into::into)
             .collect(),
         threads: 2,
+        mount_points: Vec::new(),
     };
     let fx = Fx::new_with_lower("hostroot", opts, Path::new("/"));
     let before = fd_count();

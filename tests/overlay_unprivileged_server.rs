@@ -41,6 +41,7 @@ fn server_child() {
         threads: 2,
         attr_timeout: Duration::from_secs(1),
         entry_timeout: Duration::from_secs(1),
+        mount_points: Vec::new(),
     };
     let s = serve(fd, cfg).expect("serve as unprivileged user");
     s.wait().expect("clean end");

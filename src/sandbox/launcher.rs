@@ -269,6 +269,16 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             threads: fuse_threads(),
             attr_timeout: policy.host_cache,
             entry_timeout: policy.host_cache,
+            // The host's root has the binds' paths; an image's often not.
+            mount_points: match &policy.image {
+                Some(_) => policy
+                    .binds
+                    .iter()
+                    .filter(|b| b.src.is_dir())
+                    .map(|b| b.dest.clone())
+                    .collect(),
+                None => Vec::new(),
+            },
         };
         prepared = Some(
             crate::rootfs::overlay::prepare(cfg)

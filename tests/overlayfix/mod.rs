@@ -221,6 +221,7 @@ pub struct Opts {
     pub hidden: Vec<PathBuf>,
     pub empty: Vec<PathBuf>,
     pub threads: usize,
+    pub mount_points: Vec<PathBuf>,
 }
 
 impl Default for Opts {
@@ -229,6 +230,7 @@ impl Default for Opts {
             hidden: vec![PathBuf::from("/home/u/.ssh")],
             empty: vec![PathBuf::from("/proc")],
             threads: 2,
+            mount_points: Vec::new(),
         }
     }
 }
@@ -294,6 +296,7 @@ impl Fx {
             threads: opts.threads,
             attr_timeout: Duration::from_secs(1),
             entry_timeout: Duration::from_secs(1),
+            mount_points: opts.mount_points,
         };
         let server = serve(OwnedFd::from(dev), cfg).expect("serve");
         Fx {

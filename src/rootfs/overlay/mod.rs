@@ -99,6 +99,9 @@ pub struct OverlayConfig {
     pub attr_timeout: Duration,
     /// How long the kernel may cache name lookups.
     pub entry_timeout: Duration,
+    /// Directories init will mount on that the view may lack (the project
+    /// and the binds of an image root): made before the mount.
+    pub mount_points: Vec<PathBuf>,
 }
 
 /// What a passthrough mount serves.

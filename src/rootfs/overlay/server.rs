@@ -189,7 +189,11 @@ pub fn serve_passthrough(
 pub fn prepare(cfg: OverlayConfig) -> Result<Prepared, OverlayError> {
     crate::sys::set_not_dumpable().map_err(|e| OverlayError::Dumpable(e.into()))?;
     raise_nofile();
-    prepared(Arc::new(OverlayFs::new(&cfg)?), cfg.threads)
+    prepared(
+        Arc::new(OverlayFs::new(&cfg)?),
+        cfg.threads,
+        cfg.mount_points,
+    )
 }
 
 impl Prepared {
@@ -215,18 +219,30 @@ fn start(
     fs: Arc<OverlayFs>,
     threads: usize,
 ) -> Result<OverlayServer, OverlayError> {
-    prepared(fs, threads)?.start(fuse_fd)
+    prepared(fs, threads, Vec::new())?.start(fuse_fd)
 }
 
 /// Starts the first serving thread, waiting for its fd.
-fn prepared(fs: Arc<OverlayFs>, threads: usize) -> Result<Prepared, OverlayError> {
+/// The server of `fs`, its first thread started and waiting for the fd;
+/// meanwhile that thread makes the `mount_points` (before it serves: init
+/// looks for them only after the mount).
+fn prepared(
+    fs: Arc<OverlayFs>,
+    threads: usize,
+    mount_points: Vec<std::path::PathBuf>,
+) -> Result<Prepared, OverlayError> {
     let server = Arc::new(Server::new(fs.clone()));
+    let scaffold = fs.clone();
     let later: Handles = Arc::default();
     let handles = later.clone();
     let (fd_tx, fd_rx) = std::sync::mpsc::sync_channel::<OwnedFd>(1);
     let first = std::thread::Builder::new()
         .name("sbox-fuse-0".into())
         .spawn(move || {
+            for p in &mount_points {
+                scaffold.make_mount_point(p);
+            }
+            drop(scaffold);
             // Dropped unstarted: nothing to serve.
             let Ok(fuse_fd) = fd_rx.recv() else {
                 return Ok(());

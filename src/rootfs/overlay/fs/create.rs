@@ -307,6 +307,54 @@ impl OverlayFs {
         self.do_lookup(parent, name.to_bytes())
     }
 
+    /// Makes the directory `path` (absolute, in the view) and those missing
+    /// on the way to it, as init's mkdir would (root inside, 0755), before
+    /// the mount: one call here instead of a lookup and a MKDIR request per
+    /// directory on init's way (an image root lacks the project's path).
+    /// Stops quietly at a masked path, a non-directory or an error: init
+    /// meets the same there and says what is wrong. The nodes it looks up
+    /// stay known to the server, as if the kernel held them.
+    pub(crate) fn make_mount_point(&self, path: &std::path::Path) {
+        let Ok(rel) = super::lookup::view_rel(path) else {
+            return;
+        };
+        if rel.is_empty() {
+            return;
+        }
+        let root = Context {
+            uid: 0,
+            gid: 0,
+            pid: 0,
+        };
+        let mut parent = crate::rootfs::overlay::inode::ROOT;
+        let mut end = 0;
+        for comp in rel.split(|&b| b == b'/') {
+            end += comp.len();
+            let so_far = &rel[..end];
+            end += 1;
+            if self.masks.hidden(so_far) || self.masks.empty(so_far) {
+                return;
+            }
+            let entry = match self.do_lookup(parent, comp) {
+                Ok(e) => e,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    let Ok(name) = std::ffi::CString::new(comp) else {
+                        return;
+                    };
+                    match self.op_mkdir(&root, parent, &name, 0o755) {
+                        Ok(e) => e,
+                        Err(_) => return,
+                    }
+                }
+                Err(_) => return,
+            };
+            if entry.attr.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                return;
+            }
+            parent = entry.inode;
+        }
+    }
+
     pub(super) fn op_unlink(&self, parent: u64, name: &CStr) -> io::Result<()> {
         let name = name.to_bytes();
         let (pinfo, rel) = self.removal_target(parent, name)?;

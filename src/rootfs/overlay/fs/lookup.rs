@@ -99,13 +99,16 @@ pub(super) fn host_to_view(
     view_rel(&Path::new("/").join(rel)).ok()
 }
 
-/// The masks of a view of `lower`: the paths as given and their canonical
-/// host form.
+/// The masks of a view of `lower`: the paths as given and, when
+/// `resolve`, their canonical host form (a host path reached through a
+/// symlink of the host; an image's tree holds no host files, so its own
+/// symlinks are not followed for them).
 pub(super) fn build_masks(
     lower: &Path,
     hidden: &[PathBuf],
     empty: &[PathBuf],
     known: &std::collections::HashMap<PathBuf, PathBuf>,
+    resolve: bool,
 ) -> Result<Masks, OverlayError> {
     let mut masks = Masks::default();
     let lower_canon = std::fs::canonicalize(lower).unwrap_or_else(|_| lower.to_path_buf());
@@ -122,7 +125,8 @@ pub(super) fn build_masks(
                     .strip_prefix(&lower_canon)
                     .ok()
                     .and_then(|r| view_rel(&Path::new("/").join(r)).ok()),
-                _ => host_to_view(&mut canon, &lower_canon, &host),
+                _ if resolve => host_to_view(&mut canon, &lower_canon, &host),
+                _ => None,
             };
             if let Some(c) = resolved {
                 if !c.is_empty() {

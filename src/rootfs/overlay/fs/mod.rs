@@ -161,7 +161,9 @@ impl OverlayFs {
 
         // Masks: the paths as given, their canonical host form, and the
         // upper/work directories themselves when they lie below the lower.
-        let mut masks = build_masks(&cfg.lower, &cfg.hidden, &cfg.empty, &cfg.canonical)?;
+        // A lower other than the host's root is an image's tree.
+        let host = cfg.lower == std::path::Path::new("/");
+        let mut masks = build_masks(&cfg.lower, &cfg.hidden, &cfg.empty, &cfg.canonical, host)?;
         let lower_canon = std::fs::canonicalize(&cfg.lower).unwrap_or_else(|_| cfg.lower.clone());
         let mut canon = crate::hostpath::CanonCache::default();
         for p in [&cfg.upper, &cfg.work] {
@@ -280,7 +282,7 @@ impl OverlayFs {
             cfg.caller_inside,
             cfg.ids.clone(),
         );
-        let masks = build_masks(&cfg.dir, &cfg.hidden, &cfg.empty, &Default::default())?;
+        let masks = build_masks(&cfg.dir, &cfg.hidden, &cfg.empty, &Default::default(), true)?;
         let root_state = NodeState {
             kind: libc::S_IFDIR,
             upper: true,
