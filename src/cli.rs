@@ -287,6 +287,17 @@ pub struct SandboxOpts {
     /// Run on an image's root instead of the host's (a name or id; see `sbox image`)
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
+    /// On an image's root: run as this user of the image instead of its User (NAME or UID, with :GROUP or :GID)
+    #[arg(
+        long,
+        short = 'u',
+        value_name = "USER[:GROUP]",
+        conflicts_with = "map_user"
+    )]
+    pub user: Option<String>,
+    /// `sbox run` on an image's root: run this program instead of the image's Entrypoint, without its Cmd ("" for none), as `docker run --entrypoint`
+    #[arg(long, value_name = "PROGRAM")]
+    pub entrypoint: Option<String>,
     /// Report what the confinement layers denied (on stderr, and a summary at exit)
     #[arg(long = "log-denials")]
     pub log_denials: bool,

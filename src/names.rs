@@ -92,6 +92,8 @@ pub struct StoredOpts {
     pub verbose: bool,
     pub log_denials: bool,
     pub image: Option<String>,
+    pub user: Option<String>,
+    pub entrypoint: Option<String>,
 }
 
 // Both conversions name every field (no `..`): a new option of `run` does

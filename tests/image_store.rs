@@ -813,3 +813,97 @@ fn run_without_a_command_runs_the_images_entrypoint_and_cmd() {
     );
     assert!(err.contains("no Entrypoint or Cmd"), "{err}");
 }
+
+/// `--user` and `--entrypoint` override the image's User and Entrypoint,
+/// as `docker run -u` and `docker run --entrypoint` do; both need an image.
+#[test]
+fn user_and_entrypoint_flags_override_the_image() {
+    let tag = "user-flag";
+    let p = Project::new("img-user-flag");
+    let layers = [image::base_layer()];
+    let dir = p.dir.join("app");
+    image::write_oci_layout_with(
+        &dir,
+        &layers,
+        serde_json::json!({"Env": ["PATH=/bin"], "User": "app",
+            "Entrypoint": ["/bin/echo", "entry"], "Cmd": ["default-arg"]}),
+    );
+    give(&dir);
+    ok(output(sb(
+        tag,
+        &p.dir,
+        &["image", "import", dir.to_str().expect("utf-8"), "app:1"],
+    )));
+    let run = |args: &[&str]| ok(output(sb(tag, &p.dir, args)));
+    let ids = [
+        "--entrypoint",
+        "/bin/sh",
+        "--",
+        "-c",
+        "echo $(id -u):$(id -g) $HOME",
+    ];
+    let with = |pre: &[&str]| {
+        let mut a = vec!["run", "--image", "app:1"];
+        a.extend_from_slice(pre);
+        a.extend_from_slice(&ids);
+        run(&a)
+    };
+    // The image's User, then another one by name, by number, with a group.
+    assert_eq!(with(&[]), "100:100 /home/app\n");
+    assert_eq!(with(&["--user", "root"]), "0:0 /root\n");
+    assert_eq!(with(&["-u", "0"]), "0:0 /root\n");
+    assert_eq!(with(&["--user", "app:root"]), "100:0 /home/app\n");
+    // --entrypoint replaces the Entrypoint and drops the Cmd; "" clears it.
+    assert_eq!(
+        run(&[
+            "run",
+            "--image",
+            "app:1",
+            "--entrypoint",
+            "/bin/echo",
+            "--",
+            "x"
+        ]),
+        "x\n"
+    );
+    assert_eq!(
+        run(&[
+            "run",
+            "--image",
+            "app:1",
+            "--entrypoint",
+            "",
+            "--",
+            "/bin/echo",
+            "y"
+        ]),
+        "y\n"
+    );
+    assert_eq!(run(&["run", "--image", "app:1"]), "entry default-arg\n");
+    // Bad input: one line, exit 125.
+    let err = fails_125(
+        &output(sb(
+            tag,
+            &p.dir,
+            &["run", "--image", "app:1", "--user", "nobody", "--", "true"],
+        )),
+        "unknown user",
+    );
+    assert!(err.contains("nobody") && err.contains("--user"), "{err}");
+    for flag in ["--user", "--entrypoint"] {
+        let err = fails_125(
+            &output(sb(tag, &p.dir, &["run", flag, "0", "--", "true"])),
+            flag,
+        );
+        assert!(err.contains("image"), "{err}");
+    }
+    let err = fails_125(
+        &output(sb(
+            tag,
+            &p.dir,
+            &["shell", "--image", "app:1", "--entrypoint", "/bin/sh"],
+        )),
+        "shell --entrypoint",
+    );
+    assert!(err.contains("sbox run"), "{err}");
+}

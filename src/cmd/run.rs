@@ -97,6 +97,18 @@ pub fn make_policy(opts: &SandboxOpts, argv: Vec<String>, tty: bool, cwd: &Path)
         tty,
         &ctx,
     )?;
+    if image.is_none() {
+        for (given, flag) in [
+            (opts.user.is_some(), "--user"),
+            (opts.entrypoint.is_some(), "--entrypoint"),
+        ] {
+            if given {
+                return Err(Error::Usage(format!(
+                    "{flag} is for an image's root (--image, or filesystem.image in the profile)"
+                )));
+            }
+        }
+    }
     if let Some(want) = image {
         let env = &loaded.profile.environment;
         let explicit = crate::image::run::Explicit {
@@ -109,6 +121,7 @@ pub fn make_policy(opts: &SandboxOpts, argv: Vec<String>, tty: bool, cwd: &Path)
                 .chain(env.pass.iter().cloned())
                 .collect(),
             chdir: opts.chdir.is_some(),
+            user: opts.user.clone(),
         };
         crate::image::run::apply(&mut policy, &want, &explicit)?;
     }
@@ -198,7 +211,16 @@ pub fn run_in(
     }
     let mut policy = make_policy(&opts, argv.clone(), tty, cwd)?;
     match &policy.image {
-        Some(image) => policy.argv = image.command_line(&argv)?,
+        Some(image) => {
+            let mut image = image.clone();
+            // As docker run: the program replaces the Entrypoint and the
+            // image's Cmd goes with it.
+            if let Some(e) = &opts.entrypoint {
+                image.entrypoint = if e.is_empty() { vec![] } else { vec![e.clone()] };
+                image.cmd.clear();
+            }
+            policy.argv = image.command_line(&argv)?
+        }
         None if argv.is_empty() => {
             return Err(Error::Usage(
                 "no command given: sbox run [OPTIONS] -- CMD [ARGS...] (only an image's Cmd can stand in for it, with --image)".into(),
@@ -278,6 +300,12 @@ pub fn shell(opts: SandboxOpts, command: Vec<String>, string: Option<String>) ->
     use std::io::IsTerminal;
     let session = command.is_empty() && string.is_none();
     let tty = std::io::stdin().is_terminal() && (session || std::io::stdout().is_terminal());
+    if opts.entrypoint.is_some() {
+        return Err(Error::Usage(
+            "--entrypoint is for sbox run (sbox shell runs a shell, or the command after --)"
+                .into(),
+        ));
+    }
     // The project's sandbox keeps the image it was made from.
     let mut opts = opts;
     if opts.image.is_none() {

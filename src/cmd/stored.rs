@@ -51,6 +51,8 @@ stored_options!(
     verbose,
     log_denials,
     image,
+    user,
+    entrypoint,
 );
 
 /// The options to start a stored sandbox again with. A profile given as a

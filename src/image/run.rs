@@ -57,6 +57,8 @@ pub struct Explicit {
     pub env: BTreeSet<String>,
     /// `--chdir` was given.
     pub chdir: bool,
+    /// `--user`: the user to run as instead of the image's `User`.
+    pub user: Option<String>,
 }
 
 /// The store and image `want` names (a name or an id), fetched when it is
@@ -193,7 +195,10 @@ pub fn apply(policy: &mut Policy, want: &str, explicit: &Explicit) -> Result<()>
 
     // The user: "", "name", "uid", "name:group", "uid:gid".
     let passwd = read_in_tree(&rootfs, "/etc/passwd").unwrap_or_default();
-    let user_spec = rc.user.clone().unwrap_or_default();
+    let (user_spec, whose) = match &explicit.user {
+        Some(u) => (u.clone(), "the user of --user"),
+        None => (rc.user.clone().unwrap_or_default(), "its user"),
+    };
     let (uname, gname) = match user_spec.split_once(':') {
         Some((u, g)) => (u.to_string(), Some(g.to_string())),
         None => (user_spec.clone(), None),
@@ -209,7 +214,7 @@ pub fn apply(policy: &mut Policy, want: &str, explicit: &Explicit) -> Result<()>
         (None, Ok(n)) => n,
         (None, Err(_)) => {
             return Err(Error::Host(format!(
-                "image {want}: its user {uname:?} is not in its /etc/passwd"
+                "image {want}: {whose} {uname:?} is not in its /etc/passwd"
             )))
         }
     };
@@ -217,7 +222,7 @@ pub fn apply(policy: &mut Policy, want: &str, explicit: &Explicit) -> Result<()>
         Some(g) => group_id(&read_in_tree(&rootfs, "/etc/group").unwrap_or_default(), g)
             .ok_or_else(|| {
                 Error::Host(format!(
-                    "image {want}: its group {g:?} is not in its /etc/group"
+                    "image {want}: the group {g:?} of {whose} is not in its /etc/group"
                 ))
             })?,
         None => entry.as_ref().map_or(uid, |e| e.2),
