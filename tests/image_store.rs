@@ -816,6 +816,7 @@ fn run_without_a_command_runs_the_images_entrypoint_and_cmd() {
 
 /// `--user` and `--entrypoint` override the image's User and Entrypoint,
 /// as `docker run -u` and `docker run --entrypoint` do; both need an image.
+/// An image a running sandbox uses cannot be removed.
 #[test]
 fn user_and_entrypoint_flags_override_the_image() {
     let tag = "user-flag";
@@ -906,4 +907,42 @@ fn user_and_entrypoint_flags_override_the_image() {
         "shell --entrypoint",
     );
     assert!(err.contains("sbox run"), "{err}");
+
+    // An image a running sandbox uses cannot be removed, not even with -f
+    // (as docker); once the sandbox ended it can.
+    let mut c = sb(
+        tag,
+        &p.dir,
+        &[
+            "run",
+            "--image",
+            "app:1",
+            "-u",
+            "0",
+            "--entrypoint",
+            "/bin/sh",
+            "--",
+            "-c",
+            "touch \"$0\"/up; read x; exit 0",
+            p.dir.to_str().expect("utf-8"),
+        ],
+    );
+    c.stdin(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("spawn sbox run");
+    let up = p.dir.join("up");
+    let t0 = std::time::Instant::now();
+    while !up.exists() && t0.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(up.exists(), "the sandbox did not start");
+    for args in [
+        &["image", "rm", "app:1"][..],
+        &["image", "rm", "-f", "app:1"],
+    ] {
+        let err = fails_125(&output(sb(tag, &p.dir, args)), "rm of an image in use");
+        assert!(err.contains("running sandbox"), "{err}");
+    }
+    drop(child.stdin.take());
+    assert!(child.wait().expect("wait").success());
+    ok(output(sb(tag, &p.dir, &["image", "rm", "app:1"])));
 }

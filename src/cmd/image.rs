@@ -243,6 +243,13 @@ fn rm(loc: &Locations, store: &Store, images: &[String], force: bool) -> Result<
                 names.join(", ")
             )));
         }
+        // As docker: an image a running container uses cannot be removed,
+        // not even with -f.
+        if last && store.tree_in_use(&id) {
+            return Err(Error::Usage(format!(
+                "image {want} is used by a running sandbox: stop it first (this cannot be forced)"
+            )));
+        }
         if last && !force {
             let users = users_of(loc, &id);
             if !users.is_empty() {

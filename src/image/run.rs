@@ -29,6 +29,10 @@ pub struct ImageRoot {
     /// The image's `Entrypoint` and `Cmd`.
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
+    /// Held while the sandbox runs: `sbox image rm` refuses to remove the
+    /// tree meanwhile.
+    #[serde(skip)]
+    pub hold: Option<std::sync::Arc<super::store::TreeHold>>,
 }
 
 impl ImageRoot {
@@ -191,6 +195,7 @@ pub fn apply(policy: &mut Policy, want: &str, explicit: &Explicit) -> Result<()>
     let (store, id) = find(&loc, want)?;
     let config = store.config(&id)?;
     let rootfs = store.rootfs(&id)?;
+    let hold = std::sync::Arc::new(store.hold_tree(&rootfs)?);
     let rc = config.config.unwrap_or_default();
 
     // The user: "", "name", "uid", "name:group", "uid:gid".
@@ -295,6 +300,7 @@ pub fn apply(policy: &mut Policy, want: &str, explicit: &Explicit) -> Result<()>
         user,
         entrypoint: rc.entrypoint.clone().unwrap_or_default(),
         cmd: rc.cmd.clone().unwrap_or_default(),
+        hold: Some(hold),
     });
     Ok(())
 }
@@ -313,6 +319,7 @@ mod tests {
             user: None,
             entrypoint: vec![],
             cmd: s(&["sh"]),
+            hold: None,
         };
         assert_eq!(img.command_line(&[]).unwrap(), s(&["sh"]));
         assert_eq!(

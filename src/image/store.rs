@@ -319,6 +319,10 @@ pub fn host_platform() -> (&'static str, &'static str) {
 /// A held store lock.
 pub struct Lock(#[allow(dead_code)] nix::fcntl::Flock<File>);
 
+/// A running sandbox's hold on its image's tree (see `Store::hold_tree`).
+#[derive(Debug)]
+pub struct TreeHold(#[allow(dead_code)] nix::fcntl::Flock<File>);
+
 impl Store {
     /// The store of `loc` (made when missing, private to the user).
     pub fn open(loc: &Locations) -> Result<Store, ImageError> {
@@ -616,6 +620,31 @@ impl Store {
         let b = serde_json::to_vec_pretty(&rec).map_err(|e| ImageError::Other(e.to_string()))?;
         write_atomic(&self.record_path(id), &b)?;
         Ok(p)
+    }
+
+    /// Marks the tree `root` (an image's, from [`Self::rootfs`]) as in use
+    /// by a sandbox for as long as the returned hold lives (a shared flock
+    /// on the directory, which `image rm` asks about).
+    pub fn hold_tree(&self, root: &Path) -> Result<TreeHold, ImageError> {
+        let f = File::open(root).ctx(|| format!("opening {}", root.display()))?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockShared)
+            .map(TreeHold)
+            .map_err(|(_, e)| ImageError::io(format!("locking {}", root.display()), e.into()))
+    }
+
+    /// Whether a running sandbox holds the tree of image `id`
+    /// ([`Self::hold_tree`]).
+    pub fn tree_in_use(&self, id: &ImageId) -> bool {
+        let Ok(rec) = self.record(id) else {
+            return false;
+        };
+        let Ok(f) = File::open(self.tree_path(rec.chain.last().map(String::as_str))) else {
+            return false;
+        };
+        matches!(
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK))
+        )
     }
 
     /// Builds in `dir` the tree of the whole layer `chain`: on a copy of
