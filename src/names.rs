@@ -62,6 +62,11 @@ pub struct StoredConfig {
     /// The id of the image its root comes from (None: the host's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Where directories are bound, as inside (the project's place is
+    /// `project`): on an image's root their mount points are made in the
+    /// upper layer, and are not the sandbox's changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_points: Vec<PathBuf>,
 }
 
 /// The options of `run` and `shell` a sandbox was started with, as stored
@@ -117,6 +122,7 @@ impl StoredConfig {
             shell,
             profile,
             image: None,
+            mount_points: Vec::new(),
         }
     }
 

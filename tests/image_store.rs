@@ -734,10 +734,13 @@ fn the_project_mount_point_is_not_a_change_of_an_image_sandbox() {
             &name,
             "--chdir",
             proj.to_str().unwrap(),
+            // Another directory bound where the image has nothing.
+            "--ro-bind",
+            &format!("{}:/data/in", p.dir.display()),
             "--",
             "sh",
             "-c",
-            "echo x > /etc/x2",
+            "echo x > /etc/x2; test -d /data/in",
         ],
     )));
     let diff = ok(output(sb(tag, &proj, &["diff", "--no-pager", &name])));
@@ -757,10 +760,10 @@ fn the_project_mount_point_is_not_a_change_of_an_image_sandbox() {
             "--",
             "sh",
             "-c",
-            &format!("cat /etc/x2; test -e /{top} || echo no-{top}"),
+            &format!("cat /etc/x2; test -e /{top} || echo no-{top}; test -e /data || echo no-data"),
         ],
     )));
-    assert_eq!(o, format!("x\nno-{top}\n"));
+    assert_eq!(o, format!("x\nno-{top}\nno-data\n"));
     ok(output(sb(tag, &p.dir, &["rm", &name])));
 }
 

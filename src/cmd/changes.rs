@@ -83,10 +83,10 @@ pub fn diff(a: crate::cli::DiffArgs) -> Result<u8> {
     let lower = crate::image::run::lower_of(&paths)?;
     let mut list = changes::list(&paths.upper(), &lower, &shown_ids(&paths)?);
     if lower != Path::new("/") {
-        let project = names::read_config(&paths)?.map(|c| c.project);
-        let scaffold = project.map_or_else(Vec::new, |p| {
-            crate::image::run::project_scaffold(&paths.upper(), &lower, &p)
-        });
+        let places = names::read_config(&paths)?
+            .map(|c| crate::image::run::places_of(&c))
+            .unwrap_or_default();
+        let scaffold = crate::image::run::scaffold_of(&paths.upper(), &lower, &places);
         list.retain(|c| {
             !crate::image::run::is_mount_stub(&paths.upper(), c) && !scaffold.contains(&c.path)
         });

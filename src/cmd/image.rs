@@ -307,7 +307,7 @@ pub fn commit(sandbox: &str, name: &str) -> Result<u8> {
         &base,
         &paths.upper(),
         &ids,
-        &cfg.project,
+        &crate::image::run::places_of(&cfg),
         &reference,
         &format!("sbox commit --image {name} {sandbox}"),
     )?;

@@ -268,6 +268,14 @@ fn run_named(
         Some(policy.profile.clone()),
     );
     record.image = policy.image.as_ref().map(|i| i.id.clone());
+    if policy.image.is_some() {
+        record.mount_points = policy
+            .binds
+            .iter()
+            .filter(|b| b.src.is_dir())
+            .map(|b| b.dest.clone())
+            .collect();
+    }
     let saved = crate::names::write_json(&paths.config(), &record);
     match saved {
         // A full disk must not lock the user out of the sandbox whose

@@ -219,13 +219,14 @@ pub fn layer_from_upper(
     Ok((digest, size, diff_id))
 }
 
-/// Makes image `name` of the upper layer `upper` on top of image `base`.
+/// Makes image `name` of the upper layer `upper` on top of image `base`
+/// (without the mount points of `places`, the directories bound there).
 pub fn commit(
     store: &Store,
     base: &ImageId,
     upper: &Path,
     ids: &Ids,
-    project: &Path,
+    places: &[std::path::PathBuf],
     name: &Reference,
     comment: &str,
 ) -> Result<ImageId, ImageError> {
@@ -250,7 +251,7 @@ pub fn commit(
         layers.push((lr.digest.clone(), lr.size, lr.media_type.clone()));
     }
     let tmp = staging.path().join("layer.tar.gz");
-    let scaffold = super::run::project_scaffold(upper, &store.rootfs(base)?, project);
+    let scaffold = super::run::scaffold_of(upper, &store.rootfs(base)?, places);
     let (digest, size, diff_id) = layer_from_upper(upper, ids, &scaffold, &tmp)?;
     let dst = l
         .join("blobs/sha256")

@@ -141,6 +141,27 @@ pub fn project_scaffold(upper: &Path, lower: &Path, project: &Path) -> Vec<PathB
     out
 }
 
+/// [`project_scaffold`] of each of `places` (the project and the other
+/// directories bound), together.
+pub fn scaffold_of(upper: &Path, lower: &Path, places: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in places {
+        for d in project_scaffold(upper, lower, p) {
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        }
+    }
+    out
+}
+
+/// The places of a stored sandbox's binds, its project first.
+pub fn places_of(cfg: &crate::names::StoredConfig) -> Vec<PathBuf> {
+    std::iter::once(cfg.project.clone())
+        .chain(cfg.mount_points.iter().cloned())
+        .collect()
+}
+
 /// Reads a file of the image's tree, symlinks resolved inside the tree.
 fn read_in_tree(root: &Path, path: &str) -> Option<String> {
     let fd = crate::sys::open_in_root(root, Path::new(path)).ok()?;
