@@ -123,6 +123,7 @@ fn an_oci_layout_runs_with_its_files_owners_whiteouts_and_config() {
          echo \"pwd $(pwd) var $IMGVAR path $PATH\"; \
          test -e /etc/debian_version && echo HOST-ETC; \
          test -e {home} && echo HOST-HOME; \
+         echo ROOT; ls -1 /; echo END; \
          echo changed > /etc/os-release; cat /etc/os-release; id -u"
     );
     let o = output(sb(
@@ -144,6 +145,18 @@ fn an_oci_layout_runs_with_its_files_owners_whiteouts_and_config() {
         "{out}"
     );
     assert!(out.contains("changed\n0\n"), "{out}");
+    // The root lists the directories sbox mounts on, though the image has
+    // none of them.
+    let listed: Vec<&str> = out
+        .split("ROOT\n")
+        .nth(1)
+        .and_then(|r| r.split("END\n").next())
+        .unwrap_or_default()
+        .lines()
+        .collect();
+    for d in ["proc", "sys", "dev", "tmp", "run"] {
+        assert!(listed.contains(&d), "/{d} not listed: {listed:?}");
+    }
 
     // The write went to that sandbox's upper layer: the image is unchanged.
     let again = ok(output(sb(

@@ -736,11 +736,27 @@ pub fn copy_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
     )
 }
 
-/// Makes the empty mount points of the files sbox binds over an image's
-/// root (`/etc/hosts`, `/etc/resolv.conf`) where the image has none, so a
+/// Makes the mount points sbox needs in an image's root where the image has
+/// none: the directories `/proc`, `/sys`, `/dev`, `/tmp` and `/run`, and
+/// the empty files `/etc/hosts` and `/etc/resolv.conf` it binds over, so a
 /// sandbox need not make them in its upper layer at every start (docker
 /// makes them in a container's first layer).
 pub fn add_mount_points(root: BorrowedFd<'_>) -> io::Result<()> {
+    // The directories sbox mounts on, as a container runtime makes them
+    // (so that `ls /` shows them, not only a lookup).
+    for (name, mode) in [
+        (c"proc", 0o555),
+        (c"sys", 0o555),
+        (c"dev", 0o755),
+        (c"tmp", 0o1777),
+        (c"run", 0o755),
+    ] {
+        if lstat_at(root, name)?.is_none() {
+            sys::mkdirat(root, name, 0o700)?;
+            let d = sys::open_beneath(root, name.to_bytes(), DIR_FLAGS, 0)?;
+            set_meta(d.as_fd(), true, libc::S_IFDIR, 0, 0, mode)?;
+        }
+    }
     let etc = match sys::open_beneath(root, b"etc", DIR_FLAGS, 0) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
