@@ -87,32 +87,15 @@ done
 
 # -------------------------------------------------------- the sbox binary
 
-if [ -z "${SBOX:-}" ]; then
-  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-  target=${CARGO_TARGET_DIR:-$repo/target}
-  case $target in /*) ;; *) target=$repo/$target ;; esac
-  SBOX=$target/release/sbox
-  if [ ! -x "$SBOX" ]; then
-    command -v cargo >/dev/null 2>&1 || die "$SBOX is missing and cargo is not installed: build sbox or set SBOX=PATH"
-    echo "Building $SBOX (cargo build --release --locked)" >&2
-    (cd "$repo" && cargo build --release --locked) || die "cargo build --release failed"
-  fi
-fi
-[ -x "$SBOX" ] || die "SBOX=$SBOX is not an executable file"
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+sbox_binary
 
 # ------------------------------------------- as root: again, unprivileged
 
 if [ "$(id -u)" -eq 0 ]; then
-  [ -z "${SBOX_BENCH_REEXEC:-}" ] || die "still root after switching users"
-  user=${SBOX_BENCH_USER:-sboxtest}
-  id "$user" >/dev/null 2>&1 || die "user $user does not exist: create it (useradd -m $user; usermod --add-subuids 200000-265535 --add-subgids 200000-265535 $user) or set SBOX_BENCH_USER"
-  home=$(getent passwd "$user" | cut -d: -f6)
-  stage=$(mktemp -d /tmp/sbox-bench-stage.XXXXXX)
+  bench_stage "${BASH_SOURCE[0]}" "$(dirname "${BASH_SOURCE[0]}")/cproject.py"
   trap 'rm -rf -- "$stage"' EXIT
-  chmod 0755 "$stage"
-  install -m 0755 "$SBOX" "$stage/sbox"
-  install -m 0755 "${BASH_SOURCE[0]}" "$stage/image.sh"
-  install -m 0755 "$(dirname "${BASH_SOURCE[0]}")/cproject.py" "$stage/cproject.py"
   echo "Running as $user (binary copied to $stage)" >&2
   set +e
   setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups -- \
@@ -307,26 +290,7 @@ img_mb=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]+"/index.json"
 
 # ------------------------------------------------------- the registry
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$work/registry.yml" <<YML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/storage
-http:
-  addr: 127.0.0.1:$port
-YML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-reg_pid=$!
-for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.1
-done
-(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || die "docker-registry did not start: $(tail -3 "$work/registry.log")"
+start_registry "$work"
 ref=127.0.0.1:$port/bench/gcc:1
 skopeo copy -q --dest-tls-verify=false "oci:$layout:1" "docker://$ref" ||
   die "skopeo could not push the image to the local registry"

@@ -58,31 +58,15 @@ done
 
 # -------------------------------------------------------- the sbox binary
 
-if [ -z "${SBOX:-}" ]; then
-  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-  target=${CARGO_TARGET_DIR:-$repo/target}
-  case $target in /*) ;; *) target=$repo/$target ;; esac
-  SBOX=$target/release/sbox
-  if [ ! -x "$SBOX" ]; then
-    command -v cargo >/dev/null 2>&1 || die "$SBOX is missing and cargo is not installed: build sbox or set SBOX=PATH"
-    echo "Building $SBOX (cargo build --release --locked)" >&2
-    (cd "$repo" && cargo build --release --locked) || die "cargo build --release failed"
-  fi
-fi
-[ -x "$SBOX" ] || die "SBOX=$SBOX is not an executable file"
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+sbox_binary
 
 # ------------------------------------------- as root: again, unprivileged
 
 if [ "$(id -u)" -eq 0 ]; then
-  [ -z "${SBOX_BENCH_REEXEC:-}" ] || die "still root after switching users"
-  user=${SBOX_BENCH_USER:-sboxtest}
-  id "$user" >/dev/null 2>&1 || die "user $user does not exist: create it (useradd -m $user; usermod --add-subuids 200000-265535 --add-subgids 200000-265535 $user) or set SBOX_BENCH_USER"
-  home=$(getent passwd "$user" | cut -d: -f6)
-  stage=$(mktemp -d /tmp/sbox-bench-stage.XXXXXX)
+  bench_stage "${BASH_SOURCE[0]}"
   trap 'rm -rf -- "$stage"' EXIT
-  chmod 0755 "$stage"
-  install -m 0755 "$SBOX" "$stage/sbox"
-  install -m 0755 "${BASH_SOURCE[0]}" "$stage/launch.sh"
   echo "Running as $user (binary copied to $stage)" >&2
   set +e
   setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups -- \

@@ -45,12 +45,9 @@ done
 for t in docker-registry skopeo umoci python3; do
   command -v "$t" >/dev/null || die "$t is not installed"
 done
-cd "$(dirname "$0")/.."
-SBOX=${SBOX:-target/release/sbox}
-if [ ! -x "$SBOX" ]; then
-  cargo build --release --quiet || die "cargo build --release failed"
-fi
-SBOX=$(realpath "$SBOX")
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+sbox_binary
 
 work=$(mktemp -d)
 reg_pid=
@@ -89,25 +86,7 @@ open(out + "/index.json", "w").write(json.dumps({"schemaVersion": 2, "manifests"
 print(f"image: {len(layers)} layers, {sum(l['size'] for l in layers) / 1e6:.1f} MB compressed")
 PY
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$work/registry.yml" <<YML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/storage
-http:
-  addr: 127.0.0.1:$port
-YML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-reg_pid=$!
-for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.1
-done
+start_registry "$work"
 ref=127.0.0.1:$port/bench/pull:1
 skopeo copy -q --dest-tls-verify=false "oci:$work/layout:1" "docker://$ref"
 
