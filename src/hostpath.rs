@@ -236,6 +236,33 @@ pub struct CanonCache {
     dirs: std::collections::HashMap<PathBuf, Option<PathBuf>>,
     /// Paths found missing: nothing below them is looked up.
     missing: std::collections::HashSet<PathBuf>,
+    /// What `lstat` found at each path it looked at (or, below a missing
+    /// directory, did not need to).
+    found: std::collections::HashMap<PathBuf, Found>,
+}
+
+/// What a host path was when it was looked at (`lstat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    Missing,
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+impl Found {
+    fn of(ft: std::fs::FileType) -> Found {
+        if ft.is_symlink() {
+            Found::Symlink
+        } else if ft.is_dir() {
+            Found::Dir
+        } else if ft.is_file() {
+            Found::File
+        } else {
+            Found::Other
+        }
+    }
 }
 
 impl CanonCache {
@@ -250,20 +277,33 @@ impl CanonCache {
         let under = self.dir(parent);
         if self.missing.contains(parent) {
             self.missing.insert(p.to_path_buf());
+            self.found.insert(p.to_path_buf(), Found::Missing);
             return under.map(|c| c.join(name));
         }
         match std::fs::symlink_metadata(p) {
-            Ok(md) if md.file_type().is_symlink() => std::fs::canonicalize(p)
-                .ok()
-                .or_else(|| under.map(|c| c.join(name))),
-            Ok(_) => under.map(|c| c.join(name)),
+            Ok(md) => {
+                let found = Found::of(md.file_type());
+                self.found.insert(p.to_path_buf(), found);
+                match found {
+                    Found::Symlink => std::fs::canonicalize(p)
+                        .ok()
+                        .or_else(|| under.map(|c| c.join(name))),
+                    _ => under.map(|c| c.join(name)),
+                }
+            }
             Err(e) => {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     self.missing.insert(p.to_path_buf());
+                    self.found.insert(p.to_path_buf(), Found::Missing);
                 }
                 under.map(|c| c.join(name))
             }
         }
+    }
+
+    /// What was found at the paths looked at so far.
+    pub fn into_found(self) -> std::collections::HashMap<PathBuf, Found> {
+        self.found
     }
 
     fn dir(&mut self, d: &Path) -> Option<PathBuf> {
@@ -424,6 +464,27 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).expect("mkdir");
         std::fs::canonicalize(&d).expect("canon")
+    }
+
+    #[test]
+    fn the_cache_remembers_what_it_found() {
+        let d = tmp("found");
+        std::fs::create_dir(d.join("dir")).expect("mkdir");
+        std::fs::write(d.join("dir/file"), b"x").expect("write");
+        symlink(d.join("dir"), d.join("link")).expect("symlink");
+        let mut c = CanonCache::default();
+        for p in ["dir/file", "link", "gone/below", "dir/none"] {
+            c.prefix(&d.join(p));
+        }
+        let found = c.into_found();
+        assert_eq!(found.get(&d.join("dir")), Some(&Found::Dir));
+        assert_eq!(found.get(&d.join("dir/file")), Some(&Found::File));
+        assert_eq!(found.get(&d.join("link")), Some(&Found::Symlink));
+        assert_eq!(found.get(&d.join("gone")), Some(&Found::Missing));
+        // Below a missing directory: known missing without a look.
+        assert_eq!(found.get(&d.join("gone/below")), Some(&Found::Missing));
+        assert_eq!(found.get(&d.join("dir/none")), Some(&Found::Missing));
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

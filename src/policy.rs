@@ -114,6 +114,10 @@ pub struct Policy {
     /// as it exists; itself when nothing is followed), found once here for
     /// the plan and the FUSE server.
     pub hidden_canonical: std::collections::HashMap<PathBuf, PathBuf>,
+    /// What resolving the hidden paths found at them and their parents
+    /// (`lstat`), so that the launcher does not look at them again.
+    #[serde(skip)]
+    pub host_found: std::collections::HashMap<PathBuf, crate::hostpath::Found>,
     pub backend: Backend,
     pub net: NetMode,
     /// Ports published on the host (--net user).
@@ -667,6 +671,7 @@ pub fn build(
         output,
         tmpfs,
         hidden_canonical: hidden_real.iter().cloned().collect(),
+        host_found: canon.into_found(),
         hidden,
         backend,
         net,

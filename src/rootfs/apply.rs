@@ -3,7 +3,7 @@
 
 use super::plan::{EntryKind, HostView, StatePaths, Step};
 use crate::error::{Error, IoContext, NixContext, Result};
-use crate::hostpath;
+use crate::hostpath::{self, Found};
 use crate::policy::Policy;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
@@ -58,6 +58,24 @@ pub fn probe_host(policy: &Policy) -> HostView {
         if p.parent().is_some_and(|d| missing.contains(d)) {
             missing.insert(p);
             continue;
+        }
+        // Seen when the policy resolved the hidden paths.
+        match policy.host_found.get(&p) {
+            Some(Found::Missing) => {
+                missing.insert(p);
+                continue;
+            }
+            Some(f) => {
+                let kind = match f {
+                    Found::Dir => EntryKind::Dir,
+                    Found::File => EntryKind::File,
+                    Found::Symlink => EntryKind::Symlink,
+                    _ => EntryKind::Other,
+                };
+                view.existing.insert(p, kind);
+                continue;
+            }
+            None => {}
         }
         match std::fs::symlink_metadata(&p) {
             Ok(md) => {

@@ -650,6 +650,7 @@ mod tests {
             output: None,
             tmpfs: vec!["/opt/scratch".into()],
             hidden_canonical: Default::default(),
+            host_found: Default::default(),
             hidden: vec![
                 "/home/u/.ssh".into(),
                 "/home/u/.netrc".into(),

@@ -790,6 +790,7 @@ impl<'a> Supervisor<'a> {
                         },
                         None,
                     );
+                    let _ = self.channel.send(&FromInit::Exited { code }, None);
                     return Some(code);
                 }
                 Ok(st) => {

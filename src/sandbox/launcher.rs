@@ -320,7 +320,8 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
         bind_servers.push(serve_bind(policy, &steps, step, fd, &ids, &base)?);
         msg = ours.recv()?;
     }
-    let (status, timed_out) = match msg {
+    let init_pid = child.pid();
+    let ending = match msg {
         Some((FromInit::Ready { .. }, master)) => {
             // Right after Ready, when the plan says so (see
             // `plan::hands_over_procfs`).
@@ -335,16 +336,21 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             if let Some(r) = ready {
                 let _ = pty::write_all(&r, b"ok\n");
             }
-            supervise(policy, child.release(), &signals, master, log_pipe)?
+            supervise(policy, child.release(), &signals, master, log_pipe, &ours)?
         }
         // init failed before starting the command (it said why), and
         // reported what it saw refused meanwhile.
         None | Some((FromInit::Refused { .. }, _)) => {
-            let st = waitpid(child.release(), None).ctx(|| "waitpid".into())?;
+            let status = waitpid(child.release(), None).ctx(|| "waitpid".into())?;
             if let Some((r, path)) = &log_pipe {
                 drain_log(r, path);
             }
-            (st, false)
+            Ending {
+                status,
+                timed_out: false,
+                refused: None,
+                told: false,
+            }
         }
         Some((m, _)) => {
             let expected =
@@ -352,7 +358,17 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             return Err(m.unexpected(expected).into());
         }
     };
+    let Ending {
+        status,
+        timed_out,
+        refused: told_refused,
+        told,
+    } = ending;
     log(policy, || format!("sandbox ended: {status:?}"));
+    if told && cgroup.is_some() {
+        // The cgroup can be removed only once init has left it.
+        let _ = waitpid(init_pid, None);
+    }
     drop(cgroup);
     let mut refused: Vec<(std::path::PathBuf, u32)> = fuse_server
         .as_ref()
@@ -363,7 +379,7 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
             refused.push((dest.join(rel.strip_prefix("/").unwrap_or(&rel)), n));
         }
     }
-    let (mut total, mut lines) = init_refusals(&ours);
+    let (mut total, mut lines) = told_refused.unwrap_or_else(|| init_refusals(&ours));
     if let Some(e) = egress {
         let (n, l) = e.stop();
         total += n;
@@ -372,6 +388,13 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     report_refusals(policy, &refused, (total, lines));
     let servers = bind_servers.into_iter().map(|(_, s)| s);
     for s in fuse_server.into_iter().chain(servers) {
+        if told {
+            // Nothing is left in the sandbox to ask the servers anything;
+            // init, ending, takes the mounts down, and their threads end
+            // with this process (bubblewrap, too, returns the command's
+            // status without waiting for its pid 1 to go).
+            continue;
+        }
         // The mount went away with the sandbox: the server ends.
         if let Err(e) = s.wait() {
             log(policy, || format!("FUSE server: {e}"));
@@ -379,7 +402,10 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     }
     drop(named);
     drop(restore);
-    log(policy, || "FUSE server done".into());
+    log(policy, || match told {
+        true => "FUSE server left to end with init's mounts".into(),
+        false => "FUSE server done".into(),
+    });
     state_dir.finish(ids.helpers.then_some(&ids));
     log(policy, || "state removed".into());
     if let Some(t) = timed_out.then_some(policy.limits.timeout).flatten() {
@@ -644,19 +670,34 @@ fn report_refusals(
 /// Relay signals, the terminal (when there is one) and a detached
 /// sandbox's output until init exits; stop the sandbox at its timeout.
 /// Returns init's status and whether the timeout stopped it.
+/// How the sandbox ended, as the launcher learnt it.
+struct Ending {
+    /// The command's status (init's own when init did not tell).
+    status: WaitStatus,
+    timed_out: bool,
+    /// What init counted refused, when it said so before ending.
+    refused: Option<(u32, Vec<String>)>,
+    /// init told the command's status (`FromInit::Exited`) and may still be
+    /// ending: the sandbox's processes are gone, its mounts about to be.
+    told: bool,
+}
+
 fn supervise(
     policy: &Policy,
     child: Pid,
     signals: &SigSet,
     master: Option<OwnedFd>,
     log_pipe: Option<(OwnedFd, std::path::PathBuf)>,
-) -> Result<(WaitStatus, bool)> {
+    channel: &Channel,
+) -> Result<Ending> {
     let mut peer = Supervised {
         policy,
         child,
         deadline: policy.limits.timeout.map(|t| std::time::Instant::now() + t),
         timed_out: false,
         log_pipe,
+        channel: Some(channel),
+        refused: None,
     };
     super::relay_loop::run(signals, master, policy.tty, None, &mut peer)
 }
@@ -670,13 +711,47 @@ struct Supervised<'a> {
     timed_out: bool,
     /// A detached sandbox's output, copied to its log.
     log_pipe: Option<(OwnedFd, std::path::PathBuf)>,
+    /// init's channel, until it closes: the end of the command comes on it
+    /// before init itself ends.
+    channel: Option<&'a Channel>,
+    refused: Option<(u32, Vec<String>)>,
+}
+
+impl Supervised<'_> {
+    /// A message of init's; the ending once it told the command's status.
+    fn on_message(&mut self) -> Option<Ending> {
+        let channel = self.channel?;
+        match channel.recv() {
+            Ok(Some((FromInit::Refused { total, report }, _))) => {
+                self.refused = Some((total, report));
+                None
+            }
+            Ok(Some((FromInit::Exited { code }, _))) => Some(Ending {
+                status: WaitStatus::Exited(self.child, i32::from(code)),
+                timed_out: self.timed_out,
+                refused: Some(self.refused.take().unwrap_or_default()),
+                told: true,
+            }),
+            // Anything else is not for this stage; a closed or broken
+            // channel leaves it to init's exit status.
+            Ok(Some(_)) => None,
+            Ok(None) | Err(_) => {
+                self.channel = None;
+                None
+            }
+        }
+    }
 }
 
 impl super::relay_loop::Peer for Supervised<'_> {
-    type Output = (WaitStatus, bool);
+    type Output = Ending;
 
     fn watched(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
-        self.log_pipe.iter().map(|(r, _)| r.as_fd()).collect()
+        self.log_pipe
+            .iter()
+            .map(|(r, _)| r.as_fd())
+            .chain(self.channel.map(AsFd::as_fd))
+            .collect()
     }
 
     fn deadline(&self) -> Option<std::time::Instant> {
@@ -712,21 +787,30 @@ impl super::relay_loop::Peer for Supervised<'_> {
         }
     }
 
-    fn on_ready(&mut self, _: usize, buf: &mut [u8]) -> Result<Option<Self::Output>> {
-        if let Some((r, path)) = &self.log_pipe {
-            match nix::unistd::read(r.as_raw_fd(), buf) {
-                Ok(0) => self.log_pipe = None,
-                Ok(n) => append_log(path, &buf[..n]),
-                Err(_) => {}
+    fn on_ready(&mut self, i: usize, buf: &mut [u8]) -> Result<Option<Self::Output>> {
+        // watched(): the log pipe (when there is one), then the channel.
+        match (&self.log_pipe, i) {
+            (Some((r, path)), 0) => {
+                match nix::unistd::read(r.as_raw_fd(), buf) {
+                    Ok(0) => self.log_pipe = None,
+                    Ok(n) => append_log(path, &buf[..n]),
+                    Err(_) => {}
+                }
+                Ok(None)
             }
+            _ => Ok(self.on_message()),
         }
-        Ok(None)
     }
 
     fn after_signals(&mut self) -> Result<Option<Self::Output>> {
         match waitpid(self.child, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => Ok(None),
-            Ok(st) => Ok(Some((st, self.timed_out))),
+            Ok(status) => Ok(Some(Ending {
+                status,
+                timed_out: self.timed_out,
+                refused: self.refused.take(),
+                told: false,
+            })),
             Err(e) => Err(Error::sys("waitpid", e)),
         }
     }

@@ -39,6 +39,11 @@ conversation! {
         /// (seccomp; with --log-denials also Landlock and the network), and
         /// the report lines (each saying what would allow it).
         Refused { total: u32, report: Vec<String> },
+        /// Right after `Refused` once the command has ended and every other
+        /// process of the sandbox is gone: its exit status. The launcher
+        /// returns it without waiting for init to end (the kernel then
+        /// takes the sandbox's mounts down), as bubblewrap does.
+        Exited { code: u8 },
     }
 }
 
@@ -193,7 +198,8 @@ mod tests {
                 "ProcFs",
                 "EgressSocket",
                 "Ready",
-                "Refused"
+                "Refused",
+                "Exited"
             ]
         );
         assert_eq!(FromInit::FuseBindFd { step: 1 }.kind(), "FuseBindFd");
