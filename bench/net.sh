@@ -22,25 +22,20 @@ SIZE_MB=${SIZE_MB:-1024}
 for tool in python3 curl; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found: sudo apt-get install $tool"
 done
-if [ -z "${SBOX:-}" ]; then
-  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-  SBOX=${CARGO_TARGET_DIR:-$repo/target}/release/sbox
-  [ -x "$SBOX" ] || (cd "$repo" && cargo build --release --locked) || die "cargo build --release failed"
-fi
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+sbox_binary
 if [ "$(id -u)" -eq 0 ]; then
-  [ -z "${SBOX_BENCH_REEXEC:-}" ] || die "still root after switching users"
-  user=${SBOX_BENCH_USER:-sboxtest}
-  id "$user" >/dev/null 2>&1 || die "user $user does not exist (see bench/launch.sh)"
-  stage=$(mktemp -d /tmp/sbox-netbench-stage.XXXXXX)
+  bench_stage "${BASH_SOURCE[0]}"
   trap 'rm -rf -- "$stage"' EXIT
-  chmod 0755 "$stage"
-  install -m 0755 "$SBOX" "$stage/sbox"
-  install -m 0755 "${BASH_SOURCE[0]}" "$stage/net.sh"
+  set +e
   setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups -- \
-    env -i HOME="$(getent passwd "$user" | cut -d: -f6)" USER="$user" \
+    env -i HOME="$home" USER="$user" LOGNAME="$user" \
     PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 SBOX="$stage/sbox" \
     SIZE_MB="$SIZE_MB" SBOX_BENCH_REEXEC=1 bash "$stage/net.sh"
-  exit $?
+  rc=$?
+  set -e
+  exit "$rc"
 fi
 
 work=$(mktemp -d /tmp/sbox-netbench.XXXXXX)
