@@ -98,8 +98,8 @@ fn remove_unused_layer(keep: &Path) {
 }
 
 /// When no sandbox runs from `base`: remove what it keeps for later launches
-/// (spare state directories, whiteout layers, the keeper's record, which
-/// ends the keeper).
+/// (spare state directories, whiteout layers, read-ahead lists, the
+/// keeper's record, which ends the keeper).
 fn drop_caches(base: &Path) {
     let Ok(rd) = std::fs::read_dir(base) else {
         return;
@@ -115,7 +115,7 @@ fn drop_caches(base: &Path) {
             let _ = remove_tree(&e.path());
         } else if named(&e, HIDE) {
             remove_unused_layer(&e.path());
-        } else if named(&e, "keeper-") {
+        } else if named(&e, "keeper-") || named(&e, crate::rootfs::prefetch::PREFIX) {
             let _ = std::fs::remove_file(e.path());
         }
     }

@@ -619,3 +619,86 @@ fn stat_root(p: &Project) -> String {
         &["run", "--", "stat", "-c", "%a %u", "/"],
     )))
 }
+
+/// The read-ahead lists in the runtime directory that name `needle`.
+fn read_ahead_lists(needle: &str) -> Vec<std::path::PathBuf> {
+    state_entries()
+        .into_iter()
+        .filter(|n| n.to_string_lossy().starts_with("prefetch-"))
+        .map(|n| state_base().join(n))
+        .filter(|p| {
+            std::fs::read_to_string(p).is_ok_and(|t| t.lines().any(|l| l.ends_with(needle)))
+        })
+        .collect()
+}
+
+/// What a command read through the FUSE root is read ahead at its next
+/// launch: the server notes the files, the launcher keeps the list in its
+/// private runtime directory, init reads them ahead once the root is
+/// mounted. A list naming a FIFO, a missing file or a path that leads out
+/// through a symlink costs nothing and blocks nothing.
+#[test]
+fn files_a_command_read_are_read_ahead_at_its_next_launch() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Project::new("readahead");
+    // A command no other test runs, so that its list is this test's.
+    let o = output(sbox(&p.dir, &["run", "--", "cksum", "/etc/hostname"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lists = read_ahead_lists("/cksum");
+    assert_eq!(lists.len(), 1, "{:?}", state_entries());
+    let list = &lists[0];
+    let text = std::fs::read_to_string(list).expect("read list");
+    assert!(text.lines().any(|l| l.contains("libc.so")), "{text}");
+    assert!(text.lines().any(|l| l == "/etc/hostname"), "{text}");
+    let md = std::fs::symlink_metadata(list).expect("stat list");
+    assert_eq!(md.permissions().mode() & 0o777, 0o600);
+    let o = output(sbox(&p.dir, &["run", "-v", "--", "cksum", "/etc/hostname"]));
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.lines()
+            .any(|l| l.contains("reading ahead") && !l.contains("reading ahead 0 ")),
+        "{e}"
+    );
+
+    // A hostile list: a FIFO in the project, a link out of the root, a
+    // missing file; the command's own files still come last.
+    let fifo = p.dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("mkfifo");
+    chown(&fifo);
+    std::os::unix::fs::symlink("/../../etc/passwd", p.dir.join("out")).expect("symlink");
+    let hostile = format!(
+        "{}\n{}\n/nonexistent/x\n{text}",
+        fifo.display(),
+        p.dir.join("out").display()
+    );
+    std::fs::write(list, hostile).expect("write list");
+    chown(list);
+    let mut child = spawn(sbox(&p.dir, &["run", "-v", "--", "cksum", "/etc/hostname"]));
+    let ended = wait_for(30, || child.try_wait().ok().flatten().is_some());
+    if !ended {
+        let _ = child.kill();
+    }
+    let o = child.wait_with_output().expect("wait");
+    assert!(ended, "a FIFO in the list blocked the launch");
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    // The FIFO and the missing file are skipped; the link resolves inside
+    // the new root (its /etc/passwd, a regular file).
+    let asked: usize = e
+        .lines()
+        .find_map(|l| {
+            l.split("reading ahead ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse().ok())
+        })
+        .expect("a read-ahead line");
+    let own = text.lines().count();
+    assert!(asked == own || asked == own + 1, "{asked} of {own}+3: {e}");
+    // The run wrote the list again: what the command read, not what init
+    // read ahead for it.
+    let again = std::fs::read_to_string(list).expect("read list");
+    assert!(!again.contains("passwd"), "{again}");
+    assert!(again.lines().any(|l| l.ends_with("/cksum")), "{again}");
+}

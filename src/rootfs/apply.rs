@@ -136,6 +136,7 @@ pub fn apply(
     state: &StatePaths,
     project: Option<&Path>,
     verbose: bool,
+    prefetch: &[PathBuf],
     serve_fuse: &mut dyn FnMut(Option<usize>, std::os::fd::OwnedFd) -> Result<()>,
 ) -> Result<()> {
     for (i, step) in steps.iter().enumerate() {
@@ -143,6 +144,14 @@ pub fn apply(
             Step::FuseRoot => {
                 let fd = apply_fuse_root(&state.root)?;
                 serve_fuse(None, fd)?;
+                // While the other mounts are made, the files the command
+                // read last time are read ahead through the new root.
+                if !prefetch.is_empty() {
+                    let n = super::prefetch::read_ahead(&state.root, prefetch);
+                    log(verbose, || {
+                        format!("reading ahead {n} file(s) the command read last time")
+                    });
+                }
                 log(verbose, || "root: FUSE overlay of /".into());
             }
             Step::FuseBind {

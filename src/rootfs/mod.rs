@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod overlay;
 pub mod plan;
+pub mod prefetch;
 pub mod upper;
 
 /// The canonical form of what exists of `p`, the rest appended (see

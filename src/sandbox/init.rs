@@ -40,6 +40,8 @@ pub struct InitArgs<'a> {
     pub can_setgroups: bool,
     /// The listening control socket of a named sandbox (`sbox exec`).
     pub control: Option<OwnedFd>,
+    /// Files to read ahead once the FUSE root is mounted.
+    pub prefetch: &'a [std::path::PathBuf],
 }
 
 /// Run init; returns the exit code for the process.
@@ -109,6 +111,7 @@ fn run(args: &InitArgs) -> Result<u8> {
         args.state,
         project,
         policy.verbose,
+        args.prefetch,
         &mut |step, fd| {
             let msg = match step {
                 None => FromInit::FuseFd,

@@ -146,6 +146,19 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
     let restore = MaskGuard(old_mask);
 
     let flags = clone_flags(policy);
+    // What this command read at its last launch, read ahead by init.
+    let prefetch_list = steps.contains(&Step::FuseRoot).then(|| {
+        let lower = policy
+            .image
+            .as_ref()
+            .map_or_else(|| "/".into(), |i| i.rootfs.clone());
+        let argv0 = policy.argv.first().map_or("", String::as_str);
+        crate::rootfs::prefetch::list_path(&base, argv0, &lower)
+    });
+    let prefetch = prefetch_list
+        .as_deref()
+        .map(crate::rootfs::prefetch::load)
+        .unwrap_or_default();
     // With the helpers, through the keeper's namespace when there is one:
     // the maps are then written before the fork returns.
     let keeper = match ids.helpers {
@@ -193,6 +206,7 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
                 payload_mask: old_mask,
                 can_setgroups: ids.helpers,
                 control,
+                prefetch: &prefetch,
             });
             sys::exit_now(code)
         }
@@ -370,10 +384,12 @@ pub fn run(policy: &Policy, extras: Extras) -> Result<u8> {
         let _ = waitpid(init_pid, None);
     }
     drop(cgroup);
-    let mut refused: Vec<(std::path::PathBuf, u32)> = fuse_server
-        .as_ref()
-        .map(|s| s.stats().hidden_refusals)
-        .unwrap_or_default();
+    let stats = fuse_server.as_ref().map(|s| s.stats());
+    if let (Some(list), Some(st)) = (&prefetch_list, &stats) {
+        crate::rootfs::prefetch::store(list, &st.first_reads);
+    }
+    let mut refused: Vec<(std::path::PathBuf, u32)> =
+        stats.map(|s| s.hidden_refusals).unwrap_or_default();
     for (dest, s) in &bind_servers {
         for (rel, n) in s.stats().hidden_refusals {
             refused.push((dest.join(rel.strip_prefix("/").unwrap_or(&rel)), n));

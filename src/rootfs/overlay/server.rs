@@ -40,6 +40,8 @@ pub struct OverlayStats {
     pub handles: usize,
     /// Hidden paths the sandbox asked for, with how often.
     pub hidden_refusals: Vec<(std::path::PathBuf, u32)>,
+    /// The first regular files read, in order (absolute paths inside).
+    pub first_reads: Vec<std::path::PathBuf>,
 }
 
 /// A running overlay server.
@@ -108,6 +110,7 @@ impl OverlayServer {
             inodes: self.fs.inode_count(),
             handles: self.fs.handle_count(),
             hidden_refusals: self.fs.hidden_refusals(),
+            first_reads: self.fs.first_reads(),
         }
     }
 }

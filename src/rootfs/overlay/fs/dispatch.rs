@@ -172,7 +172,7 @@ impl FileSystem for OverlayFs {
 
     fn read(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
         handle: u64,
         w: &mut dyn ZeroCopyWriter,
@@ -181,6 +181,7 @@ impl FileSystem for OverlayFs {
         _lock_owner: Option<u64>,
         flags: u32,
     ) -> io::Result<usize> {
+        self.note_read(inode, ctx.pid as u32);
         self.op_read(inode, handle, w, size, offset, flags)
     }
 

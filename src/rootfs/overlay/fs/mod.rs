@@ -61,7 +61,16 @@ pub(crate) struct OverlayFs {
     /// The sandbox's /proc (set once the command runs): the supplementary
     /// groups of a process that changes a set-id file.
     pub(crate) procfs: std::sync::OnceLock<OwnedFd>,
+    /// The first files read (view paths, in order), for the next launch of
+    /// the same command to read ahead (`crate::rootfs::prefetch`).
+    first_reads: Mutex<Vec<Vec<u8>>>,
+    /// `first_reads` is full: reads are no longer looked at.
+    first_reads_full: std::sync::atomic::AtomicBool,
 }
+
+/// The pid, in requests, of the sandbox's init: the kernel gives request
+/// pids in the pid namespace of the process that mounted (init, its 1).
+const INIT_PID: u32 = 1;
 
 /// What an empty directory shown in place of sbox's state looks like:
 /// `like`'s times and device, root's, mode 0755, nothing in it.
@@ -232,6 +241,8 @@ impl OverlayFs {
             passthrough,
             readonly,
             procfs: std::sync::OnceLock::new(),
+            first_reads: Mutex::new(Vec::new()),
+            first_reads_full: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -332,5 +343,40 @@ impl OverlayFs {
         } else {
             Layer::Lower
         }
+    }
+}
+
+impl OverlayFs {
+    /// Note that `inode` was read by `pid`, while fewer than `FIRST_READS`
+    /// are noted (init's read-ahead is not).
+    pub(super) fn note_read(&self, inode: u64, pid: u32) {
+        use std::sync::atomic::Ordering;
+        if pid == INIT_PID || self.first_reads_full.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut v) = self.first_reads.lock() else {
+            return;
+        };
+        if let Some(info) = self.table().info(inode) {
+            if info.state.kind == libc::S_IFREG && !v.contains(&info.path) {
+                v.push(info.path);
+            }
+        }
+        if v.len() >= crate::rootfs::prefetch::FIRST_READS {
+            self.first_reads_full.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The first files read, as absolute paths inside.
+    pub(crate) fn first_reads(&self) -> Vec<std::path::PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+        self.first_reads
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .map(|p| std::path::Path::new("/").join(std::ffi::OsStr::from_bytes(p)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
