@@ -252,7 +252,8 @@ pub enum Found {
 }
 
 impl Found {
-    fn of(ft: std::fs::FileType) -> Found {
+    /// What a file type (from `lstat` or a directory entry) is.
+    pub fn of(ft: std::fs::FileType) -> Found {
         if ft.is_symlink() {
             Found::Symlink
         } else if ft.is_dir() {

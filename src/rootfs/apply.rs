@@ -66,13 +66,7 @@ pub fn probe_host(policy: &Policy) -> HostView {
                 continue;
             }
             Some(f) => {
-                let kind = match f {
-                    Found::Dir => EntryKind::Dir,
-                    Found::File => EntryKind::File,
-                    Found::Symlink => EntryKind::Symlink,
-                    _ => EntryKind::Other,
-                };
-                view.existing.insert(p, kind);
+                view.existing.insert(p, entry_kind(*f));
                 continue;
             }
             None => {}
@@ -96,14 +90,16 @@ pub fn probe_host(policy: &Policy) -> HostView {
 }
 
 fn kind_of(ft: std::fs::FileType) -> EntryKind {
-    if ft.is_symlink() {
-        EntryKind::Symlink
-    } else if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_file() {
-        EntryKind::File
-    } else {
-        EntryKind::Other
+    entry_kind(Found::of(ft))
+}
+
+/// The plan's kind of what is there (`Missing` is not asked for).
+fn entry_kind(f: Found) -> EntryKind {
+    match f {
+        Found::Dir => EntryKind::Dir,
+        Found::File => EntryKind::File,
+        Found::Symlink => EntryKind::Symlink,
+        Found::Missing | Found::Other => EntryKind::Other,
     }
 }
 

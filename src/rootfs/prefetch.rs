@@ -75,32 +75,25 @@ fn parse(text: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Keep `files` as the list at `path` (written aside, then renamed over
-/// it). Paths that do not fit on a line are left out.
+/// Keep `files` as the list at `path` (`state::write_private`), unless it
+/// holds them already. Paths that do not fit on a line are left out.
 pub fn store(path: &Path, files: &[PathBuf]) {
-    use std::io::Write;
-    let text: String = files
+    let kept: Vec<&str> = files
         .iter()
         .filter_map(|p| p.to_str())
         .filter(|p| !p.contains('\n'))
         .take(FIRST_READS)
-        .map(|p| format!("{p}\n"))
         .collect();
-    if text.is_empty() || std::fs::read_to_string(path).is_ok_and(|t| t == text) {
+    if kept.is_empty()
+        || load(path)
+            .iter()
+            .map(|p| p.to_str())
+            .eq(kept.iter().map(|p| Some(*p)))
+    {
         return;
     }
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    let written = std::fs::File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let text: String = kept.iter().map(|p| format!("{p}\n")).collect();
+    let _ = crate::state::write_private(path, text.as_bytes());
 }
 
 /// In init, once the FUSE root is mounted at `root`: ask the kernel to

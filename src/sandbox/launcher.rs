@@ -683,9 +683,6 @@ fn report_refusals(
     eprintln!("sbox: {ops} in all");
 }
 
-/// Relay signals, the terminal (when there is one) and a detached
-/// sandbox's output until init exits; stop the sandbox at its timeout.
-/// Returns init's status and whether the timeout stopped it.
 /// How the sandbox ended, as the launcher learnt it.
 struct Ending {
     /// The command's status (init's own when init did not tell).
@@ -698,6 +695,9 @@ struct Ending {
     told: bool,
 }
 
+/// Relay signals, the terminal (when there is one) and a detached
+/// sandbox's output until init tells the command's status or exits; stop
+/// the sandbox at its timeout.
 fn supervise(
     policy: &Policy,
     child: Pid,
