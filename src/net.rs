@@ -240,13 +240,17 @@ pub fn build_pasta_args(
         .filter(|p| p.proto == Proto::Udp)
         .map(spec)
         .collect();
+    // One option per port: an address in a spec binds all of its ports,
+    // so specs of different addresses cannot share a comma list.
     for (flag, list) in [("--tcp-ports", tcp), ("--udp-ports", udp)] {
-        a.push(flag.into());
-        a.push(if list.is_empty() {
-            "none".into()
-        } else {
-            list.join(",")
-        });
+        if list.is_empty() {
+            a.push(flag.into());
+            a.push("none".into());
+        }
+        for spec in list {
+            a.push(flag.into());
+            a.push(spec);
+        }
     }
     a.push(pid.to_string());
     a
@@ -486,6 +490,15 @@ mod tests {
         assert!(!a.contains("--no-map-gw"));
         assert!(a.contains("--tcp-ports 127.0.0.1/18080:8080"));
         assert!(a.contains("--dns-forward 169.254.1.1"));
+        let several = [
+            parse_publish("18080:8080").expect("p"),
+            parse_publish("0.0.0.0:18081:8081").expect("p"),
+            parse_publish("5353:53/udp").expect("p"),
+        ];
+        let b = build_pasta_args(42, &several, false, false, pf).join(" ");
+        assert!(b.contains(
+            "--tcp-ports 127.0.0.1/18080:8080 --tcp-ports 0.0.0.0/18081:8081 --udp-ports 127.0.0.1/5353:53"
+        ));
     }
 
     #[test]

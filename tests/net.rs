@@ -217,13 +217,22 @@ fn user_mode_reaches_other_hosts_and_none_does_not() {
 }
 
 #[test]
-fn published_port_reaches_a_server_inside_and_is_freed_after() {
-    let free = TcpListener::bind("127.0.0.1:0").expect("port");
-    let host_port = free.local_addr().expect("addr").port();
+fn published_ports_reach_servers_inside_and_are_freed_after() {
+    // Two ports, each published on its own (pasta takes one spec each).
+    let free: Vec<TcpListener> = (0..2)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("port"))
+        .collect();
+    let host_ports: Vec<u16> = free
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect();
     drop(free);
     let p = Project::new("publish");
     p.write("index.html", "hello from the sandbox\n");
-    let spec = format!("{host_port}:8080");
+    let (spec1, spec2) = (
+        format!("{}:8080", host_ports[0]),
+        format!("127.0.0.1:{}:8081", host_ports[1]),
+    );
     let mut child = spawn(sbox(
         &p.dir,
         &[
@@ -231,19 +240,23 @@ fn published_port_reaches_a_server_inside_and_is_freed_after() {
             "--net",
             "user",
             "-p",
-            &spec,
+            &spec1,
+            "-p",
+            &spec2,
             "--",
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "127.0.0.1",
+            "sh",
+            "-c",
+            "python3 -m http.server 8081 --bind 127.0.0.1 & exec python3 -m http.server 8080 --bind 127.0.0.1",
         ],
     ));
-    let addr = format!("127.0.0.1:{host_port}");
+    let addrs: Vec<String> = host_ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
     let got = wait_for(20, || {
-        http_get(&addr).is_some_and(|r| r.contains("hello from the sandbox"))
+        addrs
+            .iter()
+            .all(|a| http_get(a).is_some_and(|r| r.contains("hello from the sandbox")))
     });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -251,10 +264,12 @@ fn published_port_reaches_a_server_inside_and_is_freed_after() {
     )
     .expect("kill");
     let st = child.wait().expect("wait");
-    assert!(got, "the published port did not answer");
+    assert!(got, "a published port did not answer");
     assert_eq!(st.code(), Some(143));
-    // The port is free again once sbox has exited.
-    TcpListener::bind(&addr).expect("the published port is still bound");
+    // The ports are free again once sbox has exited.
+    for a in &addrs {
+        TcpListener::bind(a).expect("a published port is still bound");
+    }
     assert!(stale_state().is_empty());
 }
 
