@@ -817,20 +817,27 @@ fn accept(shared: &Arc<Shared>, c: TcpStream) {
         return refuse(c);
     };
     if shared.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-        shared.active.fetch_sub(1, Ordering::SeqCst);
+        drop(Slot(shared.clone()));
         shared.deny(
             format!("connection to {name}:{port} (more than {MAX_CONNECTIONS} at once)"),
             "fewer connections at once".into(),
         );
         return refuse(c);
     }
-    let s = shared.clone();
-    let job = Box::new(move || {
-        forward(&s, c, &name, port, private);
-        s.active.fetch_sub(1, Ordering::SeqCst);
-    });
-    if !shared.workers.run(job) {
-        shared.active.fetch_sub(1, Ordering::SeqCst);
+    let slot = Slot(shared.clone());
+    // Dropped unrun (and the slot with it) when no worker can be had.
+    shared
+        .workers
+        .run(Box::new(move || forward(c, &name, port, private, slot)));
+}
+
+/// One of the `MAX_CONNECTIONS`, given back when dropped: when the
+/// connection it was taken for has ended, or could not be made.
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -917,7 +924,8 @@ fn worker(first: Job, rx: &Mutex<std::sync::mpsc::Receiver<Job>>, idle: &AtomicU
 }
 
 /// Resolve `name` on the host, connect, and copy both ways.
-fn forward(shared: &Shared, c: TcpStream, name: &str, port: u16, private: bool) {
+fn forward(c: TcpStream, name: &str, port: u16, private: bool, slot: Slot) {
+    let shared = &*slot.0;
     let (addrs, given) = match shared.egress.given(name) {
         Some(ip) => (vec![SocketAddr::new(ip, port)], true),
         None => match std::net::ToSocketAddrs::to_socket_addrs(&(name, port)) {
@@ -963,34 +971,46 @@ fn forward(shared: &Shared, c: TcpStream, name: &str, port: u16, private: bool) 
     }
     let _ = c.set_nodelay(true);
     let _ = out.set_nodelay(true);
-    relay(c, out, |job| shared.workers.run(job));
+    let workers = slot.0.clone();
+    relay(c, out, slot, |job| workers.workers.run(job));
 }
 
-/// Copy both ways between `c` and `out` until both have ended: the bytes
-/// from the host on this thread, the sandbox's on the thread `spawn` runs
-/// its job on (false: none could be had, and the connection is closed).
+/// A relayed connection: the sandbox's end, the host's, and what is given
+/// back when both are closed (`keep`, the connection's `Slot`).
+struct Pair<K> {
+    c: TcpStream,
+    out: TcpStream,
+    _keep: K,
+}
+
+/// Copy both ways between `c` and `out`: the bytes from the host on this
+/// thread, the sandbox's on the thread `spawn` runs its job on (false: none
+/// could be had, and the connection is closed). The sockets are closed, and
+/// `keep` dropped, when the second direction has ended; neither thread
+/// waits for the other.
 ///
 /// Each direction blocks in splice(2) through a pipe of its own: two system
 /// calls and one wake-up for each chunk the sender wrote, where a poll(2)
 /// loop over both sockets took five; the bytes never pass through user
 /// space.
-fn relay(c: TcpStream, out: TcpStream, spawn: impl FnOnce(Job) -> bool) {
-    let (Ok(c2), Ok(out2)) = (c.try_clone(), out.try_clone()) else {
-        return;
-    };
-    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-    let up = Box::new(move || {
-        pump(&c2, &out2);
-        let _ = tx.send(());
+fn relay<K: Send + Sync + 'static>(
+    c: TcpStream,
+    out: TcpStream,
+    keep: K,
+    spawn: impl FnOnce(Job) -> bool,
+) {
+    let pair = Arc::new(Pair {
+        c,
+        out,
+        _keep: keep,
     });
-    if !spawn(up) {
-        let _ = c.shutdown(std::net::Shutdown::Both);
-        let _ = out.shutdown(std::net::Shutdown::Both);
+    let up = pair.clone();
+    if !spawn(Box::new(move || pump(&up.c, &up.out))) {
+        let _ = pair.c.shutdown(std::net::Shutdown::Both);
+        let _ = pair.out.shutdown(std::net::Shutdown::Both);
         return;
     }
-    pump(&out, &c);
-    // The sockets stay open (and counted) until both directions are done.
-    let _ = rx.recv();
+    pump(&pair.out, &pair.c);
 }
 
 /// One direction of a relayed connection, until `from` ends (its end is
@@ -999,17 +1019,7 @@ fn relay(c: TcpStream, out: TcpStream, spawn: impl FnOnce(Job) -> bool) {
 fn pump(from: &TcpStream, to: &TcpStream) {
     let pipe = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok();
     let ended = match &pipe {
-        Some((r, w)) => {
-            // Larger than the default 64 KiB when the user's pipe budget
-            // allows (the kernel refuses otherwise; the default works).
-            let size =
-                nix::fcntl::fcntl(w.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE))
-                    .ok()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .filter(|n| *n > 0)
-                    .unwrap_or(64 * 1024);
-            splice_loop(from, to, r.as_fd(), w.as_fd(), size)
-        }
+        Some((r, w)) => splice_loop(from, to, r.as_fd(), w.as_fd()),
         None => copy_loop(from, to),
     };
     match ended {
@@ -1023,18 +1033,20 @@ fn pump(from: &TcpStream, to: &TcpStream) {
     }
 }
 
-/// Move everything `from` sends to `to` through the pipe `r`/`w` (of
-/// `size` bytes) until `from` ends. Err: the connection is broken.
+/// Move everything `from` sends to `to` through the pipe `r`/`w` until
+/// `from` ends. Err: the connection is broken.
 fn splice_loop(
     from: &TcpStream,
     to: &TcpStream,
     r: BorrowedFd<'_>,
     w: BorrowedFd<'_>,
-    size: usize,
 ) -> std::io::Result<()> {
     use nix::errno::Errno;
-    use nix::fcntl::{splice, SpliceFFlags};
+    use nix::fcntl::{fcntl, splice, FcntlArg, SpliceFFlags};
     let flags = SpliceFFlags::SPLICE_F_MOVE;
+    // A new pipe holds 64 KiB (less when the user's pipe budget is spent).
+    let mut size = 64 * 1024;
+    let mut grown = false;
     loop {
         // Whatever the socket holds, up to the pipe's size.
         let mut pending = match splice(from.as_fd(), None, w, None, size, flags) {
@@ -1043,6 +1055,15 @@ fn splice_loop(
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         };
+        // A connection that filled the pipe gets a larger one when the
+        // budget allows (the kernel refuses otherwise; the first works):
+        // fewer wake-ups per byte for transfers, no cost for the others.
+        if pending >= size && !grown {
+            grown = true;
+            if let Ok(n) = fcntl(w.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
+                size = usize::try_from(n).unwrap_or(size).max(size);
+            }
+        }
         while pending > 0 {
             match splice(r, None, to.as_fd(), None, pending, flags) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -1156,8 +1177,16 @@ mod tests {
         let (c, _) = l1.accept().expect("accept");
         let out = TcpStream::connect(l2.local_addr().expect("a")).expect("o");
         let (mut server, _) = l2.accept().expect("accept");
+        // What the connection keeps is dropped once both ways have ended.
+        struct Keep(std::sync::mpsc::Sender<()>);
+        impl Drop for Keep {
+            fn drop(&mut self) {
+                let _ = self.0.send(());
+            }
+        }
+        let (kept, released) = std::sync::mpsc::channel();
         let relay = std::thread::spawn(move || {
-            relay(c, out, |job| {
+            relay(c, out, Keep(kept), |job| {
                 std::thread::spawn(job);
                 true
             })
@@ -1185,6 +1214,9 @@ mod tests {
         writer.join().expect("writer");
         echo.join().expect("echo");
         relay.join().expect("relay");
+        released
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the connection's slot was not given back");
         assert_eq!(got.len(), data.len() + 3);
         assert!(got[..data.len()] == data[..] && got.ends_with(b"bye"));
     }
