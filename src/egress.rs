@@ -22,11 +22,13 @@
 //! listed name resolved to is refused, UDP other than to the DNS goes
 //! nowhere.
 
+mod relay;
+
 use crate::error::{Error, Result};
+use relay::{relay, Job};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -841,9 +843,6 @@ impl Drop for Slot {
     }
 }
 
-/// A forwarded connection's work, run by a worker thread.
-type Job = Box<dyn FnOnce() + Send>;
-
 /// Threads that forward connections, kept a while once done so that a
 /// new connection does not pay for a new thread.
 struct Workers {
@@ -975,125 +974,6 @@ fn forward(c: TcpStream, name: &str, port: u16, private: bool, slot: Slot) {
     relay(c, out, slot, |job| workers.workers.run(job));
 }
 
-/// A relayed connection: the sandbox's end, the host's, and what is given
-/// back when both are closed (`keep`, the connection's `Slot`).
-struct Pair<K> {
-    c: TcpStream,
-    out: TcpStream,
-    _keep: K,
-}
-
-/// Copy both ways between `c` and `out`: the bytes from the host on this
-/// thread, the sandbox's on the thread `spawn` runs its job on (false: none
-/// could be had, and the connection is closed). The sockets are closed, and
-/// `keep` dropped, when the second direction has ended; neither thread
-/// waits for the other.
-///
-/// Each direction blocks in splice(2) through a pipe of its own: two system
-/// calls and one wake-up for each chunk the sender wrote, where a poll(2)
-/// loop over both sockets took five; the bytes never pass through user
-/// space.
-fn relay<K: Send + Sync + 'static>(
-    c: TcpStream,
-    out: TcpStream,
-    keep: K,
-    spawn: impl FnOnce(Job) -> bool,
-) {
-    let pair = Arc::new(Pair {
-        c,
-        out,
-        _keep: keep,
-    });
-    let up = pair.clone();
-    if !spawn(Box::new(move || pump(&up.c, &up.out))) {
-        let _ = pair.c.shutdown(std::net::Shutdown::Both);
-        let _ = pair.out.shutdown(std::net::Shutdown::Both);
-        return;
-    }
-    pump(&pair.out, &pair.c);
-}
-
-/// One direction of a relayed connection, until `from` ends (its end is
-/// passed on) or either socket fails (both are shut down, which ends the
-/// other direction too).
-fn pump(from: &TcpStream, to: &TcpStream) {
-    let pipe = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok();
-    let ended = match &pipe {
-        Some((r, w)) => splice_loop(from, to, r.as_fd(), w.as_fd()),
-        None => copy_loop(from, to),
-    };
-    match ended {
-        Ok(()) => {
-            let _ = to.shutdown(std::net::Shutdown::Write);
-        }
-        Err(_) => {
-            let _ = from.shutdown(std::net::Shutdown::Both);
-            let _ = to.shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
-/// Move everything `from` sends to `to` through the pipe `r`/`w` until
-/// `from` ends. Err: the connection is broken.
-fn splice_loop(
-    from: &TcpStream,
-    to: &TcpStream,
-    r: BorrowedFd<'_>,
-    w: BorrowedFd<'_>,
-) -> std::io::Result<()> {
-    use nix::errno::Errno;
-    use nix::fcntl::{fcntl, splice, FcntlArg, SpliceFFlags};
-    let flags = SpliceFFlags::SPLICE_F_MOVE;
-    // A new pipe holds 64 KiB (less when the user's pipe budget is spent).
-    let mut size = 64 * 1024;
-    let mut grown = false;
-    loop {
-        // Whatever the socket holds, up to the pipe's size.
-        let mut pending = match splice(from.as_fd(), None, w, None, size, flags) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        // A connection that filled the pipe gets a larger one when the
-        // budget allows (the kernel refuses otherwise; the first works):
-        // fewer wake-ups per byte for transfers, no cost for the others.
-        if pending >= size && !grown {
-            grown = true;
-            if let Ok(n) = fcntl(w.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
-                size = usize::try_from(n).unwrap_or(size).max(size);
-            }
-        }
-        while pending > 0 {
-            match splice(r, None, to.as_fd(), None, pending, flags) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => pending -= n,
-                Err(Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-}
-
-/// `splice_loop` through a buffer, when no pipe can be had.
-fn copy_loop(mut from: &TcpStream, mut to: &TcpStream) -> std::io::Result<()> {
-    let mut buf = vec![0u8; BUF_SIZE];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        to.write_all(&buf[..n])?;
-    }
-}
-
-/// The copy buffer of a direction without a pipe.
-const BUF_SIZE: usize = 256 * 1024;
-/// The pipe of one spliced direction (asked for; the kernel may give less).
-const PIPE_SIZE: i32 = 1024 * 1024;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1166,59 +1046,6 @@ mod tests {
         for ip in ["8.8.8.8", "172.32.0.1", "2001:db8::1", "151.101.0.223"] {
             assert!(!is_internal(ip.parse().expect("ip")), "{ip}");
         }
-    }
-
-    #[test]
-    fn relay_copies_both_ways_and_passes_half_closes_on() {
-        use std::net::TcpListener;
-        let l1 = TcpListener::bind("127.0.0.1:0").expect("l1");
-        let l2 = TcpListener::bind("127.0.0.1:0").expect("l2");
-        let mut client = TcpStream::connect(l1.local_addr().expect("a")).expect("c");
-        let (c, _) = l1.accept().expect("accept");
-        let out = TcpStream::connect(l2.local_addr().expect("a")).expect("o");
-        let (mut server, _) = l2.accept().expect("accept");
-        // What the connection keeps is dropped once both ways have ended.
-        struct Keep(std::sync::mpsc::Sender<()>);
-        impl Drop for Keep {
-            fn drop(&mut self) {
-                let _ = self.0.send(());
-            }
-        }
-        let (kept, released) = std::sync::mpsc::channel();
-        let relay = std::thread::spawn(move || {
-            relay(c, out, Keep(kept), |job| {
-                std::thread::spawn(job);
-                true
-            })
-        });
-        // The server echoes until the client's end, then ends too.
-        let echo = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 100_000];
-            loop {
-                match server.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => server.write_all(&buf[..n]).expect("echo"),
-                }
-            }
-            server.write_all(b"bye").expect("bye");
-        });
-        let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
-        let mut w = client.try_clone().expect("clone");
-        let sent = data.clone();
-        let writer = std::thread::spawn(move || {
-            w.write_all(&sent).expect("send");
-            w.shutdown(std::net::Shutdown::Write).expect("shutdown");
-        });
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).expect("read");
-        writer.join().expect("writer");
-        echo.join().expect("echo");
-        relay.join().expect("relay");
-        released
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the connection's slot was not given back");
-        assert_eq!(got.len(), data.len() + 3);
-        assert!(got[..data.len()] == data[..] && got.ends_with(b"bye"));
     }
 
     fn query(name: &str, qtype: u16) -> Vec<u8> {
