@@ -302,9 +302,16 @@ mod tests {
     struct Running {
         relay: std::thread::JoinHandle<()>,
         released: std::sync::mpsc::Receiver<()>,
+        /// Threads the relay asked for (the second direction's).
+        spawned: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl Running {
+        /// Threads the relay asked for.
+        fn spawned(&self) -> usize {
+            self.spawned.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
         fn finish(self) {
             self.relay.join().expect("relay");
             self.released
@@ -330,13 +337,24 @@ mod tests {
         let out = TcpStream::connect(l2.local_addr().expect("a")).expect("o");
         let (server, _) = l2.accept().expect("accept");
         let (kept, released) = std::sync::mpsc::channel();
+        let spawned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = spawned.clone();
         let relay = std::thread::spawn(move || {
             relay(c, out, Keep(kept), |job| {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 std::thread::spawn(job);
                 true
             })
         });
-        (client, server, Running { relay, released })
+        (
+            client,
+            server,
+            Running {
+                relay,
+                released,
+                spawned,
+            },
+        )
     }
 
     /// `len` bytes to an echo server that says "bye" after the client's
@@ -364,6 +382,9 @@ mod tests {
         client.read_to_end(&mut got).expect("read");
         writer.join().expect("writer");
         echo.join().expect("echo");
+        // A small connection is relayed on one thread; a larger one gets
+        // a second thread for the other direction.
+        assert_eq!(running.spawned(), usize::from(len >= SMALL), "{len} bytes");
         running.finish();
         assert_eq!(got.len(), data.len() + 3, "{len} bytes");
         assert!(got[..data.len()] == data[..] && got.ends_with(b"bye"));
